@@ -1,0 +1,394 @@
+//! The configuration: one typed [`Config`], loaded in layers.
+//!
+//! Built-in defaults (`defaults.toml`, shipped as the documented example) < the file given with
+//! `--config` < `HOOKYARD_<SECTION>_<KEY>` environment variables. The layers are merged as TOML
+//! tables and deserialised once, with unknown keys rejected, then [`Config::validate`] checks
+//! what types cannot. The loader never mutates the process environment.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::model::WebhookSpec;
+
+/// The built-in defaults, also the documented example config.
+pub const DEFAULTS: &str = include_str!("defaults.toml");
+
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "HOOKYARD_";
+
+/// Environment variables with the prefix that are not config keys.
+const ENV_NOT_KEYS: &[&str] = &["HOOKYARD_CONFIG", "HOOKYARD_LOG"];
+
+/// Why a configuration was refused. Printed as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax or types.
+    #[error("invalid config{origin}: {message}")]
+    Parse {
+        /// Where (" in FILE" or " in HOOKYARD_X").
+        origin: String,
+        /// The parser's message, on one line.
+        message: String,
+    },
+    /// A value that parses but is not acceptable.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listeners and tokens.
+    pub server: ServerConfig,
+    /// Where state lives.
+    pub store: StoreConfig,
+    /// How deliveries are sent.
+    pub delivery: DeliveryConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Webhooks declared in the file, applied by name at start-up.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookSpec>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Public listener: ingest, inbound, health, metrics.
+    pub listen: SocketAddr,
+    /// Admin listener; may equal `listen`.
+    pub admin_listen: SocketAddr,
+    /// Bearer token of the admin API; empty: none (loopback only).
+    pub admin_token: String,
+    /// Bearer token of event ingest; empty: none (loopback only).
+    pub ingest_token: String,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Most events in one batch.
+    pub max_batch_events: usize,
+    /// Drain time for in-flight deliveries at shutdown, in seconds.
+    pub shutdown_grace_secs: u64,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` or `postgres://...`.
+    pub url: String,
+}
+
+/// `[delivery]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Networks exempt from SSRF protection.
+    pub allow_networks: Vec<IpNet>,
+    /// Deliveries in flight at once in this process.
+    pub concurrency: usize,
+    /// Deliveries in flight at once per webhook, unless the webhook says otherwise.
+    pub per_webhook_concurrency: u32,
+    /// Lease of a claimed delivery, in seconds.
+    pub lease_secs: u64,
+    /// Poll interval when idle, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// First retry delay, in milliseconds.
+    pub retry_base_ms: u64,
+    /// Growth of the retry delay per attempt.
+    pub retry_factor: f64,
+    /// Longest retry delay, in milliseconds.
+    pub retry_max_ms: u64,
+    /// Random jitter of retry delays, as a fraction.
+    pub retry_jitter: f64,
+    /// Statuses retried besides 5xx.
+    pub retryable_statuses: Vec<u16>,
+    /// Longest Retry-After honoured, in seconds.
+    pub max_retry_after_secs: u64,
+    /// How much of a response body the log keeps, in bytes.
+    pub log_body_bytes: usize,
+    /// User-Agent of deliveries.
+    pub user_agent: String,
+    /// OAuth2 tokens are refreshed this long before they expire, in seconds.
+    pub token_refresh_margin_secs: u64,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// tracing filter directive.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // The defaults file is part of the binary and covered by tests.
+        Config::from_layers(None, std::iter::empty()).expect("built-in defaults are valid")
+    }
+}
+
+impl Config {
+    /// Loads defaults < `file` < environment (`HOOKYARD_*` variables of `env`).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, Error> {
+        let file_layer = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                Some((path.display().to_string(), text))
+            }
+            None => None,
+        };
+        Config::from_layers(file_layer, env)
+    }
+
+    /// Loads defaults < `file` (origin, text) < environment.
+    pub fn from_layers(
+        file: Option<(String, String)>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, Error> {
+        let mut merged = parse_table(DEFAULTS, "defaults")?;
+        if let Some((origin, text)) = file {
+            merge(&mut merged, parse_table(&text, &origin)?);
+        }
+        merge(&mut merged, env_layer(env)?);
+        let config: Config =
+            toml::Value::Table(merged)
+                .try_into()
+                .map_err(|e: toml::de::Error| Error::Parse {
+                    origin: String::new(),
+                    message: one_line(&e.to_string()),
+                })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the types cannot.
+    pub fn validate(&self) -> Result<(), Error> {
+        let s = &self.server;
+        for (addr, token, what) in [
+            (s.listen, &s.ingest_token, "server.ingest_token"),
+            (s.admin_listen, &s.admin_token, "server.admin_token"),
+        ] {
+            if token.is_empty() && !addr.ip().is_loopback() {
+                return Err(Error::Invalid(format!(
+                    "{what} must be set when listening on the non-loopback address {addr}"
+                )));
+            }
+        }
+        if s.max_body_bytes == 0 || s.max_batch_events == 0 {
+            return Err(Error::Invalid(
+                "server.max_body_bytes and server.max_batch_events must be positive".into(),
+            ));
+        }
+        let d = &self.delivery;
+        if d.concurrency == 0 || d.per_webhook_concurrency == 0 {
+            return Err(Error::Invalid(
+                "delivery.concurrency and delivery.per_webhook_concurrency must be positive".into(),
+            ));
+        }
+        if d.lease_secs < 5 {
+            return Err(Error::Invalid(
+                "delivery.lease_secs must be at least 5".into(),
+            ));
+        }
+        if !(d.retry_factor >= 1.0 && d.retry_factor.is_finite()) {
+            return Err(Error::Invalid("delivery.retry_factor must be >= 1".into()));
+        }
+        if !(0.0..1.0).contains(&d.retry_jitter) {
+            return Err(Error::Invalid(
+                "delivery.retry_jitter must be in [0, 1)".into(),
+            ));
+        }
+        if d.retry_base_ms == 0 || d.retry_max_ms < d.retry_base_ms {
+            return Err(Error::Invalid(
+                "delivery.retry_base_ms must be positive and at most delivery.retry_max_ms".into(),
+            ));
+        }
+        if d.poll_interval_ms == 0 {
+            return Err(Error::Invalid(
+                "delivery.poll_interval_ms must be positive".into(),
+            ));
+        }
+        if !(self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres")) {
+            return Err(Error::Invalid(format!(
+                "store.url must start with sqlite:// or postgres://, got {:?}",
+                self.store.url
+            )));
+        }
+        if !matches!(
+            self.log.level.parse::<tracing_subscriber::EnvFilter>(),
+            Ok(_)
+        ) {
+            return Err(Error::Invalid(format!(
+                "log.level {:?} is not a valid filter",
+                self.log.level
+            )));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            if !names.insert(hook.name.as_str()) {
+                return Err(Error::Invalid(format!(
+                    "webhooks[{i}]: the name {:?} is declared twice",
+                    hook.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a webhook timeout fits in the lease (a lease must outlive the attempt).
+    pub fn max_timeout_ms(&self) -> u64 {
+        (self.delivery.lease_secs.saturating_sub(5)) * 1000
+    }
+}
+
+fn parse_table(text: &str, origin: &str) -> Result<toml::Table, Error> {
+    text.parse::<toml::Table>().map_err(|e| Error::Parse {
+        origin: format!(" in {origin}"),
+        message: one_line(&e.to_string()),
+    })
+}
+
+/// Merges `over` into `base`: tables recursively, everything else replaced.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// `HOOKYARD_SECTION_KEY=value` becomes `[section] key = value`. The value is read as a TOML
+/// value when it parses as one (numbers, booleans, arrays), else as a string.
+fn env_layer(env: impl IntoIterator<Item = (String, String)>) -> Result<toml::Table, Error> {
+    let mut layer = toml::Table::new();
+    let vars: BTreeMap<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !ENV_NOT_KEYS.contains(&k.as_str()))
+        .collect();
+    for (name, raw) in vars {
+        let rest = name[ENV_PREFIX.len()..].to_ascii_lowercase();
+        let Some((section, key)) = rest.split_once('_') else {
+            return Err(Error::Invalid(format!(
+                "{name} does not name a config key (HOOKYARD_<SECTION>_<KEY>)"
+            )));
+        };
+        let value = format!("v = {raw}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.clone()));
+        let entry = layer
+            .entry(section.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if let toml::Value::Table(t) = entry {
+            t.insert(key.to_owned(), value);
+        }
+    }
+    Ok(layer)
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_load() {
+        let c = Config::default();
+        assert_eq!(c.server.listen.port(), 8080);
+        assert_eq!(c.store.url, "sqlite://hookyard-data/hookyard.db");
+        assert!(c.delivery.allow_networks.is_empty());
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        let file = "[server]\nadmin_token = \"from-file\"\n[delivery]\nconcurrency = 7\n";
+        let c = Config::from_layers(
+            Some(("f.toml".into(), file.into())),
+            env(&[
+                ("HOOKYARD_SERVER_ADMIN_TOKEN", "from-env"),
+                ("HOOKYARD_DELIVERY_ALLOW_NETWORKS", "[\"127.0.0.1/32\"]"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.admin_token, "from-env");
+        assert_eq!(c.delivery.concurrency, 7);
+        assert_eq!(c.delivery.allow_networks.len(), 1);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = Config::from_layers(Some(("f".into(), "[server]\nlisten_x = 1\n".into())), [])
+            .unwrap_err();
+        assert!(e.to_string().contains("listen_x"), "{e}");
+        let e = Config::from_layers(None, env(&[("HOOKYARD_SERVER_NOPE", "1")])).unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+        assert!(!e.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn tokens_required_off_loopback() {
+        let e = Config::from_layers(None, env(&[("HOOKYARD_SERVER_LISTEN", "0.0.0.0:8080")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("ingest_token"), "{e}");
+    }
+
+    #[test]
+    fn declared_webhooks_parse() {
+        let file = r#"
+[[webhooks]]
+name = "defguard"
+events = ["user.*"]
+url = "https://example.com/hook"
+auth = { type = "bearer", token = "t" }
+"#;
+        let c = Config::from_layers(Some(("f".into(), file.into())), []).unwrap();
+        assert_eq!(c.webhooks[0].name, "defguard");
+    }
+}

@@ -1,0 +1,135 @@
+//! The transform step between an event and the request(s) sent for it.
+//!
+//! A [`Shaper`] turns (webhook, event) into the requests to send, or a decision to skip. Without a
+//! plugin the body is the default envelope `{"type", "timestamp", "data", "context"}`; the plugin
+//! host implements the same trait, so the worker does not know which it is talking to.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::model::{Event, Millis, Webhook};
+
+/// A request the worker should send, before auth, signing and the gateway's own headers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutgoingRequest {
+    /// Overrides the webhook's method.
+    pub method: Option<String>,
+    /// Appended to the webhook URL's path.
+    pub path: Option<String>,
+    /// Query string (without `?`) appended to the webhook URL.
+    pub query: Option<String>,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Bytes,
+    /// Content type; `application/json` when none.
+    pub content_type: Option<String>,
+}
+
+impl OutgoingRequest {
+    /// A JSON body sent to the webhook's URL with its method.
+    pub fn json(body: Vec<u8>) -> OutgoingRequest {
+        OutgoingRequest {
+            method: None,
+            path: None,
+            query: None,
+            headers: Vec::new(),
+            body: Bytes::from(body),
+            content_type: None,
+        }
+    }
+}
+
+/// What to do with one event for one webhook.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Shaped {
+    /// Send these, in order.
+    Send(Vec<OutgoingRequest>),
+    /// Send nothing, for this reason.
+    Skip(String),
+}
+
+/// Why shaping failed. What then happens is the webhook's plugin failure policy.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ShapeError {
+    /// What went wrong, for the Webhook Log.
+    pub message: String,
+    /// Trying again later may help (e.g. the plugin is not loaded yet, or it timed out).
+    pub retryable: bool,
+}
+
+/// Turns an event into requests for a webhook.
+#[async_trait]
+pub trait Shaper: Send + Sync + 'static {
+    /// Shapes `event` for `hook`.
+    async fn outgoing(&self, hook: &Webhook, event: &Event) -> Result<Shaped, ShapeError>;
+}
+
+/// The shaper used without a plugin host: the default envelope for every webhook, and a clear
+/// error for webhooks that name a plugin.
+pub struct DefaultShaper;
+
+#[async_trait]
+impl Shaper for DefaultShaper {
+    async fn outgoing(&self, hook: &Webhook, event: &Event) -> Result<Shaped, ShapeError> {
+        match &hook.spec.plugin {
+            None => Ok(Shaped::Send(vec![OutgoingRequest::json(default_body(event))])),
+            Some(plugin) => Err(ShapeError {
+                message: format!("plugin {:?} is not available in this gateway", plugin.name),
+                retryable: true,
+            }),
+        }
+    }
+}
+
+/// The default envelope: `{"type", "timestamp", "data", "context"}`.
+pub fn default_body(event: &Event) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Envelope<'a> {
+        #[serde(rename = "type")]
+        event_type: &'a str,
+        timestamp: String,
+        data: &'a serde_json::Value,
+        context: &'a serde_json::Value,
+    }
+    let envelope = Envelope {
+        event_type: &event.event_type,
+        timestamp: rfc3339(event.occurred_at),
+        data: &event.data,
+        context: &event.context,
+    };
+    // Serialising Values and strings into a Vec cannot fail.
+    serde_json::to_vec(&envelope).unwrap_or_default()
+}
+
+/// Formats milliseconds since the epoch as RFC 3339 (UTC, millisecond precision).
+pub fn rfc3339(ms: Millis) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_envelope() {
+        let event = Event {
+            id: "e1".into(),
+            event_type: "user.created".into(),
+            data: serde_json::json!({"a": 1}),
+            context: serde_json::Value::Null,
+            occurred_at: 1_614_265_330_000,
+            received_at: 0,
+        };
+        let v: serde_json::Value = serde_json::from_slice(&default_body(&event)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type": "user.created", "timestamp": "2021-02-25T15:02:10Z",
+                               "data": {"a": 1}, "context": null})
+        );
+    }
+}

@@ -1,0 +1,213 @@
+//! Starting and stopping the gateway: wiring the store, the workers and the listeners.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+use tracing::{info, warn};
+
+use crate::config::{self, Config};
+use crate::delivery::client::SsrfPolicy;
+use crate::delivery::shape::{DefaultShaper, Shaper};
+use crate::delivery::worker::Deliverer;
+use crate::metrics::Metrics;
+use crate::model::{new_id, now_ms, Webhook};
+use crate::server::{self, AppState};
+use crate::store::{self, Store};
+use crate::webhooks::{self, WebhookDirectory};
+
+/// Why the gateway could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store could not be opened or failed at start-up.
+    #[error("store: {0}")]
+    Store(#[from] store::Error),
+    /// A webhook declared in the config is invalid.
+    #[error("webhooks[{index}] ({name}): {error}")]
+    DeclaredWebhook {
+        /// Position in the config.
+        index: usize,
+        /// Its name.
+        name: String,
+        /// What is wrong.
+        error: webhooks::InvalidSpec,
+    },
+    /// The HTTP client could not be built.
+    #[error("http client: {0}")]
+    Client(String),
+    /// A listener failed.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The listeners the gateway serves on, already bound.
+pub struct Listeners {
+    /// Ingest, health, metrics.
+    pub public: TcpListener,
+    /// The admin API; `None` serves it on the public listener (same address configured).
+    pub admin: Option<TcpListener>,
+}
+
+/// Opens the store named by `store.url`.
+pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, Error> {
+    let store = store::sqlite::SqliteStore::open_url(&config.store.url)?;
+    Ok(Arc::new(store))
+}
+
+/// Runs the gateway until `shutdown` resolves: stops accepting requests, drains in-flight
+/// deliveries for up to `server.shutdown_grace_secs`, closes the store.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let store = open_store(&config)?;
+    run_with_store(config, store, Arc::new(DefaultShaper), listeners, shutdown).await
+}
+
+/// [`run`] with a given store and shaper (the plugin host, or the default envelope).
+pub async fn run_with_store(
+    config: Config,
+    store: Arc<dyn Store>,
+    shaper: Arc<dyn Shaper>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let config = Arc::new(config);
+    apply_declared_webhooks(&config, store.as_ref()).await?;
+    let directory = Arc::new(WebhookDirectory::load(store.as_ref()).await?);
+    let metrics = Arc::new(Metrics::new());
+    let wake = Arc::new(Notify::new());
+    let ssrf = Arc::new(SsrfPolicy::new(config.delivery.allow_networks.clone()));
+    let http = crate::delivery::client::build(ssrf.clone(), &config.delivery.user_agent)
+        .map_err(|e| Error::Client(e.to_string()))?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let deliverer = Arc::new(Deliverer::new(
+        store.clone(),
+        directory.clone(),
+        shaper,
+        http,
+        ssrf,
+        metrics.clone(),
+        config.delivery.clone(),
+        wake.clone(),
+    ));
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let workers = tokio::spawn(deliverer.run(stopped(stop_rx.clone()), grace));
+
+    // Changes made through another process sharing the database reach this one through here.
+    let refresher = {
+        let (store, directory, mut rx) = (store.clone(), directory.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = rx.wait_for(|s| *s) => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                        if let Err(e) = directory.reload(store.as_ref()).await {
+                            warn!(error = %e, "reloading webhooks failed");
+                        }
+                    }
+                }
+            }
+        })
+    };
+
+    let state = Arc::new(AppState {
+        store: store.clone(),
+        webhooks: directory,
+        metrics,
+        config: config.clone(),
+        wake,
+        ready: AtomicBool::new(true),
+    });
+    let public = server::public_router(state.clone());
+    let admin = server::admin_router(state.clone());
+    let mut servers = Vec::new();
+    match listeners.admin {
+        Some(admin_listener) => {
+            info!(addr = %admin_listener.local_addr()?, "admin API listening");
+            servers.push(serve(admin_listener, admin, stopped(stop_rx.clone())));
+            info!(addr = %listeners.public.local_addr()?, "public API listening");
+            servers.push(serve(listeners.public, public, stopped(stop_rx.clone())));
+        }
+        None => {
+            info!(addr = %listeners.public.local_addr()?, "public and admin API listening");
+            servers.push(serve(listeners.public, public.merge(admin), stopped(stop_rx.clone())));
+        }
+    }
+
+    shutdown.await;
+    info!("shutting down: no new requests, draining deliveries");
+    state.ready.store(false, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    for server in servers {
+        match server.await {
+            Ok(Err(e)) => warn!(error = %e, "listener failed"),
+            Err(e) => warn!(error = %e, "listener task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+    let _ = workers.await;
+    let _ = refresher.await;
+    Ok(())
+}
+
+fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    })
+}
+
+/// Creates or updates, by name, the webhooks declared in the config.
+async fn apply_declared_webhooks(config: &Config, store: &dyn Store) -> Result<(), Error> {
+    for (index, spec) in config.webhooks.iter().enumerate() {
+        let spec = spec.clone();
+        webhooks::validate(&spec, config.max_timeout_ms()).map_err(|error| {
+            Error::DeclaredWebhook {
+                index,
+                name: spec.name.clone(),
+                error,
+            }
+        })?;
+        let now = now_ms();
+        match store.webhook(&spec.name).await? {
+            Some(old) if old.spec.name == spec.name => {
+                let mut spec = spec;
+                webhooks::carry_secrets(&mut spec, &old.spec);
+                let spec = webhooks::with_generated_secret(spec);
+                if spec != old.spec {
+                    let hook = Webhook {
+                        spec,
+                        updated_at: now,
+                        ..old
+                    };
+                    store.update_webhook(&hook).await?;
+                }
+            }
+            _ => {
+                let hook = Webhook {
+                    id: new_id("wh"),
+                    spec: webhooks::with_generated_secret(spec),
+                    created_at: now,
+                    updated_at: now,
+                };
+                store.insert_webhook(&hook).await?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,41 @@
+//! hookyard: a webhook gateway.
+//!
+//! Internal systems post events; for every webhook subscribed to an event's type, hookyard
+//! commits a delivery, shapes the request (a WebAssembly plugin or the default envelope), signs
+//! and authenticates it, and sends it with retries until the receiver accepts it or the delivery
+//! is dead. Every attempt is logged.
+//!
+//! # Layout
+//!
+//! - [`config`]: the typed configuration, its defaults file and `HOOKYARD_*` overrides.
+//! - [`model`]: webhooks, events, deliveries and attempts: what is stored and served.
+//! - [`store`]: the storage interface, the queue's state machine and invariants, and the SQLite
+//!   implementation with group commit.
+//! - [`webhooks`]: the in-memory directory of webhooks and the validation of their definitions.
+//! - [`delivery`]: sending: [`delivery::shape`] (event to request, where plugins slot in),
+//!   [`delivery::client`] (the SSRF-safe HTTP client), [`delivery::signing`] (Standard
+//!   Webhooks), [`delivery::retry`] (backoff and status classes) and [`delivery::worker`] (the
+//!   claim-and-send loop).
+//! - [`auth`]: credentials for outgoing requests, with the OAuth2 token cache.
+//! - [`server`]: the public (ingest, health, metrics) and admin HTTP APIs.
+//! - [`metrics`]: the Prometheus registry.
+//!
+//! [`run`] is the entry point: it takes bound listeners and a shutdown future, so tests run the
+//! real gateway on port 0.
+
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod auth;
+pub mod config;
+pub mod delivery;
+pub mod metrics;
+pub mod model;
+pub mod server;
+pub mod store;
+pub mod webhooks;
+
+// Gated until the store and delivery primitives land.
+#[cfg(any())]
+mod gateway;
+#[cfg(any())]
+pub use gateway::{open_store, run, run_with_store, Error, Listeners};

@@ -1,0 +1,130 @@
+//! Prometheus metrics: what an operator watches.
+//!
+//! One [`Metrics`] per gateway, shared by `Arc`. Queue depth and the age of the oldest due
+//! delivery are read from the store when `/metrics` is scraped, not kept as counters, so they are
+//! right across restarts and across processes sharing one database.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// A label set with one `outcome` or `result` value.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// The outcome (`succeeded`, `retry`, `dead`, `skipped`, `ok`, `error`...).
+    pub outcome: String,
+}
+
+/// All metrics of one gateway.
+pub struct Metrics {
+    registry: Registry,
+    /// Events accepted by ingest (duplicates not counted).
+    pub events_accepted: Counter,
+    /// Delivery attempts by what they led to.
+    pub deliveries: Family<OutcomeLabel, Counter>,
+    /// Duration of HTTP delivery attempts, in seconds.
+    pub attempt_duration: Histogram,
+    /// OAuth2 token fetches by result (`ok`, `error`).
+    pub token_fetches: Family<OutcomeLabel, Counter>,
+    /// Pending deliveries (set at scrape time).
+    pub queue_depth: Gauge,
+    /// Due deliveries (set at scrape time).
+    pub queue_due: Gauge,
+    /// Age of the oldest due delivery in seconds (set at scrape time).
+    pub oldest_due_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Deliveries being sent right now by this process.
+    pub in_flight: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("hookyard");
+        let events_accepted = Counter::default();
+        registry.register(
+            "events_accepted",
+            "Events accepted by ingest",
+            events_accepted.clone(),
+        );
+        let deliveries = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "delivery_attempts",
+            "Delivery attempts by outcome",
+            deliveries.clone(),
+        );
+        let attempt_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "delivery_attempt_duration_seconds",
+            "Duration of delivery attempts",
+            attempt_duration.clone(),
+        );
+        let token_fetches = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "oauth_token_fetches",
+            "OAuth2 token fetches by result",
+            token_fetches.clone(),
+        );
+        let queue_depth = Gauge::default();
+        registry.register("queue_depth", "Pending deliveries", queue_depth.clone());
+        let queue_due = Gauge::default();
+        registry.register(
+            "queue_due",
+            "Pending deliveries whose time has come",
+            queue_due.clone(),
+        );
+        let oldest_due_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "queue_oldest_due_age_seconds",
+            "How overdue the oldest due delivery is",
+            oldest_due_age.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "deliveries_in_flight",
+            "Deliveries being sent by this process",
+            in_flight.clone(),
+        );
+        Metrics {
+            registry,
+            events_accepted,
+            deliveries,
+            attempt_duration,
+            token_fetches,
+            queue_depth,
+            queue_due,
+            oldest_due_age,
+            in_flight,
+        }
+    }
+
+    /// Counts one item of a labelled family.
+    pub fn count(family: &Family<OutcomeLabel, Counter>, outcome: &str) {
+        family
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The registry, for metrics registered by other modules (plugins).
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

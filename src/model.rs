@@ -1,0 +1,600 @@
+//! The records hookyard accepts, stores and serves: webhooks, events, deliveries and attempts.
+//!
+//! A [`WebhookSpec`] is what an admin writes (the JSON of `product.md`); a [`Webhook`] is a spec
+//! the gateway has accepted, with its id and timestamps. Secrets live in the spec in clear text
+//! and are only ever shown through [`WebhookSpec::redacted`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Milliseconds since the Unix epoch. Every timestamp in the store uses it.
+pub type Millis = i64;
+
+/// What reads show in place of a secret.
+pub const MASK: &str = "********";
+
+/// The current time in [`Millis`].
+pub fn now_ms() -> Millis {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.as_millis() as Millis
+}
+
+/// A new, time-ordered id with a short type prefix (`wh_`, `evt_`, `msg_`).
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// A configured webhook: an accepted [`WebhookSpec`] plus what the gateway keeps about it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Webhook {
+    /// Stable id, `wh_...`.
+    pub id: String,
+    /// The admin's definition.
+    #[serde(flatten)]
+    pub spec: WebhookSpec,
+    /// Creation time.
+    pub created_at: Millis,
+    /// Last change, by an admin or by the gateway (410 disables a webhook).
+    pub updated_at: Millis,
+}
+
+/// A webhook as an admin defines it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSpec {
+    /// Unique, URL-safe name (`[A-Za-z0-9._-]`, 1 to 100 characters).
+    pub name: String,
+    /// Free text for admins.
+    #[serde(default)]
+    pub description: String,
+    /// Disabled webhooks receive no new deliveries and send none of their pending ones.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Event types, exact (`user.created`) or globs (`user.*`, `*`).
+    pub events: Vec<String>,
+    /// Where deliveries go (http or https).
+    pub url: String,
+    /// HTTP method of deliveries.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Static headers added to every delivery.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Header that carries the event type, with dots turned into underscores
+    /// (`X-Defguard-Event: user_created`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_header: Option<String>,
+    /// How hookyard authenticates to the receiver.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Standard Webhooks signing.
+    #[serde(default)]
+    pub signing: SigningConfig,
+    /// The plugin that shapes this webhook's requests (none: the default body).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<PluginRef>,
+    /// Inbound side: a third party pushing to hookyard (two-way sync).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound: Option<Value>,
+    /// Retry policy.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// Timeout of one attempt, connect to last byte.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// How many deliveries to this webhook may be in flight at once (none: the gateway default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_method() -> String {
+    "POST".to_owned()
+}
+fn default_timeout_ms() -> u64 {
+    10_000
+}
+
+/// How hookyard authenticates its deliveries.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuthConfig {
+    /// No credentials.
+    #[default]
+    None,
+    /// A fixed header, `X-API-Key: value` by default.
+    ApiKey {
+        /// Header name.
+        #[serde(default = "default_api_key_header")]
+        header: String,
+        /// Header value (secret).
+        value: String,
+    },
+    /// `Authorization: Bearer <token>`.
+    Bearer {
+        /// The token (secret).
+        token: String,
+    },
+    /// `Authorization: Basic ...`.
+    Basic {
+        /// User name.
+        username: String,
+        /// Password (secret).
+        password: String,
+    },
+    /// OAuth2 resource-owner password grant (RFC 6749 §4.3).
+    Oauth2Password {
+        /// Token endpoint.
+        token_url: String,
+        /// Resource owner's user name.
+        username: String,
+        /// Resource owner's password (secret).
+        password: String,
+        /// Client id, if the server wants one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+        /// Client secret (secret).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_secret: Option<String>,
+        /// Space-separated scopes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<String>,
+    },
+    /// OAuth2 client-credentials grant (RFC 6749 §4.4).
+    Oauth2ClientCredentials {
+        /// Token endpoint.
+        token_url: String,
+        /// Client id.
+        client_id: String,
+        /// Client secret (secret).
+        client_secret: String,
+        /// Space-separated scopes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<String>,
+    },
+}
+
+fn default_api_key_header() -> String {
+    "X-API-Key".to_owned()
+}
+
+impl AuthConfig {
+    /// The `type` tag, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AuthConfig::None => "none",
+            AuthConfig::ApiKey { .. } => "api_key",
+            AuthConfig::Bearer { .. } => "bearer",
+            AuthConfig::Basic { .. } => "basic",
+            AuthConfig::Oauth2Password { .. } => "oauth2_password",
+            AuthConfig::Oauth2ClientCredentials { .. } => "oauth2_client_credentials",
+        }
+    }
+
+    /// Every secret field, mutably: masking and carrying secrets over on update both walk these.
+    pub fn secrets_mut(&mut self) -> Vec<&mut String> {
+        match self {
+            AuthConfig::None => vec![],
+            AuthConfig::ApiKey { value, .. } => vec![value],
+            AuthConfig::Bearer { token } => vec![token],
+            AuthConfig::Basic { password, .. } => vec![password],
+            AuthConfig::Oauth2Password {
+                password,
+                client_secret,
+                ..
+            } => {
+                let mut v = vec![password];
+                v.extend(client_secret.as_mut());
+                v
+            }
+            AuthConfig::Oauth2ClientCredentials { client_secret, .. } => vec![client_secret],
+        }
+    }
+}
+
+/// Standard Webhooks signing of deliveries.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    /// Sign deliveries (on by default).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// `whsec_<base64>`; generated when a webhook is created without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+impl Default for SigningConfig {
+    fn default() -> Self {
+        SigningConfig {
+            enabled: true,
+            secret: None,
+        }
+    }
+}
+
+/// Which plugin shapes a webhook's payloads.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PluginRef {
+    /// Registered plugin name (for example `field-map`).
+    pub name: String,
+    /// Pinned version; none follows the plugin's active version.
+    #[serde(default)]
+    pub version: Option<u32>,
+    /// Plugin-specific configuration, checked by the plugin's `validate-config`.
+    #[serde(default)]
+    pub config: Value,
+}
+
+/// When to give up on a delivery.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Attempts before the delivery is `dead`, the first included.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_max_attempts() -> u32 {
+    8
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: default_max_attempts(),
+        }
+    }
+}
+
+impl WebhookSpec {
+    /// A copy safe to show: every secret replaced by [`MASK`].
+    pub fn redacted(&self) -> WebhookSpec {
+        let mut spec = self.clone();
+        for secret in spec.auth.secrets_mut() {
+            *secret = MASK.to_owned();
+        }
+        if let Some(secret) = spec.signing.secret.as_mut() {
+            *secret = MASK.to_owned();
+        }
+        spec
+    }
+
+    /// Whether this webhook subscribes to `event_type`.
+    pub fn matches(&self, event_type: &str) -> bool {
+        self.events.iter().any(|p| glob_match(p, event_type))
+    }
+}
+
+impl Webhook {
+    /// A copy safe to show: every secret replaced by [`MASK`].
+    pub fn redacted(&self) -> Webhook {
+        Webhook {
+            spec: self.spec.redacted(),
+            ..self.clone()
+        }
+    }
+}
+
+/// Matches `text` against `pattern`, where `*` stands for any run of characters (dots included).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    // Position of the last `*` and of the text it was matched against, for backtracking.
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+/// An event as posted to `POST /v1/events`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NewEvent {
+    /// Idempotency key; generated when absent. A repeated id is not enqueued again.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Event type, for example `user.created`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The event's payload.
+    pub data: Value,
+    /// Extra context (who did it, which tenant...), passed through.
+    #[serde(default)]
+    pub context: Option<Value>,
+    /// When it happened (RFC 3339); the time of receipt when absent.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub occurred_at: Option<time::OffsetDateTime>,
+}
+
+/// An accepted event.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    /// The idempotency key (given or generated).
+    pub id: String,
+    /// Event type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Payload.
+    pub data: Value,
+    /// Context (`null` when none was given).
+    pub context: Value,
+    /// When it happened.
+    pub occurred_at: Millis,
+    /// When hookyard accepted it.
+    pub received_at: Millis,
+}
+
+/// An event to commit together with the deliveries it fans out to.
+#[derive(Debug, Clone)]
+pub struct EventToIngest {
+    /// The event.
+    pub event: Event,
+    /// Ids of the webhooks that get a delivery, each with the new delivery's id.
+    pub deliveries: Vec<(String, String)>,
+}
+
+/// What the store did with one ingested event.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct IngestResult {
+    /// The event id.
+    pub id: String,
+    /// How many deliveries the event has.
+    pub deliveries: usize,
+    /// True when the id was already known: nothing new was enqueued.
+    pub duplicate: bool,
+}
+
+/// Where a delivery is in its life. See `store` for the state machine.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Waiting for its next attempt (possibly leased by a worker right now).
+    Pending,
+    /// A 2xx answer was received.
+    Succeeded,
+    /// Given up: attempts exhausted, a non-retryable answer, or the webhook is gone.
+    Dead,
+    /// The webhook's plugin chose not to send it.
+    Skipped,
+}
+
+impl DeliveryStatus {
+    /// The name used in the API and in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Succeeded => "succeeded",
+            DeliveryStatus::Dead => "dead",
+            DeliveryStatus::Skipped => "skipped",
+        }
+    }
+
+    /// Parses [`DeliveryStatus::as_str`].
+    pub fn parse(s: &str) -> Option<DeliveryStatus> {
+        Some(match s {
+            "pending" => DeliveryStatus::Pending,
+            "succeeded" => DeliveryStatus::Succeeded,
+            "dead" => DeliveryStatus::Dead,
+            "skipped" => DeliveryStatus::Skipped,
+            _ => return None,
+        })
+    }
+}
+
+/// One event on its way to one webhook.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Delivery {
+    /// Stable id, `msg_...`; sent as `webhook-id` on every attempt.
+    pub id: String,
+    /// The event delivered.
+    pub event_id: String,
+    /// The event's type (copied so the log can filter on it).
+    pub event_type: String,
+    /// The webhook it goes to.
+    pub webhook_id: String,
+    /// Where it is in its life.
+    pub status: DeliveryStatus,
+    /// Attempts made since it was created or last replayed (counts toward `max_attempts`).
+    pub attempts: u32,
+    /// When the next attempt is due (pending only).
+    pub next_attempt_at: Option<Millis>,
+    /// HTTP status of the last attempt, if one was received.
+    pub last_status: Option<u16>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// Creation time.
+    pub created_at: Millis,
+    /// Last change.
+    pub updated_at: Millis,
+}
+
+/// A delivery handed to a worker by [`crate::store::Store::claim`], with what it needs to send it.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The delivery.
+    pub delivery: Delivery,
+    /// Its event.
+    pub event: Event,
+    /// The number the next attempt will carry in the log (1 for the first ever).
+    pub attempt_no: u32,
+}
+
+/// A request as the Webhook Log shows it: secrets redacted, body truncated.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct RequestLog {
+    /// Method.
+    pub method: String,
+    /// URL.
+    pub url: String,
+    /// Headers, with credentials and signatures redacted.
+    pub headers: Vec<(String, String)>,
+    /// Body (truncated to the configured size).
+    pub body: String,
+}
+
+/// One HTTP attempt of a delivery, as the Webhook Log shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Attempt {
+    /// The delivery.
+    pub delivery_id: String,
+    /// 1, 2, ... in order, across replays.
+    pub attempt_no: u32,
+    /// When it started.
+    pub started_at: Millis,
+    /// How long it took, until the response body was read or the error happened.
+    pub duration_ms: u64,
+    /// What was sent (none when nothing could be built, e.g. a plugin failure).
+    pub request: Option<RequestLog>,
+    /// Response status.
+    pub response_status: Option<u16>,
+    /// Response headers.
+    pub response_headers: Vec<(String, String)>,
+    /// Response body, truncated.
+    pub response_body: Option<String>,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+    /// What the gateway decided after this attempt.
+    pub outcome: AttemptOutcome,
+}
+
+/// What an attempt led to.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// Delivered.
+    Succeeded,
+    /// Failed, will be tried again.
+    Retry,
+    /// Failed for good.
+    Dead,
+    /// Not sent: the plugin skipped it.
+    Skipped,
+}
+
+/// How a worker finishes a claimed delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    /// Done: delivered.
+    Succeeded,
+    /// Try again at this time.
+    RetryAt(Millis),
+    /// Give up.
+    Dead,
+    /// The plugin chose not to send.
+    Skipped,
+}
+
+/// The result of one attempt, recorded by [`crate::store::Store::complete`].
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// The attempt, for the log.
+    pub attempt: Attempt,
+    /// What happens to the delivery.
+    pub next: Next,
+    /// Also disable the delivery's webhook (the receiver answered 410 Gone).
+    pub disable_webhook: bool,
+}
+
+/// Filters of the Webhook Log.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DeliveryFilter {
+    /// Webhook id (the API also takes a name and resolves it first).
+    pub webhook_id: Option<String>,
+    /// Status.
+    pub status: Option<DeliveryStatus>,
+    /// Event type (exact).
+    pub event_type: Option<String>,
+    /// Event id.
+    pub event_id: Option<String>,
+    /// Page size (the API caps it).
+    pub limit: usize,
+    /// Opaque cursor from the previous page: deliveries older than this id.
+    pub cursor: Option<String>,
+}
+
+/// One page of a listing, newest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; none when this is the last.
+    pub next_cursor: Option<String>,
+}
+
+/// What `/metrics` and `/readyz` report about the queue.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct QueueStats {
+    /// Pending deliveries.
+    pub pending: u64,
+    /// Pending deliveries whose time has come.
+    pub due: u64,
+    /// How overdue the oldest due delivery is, in ms (0 when none).
+    pub oldest_due_age_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("*", "user.created"));
+        assert!(glob_match("user.*", "user.created"));
+        assert!(!glob_match("user.*", "location.created"));
+        assert!(glob_match("user.created", "user.created"));
+        assert!(!glob_match("user.created", "user.created2"));
+        assert!(glob_match("*.created", "location.created"));
+        assert!(glob_match("u*r.*d", "user.created"));
+        assert!(!glob_match("", "x"));
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        let spec: WebhookSpec = serde_json::from_value(serde_json::json!({
+            "name": "a", "events": ["*"], "url": "http://x",
+            "auth": {"type": "oauth2_password", "token_url": "http://t", "username": "u",
+                     "password": "p", "client_secret": "cs"},
+            "signing": {"secret": "whsec_abc"}
+        }))
+        .unwrap();
+        let shown = serde_json::to_string(&spec.redacted()).unwrap();
+        assert!(!shown.contains("\"p\""), "{shown}");
+        assert!(!shown.contains("cs"), "{shown}");
+        assert!(!shown.contains("whsec_abc"), "{shown}");
+        assert!(shown.contains("\"username\":\"u\""));
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let r: Result<WebhookSpec, _> = serde_json::from_value(serde_json::json!({
+            "name": "a", "events": ["*"], "url": "http://x", "bogus": 1
+        }));
+        assert!(r.is_err());
+        let r: Result<WebhookSpec, _> = serde_json::from_value(serde_json::json!({
+            "name": "a", "events": ["*"], "url": "http://x",
+            "auth": {"type": "bearer", "token": "t", "bogus": 1}
+        }));
+        assert!(r.is_err());
+    }
+}

@@ -1,0 +1,276 @@
+//! The admin API: webhooks, the Webhook Log, replay.
+//!
+//! Secrets are write-only: every read shows them masked, and an update that sends the mask
+//! back (or leaves the signing secret out) keeps the stored secret.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::{body_error, from_value, parse_json, ApiError};
+use super::Shared;
+use crate::model::{new_id, now_ms, DeliveryFilter, DeliveryStatus, Webhook, WebhookSpec, MASK};
+use crate::webhooks::{self, InvalidSpec};
+
+/// The admin routes (without the token layer, added by the caller).
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/admin/v1/webhooks", get(list_webhooks).post(create_webhook))
+        .route(
+            "/admin/v1/webhooks/{id}",
+            get(get_webhook)
+                .put(put_webhook)
+                .patch(patch_webhook)
+                .delete(delete_webhook),
+        )
+        .route("/admin/v1/webhooks/{id}/replay", post(replay_webhook))
+        .route("/admin/v1/deliveries", get(list_deliveries))
+        .route("/admin/v1/deliveries/{id}", get(get_delivery))
+        .route("/admin/v1/deliveries/{id}/replay", post(replay_delivery))
+}
+
+impl From<InvalidSpec> for ApiError {
+    fn from(e: InvalidSpec) -> Self {
+        ApiError::invalid_field(e.field, e.message)
+    }
+}
+
+fn shown(hook: &Webhook) -> Value {
+    serde_json::to_value(hook.redacted()).unwrap_or(Value::Null)
+}
+
+/// Validates a spec against the gateway's limits and refuses leftover masks.
+fn check(state: &Shared, spec: &mut WebhookSpec) -> Result<(), ApiError> {
+    for secret in spec.auth.secrets_mut() {
+        if secret == MASK {
+            return Err(ApiError::invalid_field(
+                "auth",
+                "a masked secret can only be sent back unchanged for the same auth type",
+            ));
+        }
+    }
+    webhooks::validate(spec, state.config.max_timeout_ms())?;
+    Ok(())
+}
+
+async fn find(state: &Shared, id: &str) -> Result<Webhook, ApiError> {
+    state
+        .store
+        .webhook(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook"))
+}
+
+async fn reload(state: &Shared) -> Result<(), ApiError> {
+    state.webhooks.reload(state.store.as_ref()).await?;
+    Ok(())
+}
+
+async fn create_webhook(
+    State(state): State<Shared>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = body.map_err(body_error)?;
+    let mut spec: WebhookSpec = parse_json(&body)?;
+    check(&state, &mut spec)?;
+    let now = now_ms();
+    let hook = Webhook {
+        id: new_id("wh"),
+        spec: webhooks::with_generated_secret(spec),
+        created_at: now,
+        updated_at: now,
+    };
+    state.store.insert_webhook(&hook).await?;
+    reload(&state).await?;
+    Ok((StatusCode::CREATED, Json(shown(&hook))))
+}
+
+async fn list_webhooks(State(state): State<Shared>) -> Result<Json<Value>, ApiError> {
+    let hooks = state.store.webhooks().await?;
+    let items: Vec<Value> = hooks.iter().map(shown).collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn get_webhook(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(shown(&find(&state, &id).await?)))
+}
+
+async fn save(state: &Shared, old: Webhook, mut spec: WebhookSpec) -> Result<Json<Value>, ApiError> {
+    webhooks::carry_secrets(&mut spec, &old.spec);
+    check(state, &mut spec)?;
+    let hook = Webhook {
+        spec: webhooks::with_generated_secret(spec),
+        updated_at: now_ms(),
+        ..old
+    };
+    if !state.store.update_webhook(&hook).await? {
+        return Err(ApiError::not_found("webhook"));
+    }
+    reload(state).await?;
+    Ok(Json(shown(&hook)))
+}
+
+async fn put_webhook(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body.map_err(body_error)?;
+    let old = find(&state, &id).await?;
+    let spec: WebhookSpec = parse_json(&body)?;
+    save(&state, old, spec).await
+}
+
+/// JSON merge patch (RFC 7396) over the stored definition.
+async fn patch_webhook(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body.map_err(body_error)?;
+    let patch: Value = parse_json(&body)?;
+    if !patch.is_object() {
+        return Err(ApiError::invalid_field("", "a merge patch must be a JSON object"));
+    }
+    let old = find(&state, &id).await?;
+    let mut merged = serde_json::to_value(&old.spec).unwrap_or(Value::Null);
+    merge_patch(&mut merged, patch);
+    let spec: WebhookSpec = from_value(merged)?;
+    save(&state, old, spec).await
+}
+
+fn merge_patch(target: &mut Value, patch: Value) {
+    match patch {
+        Value::Object(fields) => {
+            if !target.is_object() {
+                *target = Value::Object(Default::default());
+            }
+            if let Value::Object(t) = target {
+                for (k, v) in fields {
+                    if v.is_null() {
+                        t.remove(&k);
+                    } else {
+                        merge_patch(t.entry(k).or_insert(Value::Null), v);
+                    }
+                }
+            }
+        }
+        other => *target = other,
+    }
+}
+
+async fn delete_webhook(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let hook = find(&state, &id).await?;
+    if !state.store.delete_webhook(&hook.id).await? {
+        return Err(ApiError::not_found("webhook"));
+    }
+    reload(&state).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn replay_webhook(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let hook = find(&state, &id).await?;
+    let n = state.store.replay_dead(&hook.id, now_ms()).await?;
+    if n > 0 {
+        state.wake.notify_one();
+    }
+    Ok((StatusCode::ACCEPTED, Json(json!({ "replayed": n }))))
+}
+
+/// Query of `GET /admin/v1/deliveries`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    webhook: Option<String>,
+    status: Option<String>,
+    event_type: Option<String>,
+    event_id: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+async fn list_deliveries(
+    State(state): State<Shared>,
+    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())
+    })?;
+    let webhook_id = match q.webhook {
+        Some(w) => Some(find(&state, &w).await?.id),
+        None => None,
+    };
+    let status = match q.status.as_deref() {
+        Some(s) => Some(DeliveryStatus::parse(s).ok_or_else(|| {
+            ApiError::invalid_field("status", "one of pending, succeeded, dead, skipped")
+        })?),
+        None => None,
+    };
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid_field("limit", "must be 1 to 1000"));
+    }
+    let filter = DeliveryFilter {
+        webhook_id,
+        status,
+        event_type: q.event_type,
+        event_id: q.event_id,
+        limit,
+        cursor: q.cursor,
+    };
+    let page = state.store.deliveries(&filter).await?;
+    Ok(Json(json!({ "items": page.items, "next_cursor": page.next_cursor })))
+}
+
+async fn get_delivery(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (delivery, attempts) = state
+        .store
+        .delivery(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("delivery"))?;
+    let mut shown = serde_json::to_value(&delivery).unwrap_or(Value::Null);
+    shown["attempts"] = serde_json::to_value(&attempts).unwrap_or(Value::Null);
+    Ok(Json(shown))
+}
+
+async fn replay_delivery(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let delivery = state
+        .store
+        .replay_delivery(&id, now_ms())
+        .await?
+        .ok_or_else(|| ApiError::not_found("delivery"))?;
+    state.wake.notify_one();
+    Ok((StatusCode::ACCEPTED, Json(serde_json::to_value(&delivery).unwrap_or(Value::Null))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_patch_rfc7396() {
+        let mut v = json!({"a": 1, "b": {"c": 2, "d": 3}});
+        merge_patch(&mut v, json!({"a": null, "b": {"c": 5}, "e": [1]}));
+        assert_eq!(v, json!({"b": {"c": 5, "d": 3}, "e": [1]}));
+    }
+}

@@ -1,0 +1,136 @@
+//! The JSON error body every route answers with: `{"error": {"code", "message", "field"?}}`.
+
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+/// An error answered to an API caller.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code (`invalid_json`, `unauthorized`, ...).
+    pub code: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+    /// The offending field, as a dotted path, when one is to blame.
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    /// An error without a field.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    /// 422 naming a field.
+    pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid_field",
+            message: message.into(),
+            field: Some(field.into()),
+        }
+    }
+
+    /// 404.
+    pub fn not_found(what: &str) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+    }
+
+    /// 401.
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token",
+        )
+    }
+
+    /// 500/503 for a store failure; the details go to the log, not to the caller.
+    pub fn store(e: crate::store::Error) -> ApiError {
+        tracing::error!(error = %e, "store operation failed");
+        match e {
+            crate::store::Error::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            crate::store::Error::Unavailable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the store is unavailable; nothing was accepted",
+            ),
+            _ => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the store failed; nothing was accepted",
+            ),
+        }
+    }
+}
+
+impl From<crate::store::Error> for ApiError {
+    fn from(e: crate::store::Error) -> Self {
+        ApiError::store(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = serde_json::json!({"code": self.code, "message": self.message});
+        if let Some(field) = self.field {
+            error["field"] = serde_json::Value::String(field);
+        }
+        (self.status, axum::Json(serde_json::json!({ "error": error }))).into_response()
+    }
+}
+
+/// Maps a body that could not be read: too large is 413, anything else 400.
+pub fn body_error(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "the request body exceeds server.max_body_bytes",
+        )
+    } else {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_body", rejection.body_text())
+    }
+}
+
+/// Parses a JSON body: malformed JSON is 400, well-formed JSON of the wrong shape is 422
+/// naming the field.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))?;
+    from_value(value)
+}
+
+/// Deserialises a parsed JSON value, with 422 naming the field on failure.
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // serde names a missing or unknown field in its message; point at it.
+        let field = named_field(&inner)
+            .map(|f| {
+                if path == "." {
+                    f
+                } else {
+                    format!("{path}.{f}")
+                }
+            })
+            .unwrap_or(path);
+        ApiError::invalid_field(field, inner)
+    })
+}
+
+fn named_field(message: &str) -> Option<String> {
+    let rest = message
+        .strip_prefix("missing field `")
+        .or_else(|| message.strip_prefix("unknown field `"))?;
+    Some(rest.split('`').next()?.to_owned())
+}

@@ -1,0 +1,118 @@
+//! `POST /v1/events` and `POST /v1/events/batch`.
+//!
+//! An event is answered 202 only after it and one delivery per matching enabled webhook are
+//! committed together. A repeated event id enqueues nothing and is answered like the first time,
+//! with `"duplicate": true`.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::Value;
+
+use super::error::{body_error, from_value, parse_json, ApiError};
+use super::Shared;
+use crate::model::{new_id, now_ms, Event, EventToIngest, IngestResult, NewEvent};
+
+/// Longest event id and type accepted.
+const MAX_ID_LEN: usize = 200;
+
+/// `POST /v1/events`.
+pub async fn one(
+    State(state): State<Shared>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<IngestResult>), ApiError> {
+    let body = body.map_err(body_error)?;
+    let event: NewEvent = parse_json(&body)?;
+    let prepared = prepare(&state, event, "")?;
+    let mut results = commit(&state, vec![prepared]).await?;
+    let result = results.pop().ok_or_else(|| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no result")
+    })?;
+    Ok((StatusCode::ACCEPTED, Json(result)))
+}
+
+/// `POST /v1/events/batch`: a JSON array of events, committed together.
+pub async fn batch(
+    State(state): State<Shared>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = body.map_err(body_error)?;
+    let items: Vec<Value> = parse_json(&body)?;
+    if items.is_empty() {
+        return Err(ApiError::invalid_field("", "the batch is empty"));
+    }
+    let max = state.config.server.max_batch_events;
+    if items.len() > max {
+        return Err(ApiError::invalid_field(
+            "",
+            format!("the batch holds {} events; at most {max} are allowed", items.len()),
+        ));
+    }
+    let mut prepared = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let event: NewEvent = from_value(item).map_err(|mut e| {
+            e.field = Some(format!("[{i}]{}", e.field.map(|f| format!(".{f}")).unwrap_or_default()));
+            e
+        })?;
+        prepared.push(prepare(&state, event, &format!("[{i}]."))?);
+    }
+    let results = commit(&state, prepared).await?;
+    let accepted = results.iter().filter(|r| !r.duplicate).count();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"accepted": accepted, "events": results})),
+    ))
+}
+
+/// Validates an event and pairs it with a new delivery for each matching webhook.
+fn prepare(state: &Shared, event: NewEvent, at: &str) -> Result<EventToIngest, ApiError> {
+    let event_type = event.event_type.trim();
+    if event_type.is_empty() || event_type.len() > MAX_ID_LEN {
+        return Err(ApiError::invalid_field(
+            format!("{at}type"),
+            format!("type must be 1 to {MAX_ID_LEN} characters"),
+        ));
+    }
+    if let Some(id) = &event.id {
+        if id.is_empty() || id.len() > MAX_ID_LEN {
+            return Err(ApiError::invalid_field(
+                format!("{at}id"),
+                format!("id must be 1 to {MAX_ID_LEN} characters"),
+            ));
+        }
+    }
+    let received_at = now_ms();
+    let occurred_at = event
+        .occurred_at
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+        .unwrap_or(received_at);
+    let deliveries = state
+        .webhooks
+        .matching(event_type)
+        .iter()
+        .map(|hook| (hook.id.clone(), new_id("msg")))
+        .collect();
+    Ok(EventToIngest {
+        event: Event {
+            id: event.id.unwrap_or_else(|| new_id("evt")),
+            event_type: event_type.to_owned(),
+            data: event.data,
+            context: event.context.unwrap_or(Value::Null),
+            occurred_at,
+            received_at,
+        },
+        deliveries,
+    })
+}
+
+async fn commit(state: &Shared, events: Vec<EventToIngest>) -> Result<Vec<IngestResult>, ApiError> {
+    let results = state.store.ingest(events).await?;
+    let fresh = results.iter().filter(|r| !r.duplicate).count();
+    state.metrics.events_accepted.inc_by(fresh as u64);
+    if results.iter().any(|r| !r.duplicate && r.deliveries > 0) {
+        state.wake.notify_one();
+    }
+    Ok(results)
+}

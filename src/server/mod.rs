@@ -1,0 +1,151 @@
+//! The HTTP APIs: the public listener (ingest, health, metrics) and the admin listener.
+//!
+//! Every error is a JSON body (see [`error`]); no input, however malformed, reaches a panic.
+//! Bodies are read whole up to `server.max_body_bytes` and parsed by the handler, so malformed
+//! JSON (400), a body of the wrong shape (422) and an oversized body (413) are told apart.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use subtle::ConstantTimeEq;
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::model::now_ms;
+use crate::store::Store;
+use crate::webhooks::WebhookDirectory;
+
+pub mod admin;
+pub mod error;
+pub mod ingest;
+pub mod openapi;
+
+pub use error::ApiError;
+
+/// What the handlers share.
+pub struct AppState {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The webhooks, as ingest and workers see them.
+    pub webhooks: Arc<WebhookDirectory>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Wakes the workers when new work is committed.
+    pub wake: Arc<Notify>,
+    /// False once shutdown has begun: `/readyz` then answers 503.
+    pub ready: AtomicBool,
+}
+
+/// Shared state of the routers.
+pub type Shared = Arc<AppState>;
+
+/// The public router: ingest, health, metrics.
+pub fn public_router(state: Shared) -> Router {
+    let ingest = Router::new()
+        .route("/v1/events", post(ingest::one))
+        .route("/v1/events/batch", post(ingest::batch))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_ingest_token));
+    Router::new()
+        .merge(ingest)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
+        .with_state(state)
+}
+
+/// The admin router.
+pub fn admin_router(state: Shared) -> Router {
+    admin::routes()
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin_token))
+        .route("/admin/v1/openapi.json", get(openapi::document))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// Whether the request carries `Authorization: Bearer <expected>`; an empty `expected` means
+/// no token is configured (allowed on loopback listeners only, checked by the config).
+pub fn bearer_ok(headers: &HeaderMap, expected: &str) -> bool {
+    if expected.is_empty() {
+        return true;
+    }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    given.as_bytes().ct_eq(expected.as_bytes()).into()
+}
+
+async fn require_ingest_token(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    if bearer_ok(request.headers(), &state.config.server.ingest_token) {
+        next.run(request).await
+    } else {
+        ApiError::unauthorized().into_response()
+    }
+}
+
+async fn require_admin_token(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    if bearer_ok(request.headers(), &state.config.server.admin_token) {
+        next.run(request).await
+    } else {
+        ApiError::unauthorized().into_response()
+    }
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<Shared>) -> Response {
+    if !state.ready.load(Ordering::Relaxed) {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "shutting down")
+            .into_response();
+    }
+    match state.store.queue_stats(now_ms()).await {
+        Ok(_) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        )
+        .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<Shared>) -> Response {
+    match state.store.queue_stats(now_ms()).await {
+        Ok(stats) => {
+            state.metrics.queue_depth.set(stats.pending as i64);
+            state.metrics.queue_due.set(stats.due as i64);
+            state
+                .metrics
+                .oldest_due_age
+                .set(stats.oldest_due_age_ms as f64 / 1000.0);
+        }
+        Err(e) => tracing::warn!(error = %e, "reading queue stats for /metrics failed"),
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}

@@ -1,0 +1,160 @@
+//! `GET /admin/v1/openapi.json`: the OpenAPI 3.1 document of both listeners' routes.
+//!
+//! Written by hand next to the handlers; the integration tests fetch it and request every path
+//! it lists, so a route that is documented but not served fails a test.
+
+use axum::Json;
+use serde_json::{json, Value};
+
+/// Serves the document.
+pub async fn document() -> Json<Value> {
+    Json(spec())
+}
+
+fn op(summary: &str, tag: &str, responses: Value) -> Value {
+    json!({"summary": summary, "tags": [tag], "responses": responses})
+}
+
+fn with_body(mut operation: Value, schema: Value) -> Value {
+    operation["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": schema}}});
+    operation
+}
+
+fn reference(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn ok(description: &str, schema: Value) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
+fn errors(codes: &[u16]) -> serde_json::Map<String, Value> {
+    codes
+        .iter()
+        .map(|c| {
+            (
+                c.to_string(),
+                ok("Error", reference("Error")),
+            )
+        })
+        .collect()
+}
+
+fn responses(success: (&str, Value), error_codes: &[u16]) -> Value {
+    let mut map = errors(error_codes);
+    map.insert(success.0.to_owned(), success.1);
+    Value::Object(map)
+}
+
+/// The document.
+pub fn spec() -> Value {
+    let id_param = json!([{"name": "id", "in": "path", "required": true, "description": "Id or name", "schema": {"type": "string"}}]);
+    let webhook = reference("Webhook");
+    let mut paths = serde_json::Map::new();
+    paths.insert("/v1/events".into(), json!({"post": with_body(op("Ingest one event", "ingest",
+        responses(("202", ok("Committed", reference("IngestResult"))), &[400, 401, 413, 422, 503])), reference("NewEvent"))}));
+    paths.insert("/v1/events/batch".into(), json!({"post": with_body(op("Ingest events, committed together", "ingest",
+        responses(("202", ok("Committed", json!({"type": "object", "properties": {"accepted": {"type": "integer"}, "events": {"type": "array", "items": reference("IngestResult")}}}))), &[400, 401, 413, 422, 503])),
+        json!({"type": "array", "items": reference("NewEvent")}))}));
+    paths.insert("/healthz".into(), json!({"get": op("Liveness", "operations", json!({"200": {"description": "Alive"}}))}));
+    paths.insert("/readyz".into(), json!({"get": op("Readiness: the store answers and shutdown has not begun", "operations", json!({"200": {"description": "Ready"}, "503": {"description": "Not ready"}}))}));
+    paths.insert("/metrics".into(), json!({"get": op("Prometheus metrics (OpenMetrics text)", "operations", json!({"200": {"description": "Metrics"}}))}));
+    paths.insert("/admin/v1/webhooks".into(), json!({
+        "get": op("List webhooks (secrets masked)", "webhooks", responses(("200", ok("Webhooks", json!({"type": "object", "properties": {"items": {"type": "array", "items": webhook}}}))), &[401])),
+        "post": with_body(op("Create a webhook", "webhooks", responses(("201", ok("Created", webhook.clone())), &[400, 401, 409, 413, 422])), reference("WebhookSpec")),
+    }));
+    let mut one = json!({
+        "get": op("Get a webhook", "webhooks", responses(("200", ok("Webhook", webhook.clone())), &[401, 404])),
+        "put": with_body(op("Replace a webhook; a masked secret keeps the stored one", "webhooks", responses(("200", ok("Updated", webhook.clone())), &[400, 401, 404, 409, 422])), reference("WebhookSpec")),
+        "patch": with_body(op("JSON merge patch (RFC 7396) of a webhook", "webhooks", responses(("200", ok("Updated", webhook.clone())), &[400, 401, 404, 409, 422])), json!({"type": "object"})),
+        "delete": op("Delete a webhook; its pending deliveries become dead", "webhooks", responses(("204", json!({"description": "Deleted"})), &[401, 404])),
+    });
+    one["parameters"] = id_param.clone();
+    paths.insert("/admin/v1/webhooks/{id}".into(), one);
+    paths.insert("/admin/v1/webhooks/{id}/replay".into(), json!({"parameters": id_param, "post":
+        op("Re-send every dead delivery of a webhook", "webhooks", responses(("202", ok("Replayed", json!({"type": "object", "properties": {"replayed": {"type": "integer"}}}))), &[401, 404]))}));
+    let q = |name: &str, description: &str| json!({"name": name, "in": "query", "required": false, "description": description, "schema": {"type": "string"}});
+    paths.insert("/admin/v1/deliveries".into(), json!({"get": {
+        "summary": "The Webhook Log, newest first", "tags": ["deliveries"],
+        "parameters": [q("webhook", "Webhook id or name"), q("status", "pending, succeeded, dead or skipped"), q("event_type", "Exact event type"), q("event_id", "Event id"), q("limit", "1 to 1000, default 50"), q("cursor", "next_cursor of the previous page")],
+        "responses": responses(("200", ok("A page", json!({"type": "object", "properties": {"items": {"type": "array", "items": reference("Delivery")}, "next_cursor": {"type": ["string", "null"]}}}))), &[400, 401, 404, 422])}}));
+    let did = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]);
+    paths.insert("/admin/v1/deliveries/{id}".into(), json!({"parameters": did.clone(), "get":
+        op("One delivery with every attempt", "deliveries", responses(("200", ok("Delivery", json!({"allOf": [reference("Delivery"), {"type": "object", "properties": {"attempts": {"type": "array", "items": reference("Attempt")}}}]}))), &[401, 404]))}));
+    paths.insert("/admin/v1/deliveries/{id}/replay".into(), json!({"parameters": did, "post":
+        op("Send a delivery again, with a fresh attempt budget", "deliveries", responses(("202", ok("Pending again", reference("Delivery"))), &[401, 404]))}));
+    paths.insert("/admin/v1/openapi.json".into(), json!({"get": op("This document", "operations", json!({"200": {"description": "OpenAPI 3.1"}}))}));
+
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "hookyard", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Webhook gateway. Public listener: /v1/*, /healthz, /readyz, /metrics. Admin listener: /admin/v1/*. Both take `Authorization: Bearer <token>` when a token is configured."},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": schemas(),
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+    })
+}
+
+fn schemas() -> Value {
+    let string = json!({"type": "string"});
+    let int = json!({"type": "integer"});
+    json!({
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
+            "code": string, "message": string, "field": {"type": "string", "description": "Dotted path of the offending field"}}}}},
+        "NewEvent": {"type": "object", "required": ["type", "data"], "additionalProperties": false, "properties": {
+            "id": {"type": "string", "description": "Idempotency key"}, "type": string, "data": {},
+            "context": {}, "occurred_at": {"type": "string", "format": "date-time"}}},
+        "IngestResult": {"type": "object", "properties": {"id": string, "deliveries": int, "duplicate": {"type": "boolean"}}},
+        "Auth": {"type": "object", "required": ["type"], "description": "Secrets are write-only: reads show ********, and sending ******** back keeps the stored value.",
+            "properties": {"type": {"enum": ["none", "api_key", "bearer", "basic", "oauth2_password", "oauth2_client_credentials"]},
+                "header": string, "value": string, "token": string, "username": string, "password": string,
+                "token_url": string, "client_id": string, "client_secret": string, "scope": string}},
+        "WebhookSpec": {"type": "object", "required": ["name", "events", "url"], "additionalProperties": false, "properties": {
+            "name": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,100}$"}, "description": string, "enabled": {"type": "boolean", "default": true},
+            "events": {"type": "array", "items": string, "description": "Exact types or globs (user.*, *)"},
+            "url": {"type": "string", "format": "uri"}, "method": {"type": "string", "default": "POST"},
+            "headers": {"type": "object", "additionalProperties": string}, "event_header": string,
+            "auth": {"$ref": "#/components/schemas/Auth"},
+            "signing": {"type": "object", "properties": {"enabled": {"type": "boolean", "default": true}, "secret": {"type": "string", "description": "whsec_<base64>; generated when absent"}}},
+            "plugin": {"type": "object", "required": ["name"], "properties": {"name": string, "version": {"type": ["integer", "null"]}, "config": {}}},
+            "inbound": {"type": "object"},
+            "retry": {"type": "object", "properties": {"max_attempts": {"type": "integer", "default": 8}}},
+            "timeout_ms": {"type": "integer", "default": 10000}, "max_concurrency": {"type": "integer"}}},
+        "Webhook": {"allOf": [{"$ref": "#/components/schemas/WebhookSpec"}, {"type": "object", "properties": {"id": string, "created_at": int, "updated_at": int}}]},
+        "Delivery": {"type": "object", "properties": {"id": {"type": "string", "description": "Sent as webhook-id"}, "event_id": string, "event_type": string, "webhook_id": string,
+            "status": {"enum": ["pending", "succeeded", "dead", "skipped"]}, "attempts": int, "next_attempt_at": {"type": ["integer", "null"]},
+            "last_status": {"type": ["integer", "null"]}, "last_error": {"type": ["string", "null"]}, "created_at": int, "updated_at": int}},
+        "Attempt": {"type": "object", "properties": {"attempt_no": int, "started_at": int, "duration_ms": int,
+            "request": {"type": ["object", "null"], "description": "Method, URL, headers (credentials and signature redacted), body (truncated)"},
+            "response_status": {"type": ["integer", "null"]}, "response_headers": {"type": "array"}, "response_body": {"type": ["string", "null"]},
+            "error": {"type": ["string", "null"]}, "outcome": {"enum": ["succeeded", "retry", "dead", "skipped"]}}},
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_route_is_documented() {
+        let doc = super::spec();
+        let paths = doc["paths"].as_object().unwrap();
+        for route in [
+            "/v1/events",
+            "/v1/events/batch",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/admin/v1/webhooks",
+            "/admin/v1/webhooks/{id}",
+            "/admin/v1/webhooks/{id}/replay",
+            "/admin/v1/deliveries",
+            "/admin/v1/deliveries/{id}",
+            "/admin/v1/deliveries/{id}/replay",
+            "/admin/v1/openapi.json",
+        ] {
+            assert!(paths.contains_key(route), "{route} is not documented");
+        }
+    }
+}

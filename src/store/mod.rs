@@ -1,0 +1,126 @@
+//! Durable state: webhooks, events, the delivery queue and the Webhook Log.
+//!
+//! # The delivery queue
+//!
+//! Every delivery is one row. Its state machine:
+//!
+//! ```text
+//!                 ingest (same transaction as its event)
+//!                         |
+//!                         v
+//!    +------------>   pending  --------- claim ---------> pending + lease(owner, until)
+//!    |                 ^   ^                                   |        |
+//!    | replay          |   +--- complete(RetryAt) / release ---+        | lease expires:
+//!    |                 |                                                | claimable again
+//!    |                 +------------------------------------------------+
+//!    |                                                             |
+//!  dead / succeeded / skipped  <---- complete(Dead | Succeeded | Skipped)
+//! ```
+//!
+//! Invariants every implementation keeps:
+//! - **Committed means durable.** `ingest` returns only after the event and all its deliveries
+//!   are committed (fsync'd) in one transaction; either all of them exist or none do.
+//! - **Idempotent ingest.** An event id is stored once; ingesting it again enqueues nothing and
+//!   reports `duplicate`.
+//! - **Claiming is exclusive while the lease lasts.** `claim` hands out only `pending` deliveries
+//!   that are due (`next_attempt_at <= now`), whose webhook exists and is enabled, and that hold no
+//!   unexpired lease; it sets `lease_owner` and `lease_until`. Two claimers never get the same
+//!   delivery while its lease runs.
+//! - **Fencing.** `complete` and `release` act only when the caller still holds the lease
+//!   (`lease_owner` matches). A worker whose lease expired and was re-claimed elsewhere cannot
+//!   overwrite the newer owner's result; its attempt is still logged.
+//! - **At least once.** A worker that dies leaves its deliveries leased; when the lease expires
+//!   they are claimable again. Nothing leaves `pending` except through `complete`.
+//! - **Attempt numbers** increase by one per logged attempt across replays; `attempts` on the
+//!   delivery counts attempts since creation or the last replay and is what `max_attempts` limits.
+//!
+//! The SQLite implementation serialises writes through one writer thread that commits many
+//! callers' work in one transaction (group commit), so ingest is not bounded by one fsync per
+//! event. A PostgreSQL implementation claims with `FOR UPDATE SKIP LOCKED` under the same rules.
+
+use async_trait::async_trait;
+
+use crate::model::{
+    Attempt, Completion, Delivery, DeliveryFilter, Event, EventToIngest, IngestResult, Job, Millis,
+    Page, QueueStats, Webhook,
+};
+
+pub mod sqlite;
+
+/// Errors of a store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A unique name is taken.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(String),
+    /// The store is shutting down or its writer is gone.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be decoded.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+/// Result of store operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a worker asks for when it claims work.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    /// The claiming worker (process) id, recorded as the lease owner.
+    pub owner: String,
+    /// The current time.
+    pub now: Millis,
+    /// How long the lease lasts.
+    pub lease_ms: i64,
+    /// At most this many deliveries.
+    pub limit: usize,
+    /// Skip deliveries of these webhooks (they are at their concurrency limit here).
+    pub exclude_webhooks: Vec<String>,
+}
+
+/// The storage interface. Implementations: [`sqlite::SqliteStore`]; PostgreSQL to come.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Inserts a new webhook. A taken name is [`Error::Conflict`].
+    async fn insert_webhook(&self, hook: &Webhook) -> Result<()>;
+    /// Replaces a webhook by id. Returns false when there is none. A taken name is
+    /// [`Error::Conflict`].
+    async fn update_webhook(&self, hook: &Webhook) -> Result<bool>;
+    /// Deletes a webhook by id; its pending deliveries become `dead` ("webhook deleted").
+    /// Returns false when there is none.
+    async fn delete_webhook(&self, id: &str) -> Result<bool>;
+    /// A webhook by id or, failing that, by name.
+    async fn webhook(&self, id_or_name: &str) -> Result<Option<Webhook>>;
+    /// All webhooks, in creation order.
+    async fn webhooks(&self) -> Result<Vec<Webhook>>;
+
+    /// Commits events and their deliveries (see the invariants above). Results are in input
+    /// order. An id repeated within one call is a duplicate of its first occurrence.
+    async fn ingest(&self, events: Vec<EventToIngest>) -> Result<Vec<IngestResult>>;
+    /// An event by id.
+    async fn event(&self, id: &str) -> Result<Option<Event>>;
+
+    /// Leases due deliveries to a worker, oldest due first.
+    async fn claim(&self, req: ClaimRequest) -> Result<Vec<Job>>;
+    /// Gives leased deliveries back without an attempt (e.g. their webhook is saturated here).
+    async fn release(&self, owner: &str, delivery_ids: &[String]) -> Result<()>;
+    /// Logs an attempt and moves its delivery on. Returns false when `owner` no longer held the
+    /// lease: the attempt is logged but the delivery is left to its new owner.
+    async fn complete(&self, owner: &str, completion: Completion) -> Result<bool>;
+
+    /// The Webhook Log, newest first.
+    async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Page<Delivery>>;
+    /// One delivery with every attempt, oldest attempt first.
+    async fn delivery(&self, id: &str) -> Result<Option<(Delivery, Vec<Attempt>)>>;
+    /// Makes a finished delivery pending again, due now, with a fresh attempt budget. A pending
+    /// delivery is made due now. Returns the delivery, none when unknown.
+    async fn replay_delivery(&self, id: &str, now: Millis) -> Result<Option<Delivery>>;
+    /// Replays every `dead` delivery of a webhook; returns how many.
+    async fn replay_dead(&self, webhook_id: &str, now: Millis) -> Result<u64>;
+    /// Queue depth and age, for `/metrics`.
+    async fn queue_stats(&self, now: Millis) -> Result<QueueStats>;
+}

@@ -1,0 +1,6 @@
+//! Integration tests: the real gateway on port 0 against real peers started by each test.
+
+mod common;
+
+mod admin;
+mod delivery;
