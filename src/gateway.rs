@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::delivery::client::SsrfPolicy;
 use crate::delivery::shape::{DefaultShaper, Shaper};
 use crate::delivery::worker::Deliverer;
@@ -105,11 +105,13 @@ pub async fn run_with_store(
 
     // Changes made through another process sharing the database reach this one through here.
     let refresher = {
-        let (store, directory, mut rx) = (store.clone(), directory.clone(), stop_rx.clone());
+        let (store, directory, rx) = (store.clone(), directory.clone(), stop_rx.clone());
         tokio::spawn(async move {
+            let stop = stopped(rx);
+            tokio::pin!(stop);
             loop {
                 tokio::select! {
-                    _ = rx.wait_for(|s| *s) => break,
+                    _ = &mut stop => break,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {
                         if let Err(e) = directory.reload(store.as_ref()).await {
                             warn!(error = %e, "reloading webhooks failed");

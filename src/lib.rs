@@ -34,8 +34,5 @@ pub mod server;
 pub mod store;
 pub mod webhooks;
 
-// Gated until the store and delivery primitives land.
-#[cfg(any())]
 mod gateway;
-#[cfg(any())]
 pub use gateway::{open_store, run, run_with_store, Error, Listeners};

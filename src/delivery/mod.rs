@@ -4,5 +4,4 @@ pub mod client;
 pub mod retry;
 pub mod signing;
 pub mod shape;
-#[cfg(any())]
 pub mod worker;

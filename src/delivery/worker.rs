@@ -412,7 +412,7 @@ impl Deliverer {
             let response = match sent {
                 Ok(r) => r,
                 Err(e) => {
-                    let refused = client::is_ssrf_refusal(&e);
+                    let refused = client::ssrf_refusal(&e).is_some();
                     let error = if e.is_timeout() {
                         format!("timed out after {} ms", hook.spec.timeout_ms)
                     } else {

@@ -45,6 +45,7 @@ use crate::model::{
     Page, QueueStats, Webhook,
 };
 
+#[cfg(test)] mod conformance;
 pub mod sqlite;
 
 /// Errors of a store.

@@ -1,1 +1,1539 @@
-//! SQLite store.
+//! SQLite store: one database file in WAL mode, written by one thread that group-commits.
+//!
+//! SQLite admits one writer at a time and a durable commit costs an fsync, so committing each
+//! ingest on its own would cap throughput at the disk's fsync rate. Instead every write is a
+//! command sent to a single writer thread, which folds whatever is queued into one
+//! `BEGIN IMMEDIATE` transaction and commits once: N concurrent callers share one fsync. Each
+//! command runs inside its own SAVEPOINT, so a failing command rolls back alone and the others
+//! still commit. Replies are sent only after COMMIT returns, which keeps "committed means
+//! durable" (`synchronous=FULL`).
+//!
+//! Reads never queue behind writes: WAL lets a small pool of read-only connections see the last
+//! commit while the next batch is being written. An in-memory database cannot be shared between
+//! connections, so there reads go through the writer as well.
+//!
+//! Layout choices:
+//! - Timestamps are [`Millis`] integers; specs, payloads and headers are JSON text.
+//! - Delivery ids are UUIDv7 (`msg_...`), so `ORDER BY id` is creation order and the log pages
+//!   by id.
+//! - The queue index is partial (`WHERE status = 'pending'`) and leads with `webhook_id`: claim
+//!   walks it once per enabled, non-excluded webhook, so a big backlog of a saturated or
+//!   disabled webhook is never scanned, and finished deliveries never bloat it.
+//! - `webhooks.enabled` duplicates `$.enabled` of the spec so claim can filter on a column; the
+//!   two are always written together.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::types::Type;
+use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension, Row};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{ClaimRequest, Error, Result, Store};
+use crate::model::{
+    now_ms, Attempt, AttemptOutcome, Completion, Delivery, DeliveryFilter, DeliveryStatus, Event,
+    EventToIngest, IngestResult, Job, Millis, Next, Page, QueueStats, RequestLog, Webhook,
+    WebhookSpec,
+};
+
+/// Most commands folded into one transaction.
+const MAX_BATCH: usize = 1024;
+/// Commands that may wait for the writer before callers are slowed down.
+const QUEUE_CAPACITY: usize = 8192;
+/// Idle read connections kept open.
+const MAX_IDLE_READERS: usize = 8;
+/// How long a connection waits for a lock held by another process.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Prepared statements cached per connection.
+const STATEMENT_CACHE: usize = 64;
+/// Page size of the Webhook Log when the filter gives none.
+const DEFAULT_PAGE: usize = 100;
+/// Largest page of the Webhook Log.
+const MAX_PAGE: usize = 1000;
+
+/// Schema migrations; `PRAGMA user_version` is how many have run.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE webhooks (
+    id         TEXT PRIMARY KEY NOT NULL,
+    name       TEXT NOT NULL UNIQUE,
+    enabled    INTEGER NOT NULL,
+    spec       TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+
+CREATE TABLE events (
+    id          TEXT PRIMARY KEY NOT NULL,
+    type        TEXT NOT NULL,
+    data        TEXT NOT NULL,
+    context     TEXT NOT NULL,
+    occurred_at INTEGER NOT NULL,
+    received_at INTEGER NOT NULL
+);
+
+CREATE TABLE deliveries (
+    id              TEXT PRIMARY KEY NOT NULL,
+    event_id        TEXT NOT NULL REFERENCES events (id),
+    webhook_id      TEXT NOT NULL,
+    event_type      TEXT NOT NULL,
+    status          TEXT NOT NULL
+                    CHECK (status IN ('pending', 'succeeded', 'dead', 'skipped')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    total_attempts  INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER,
+    lease_owner     TEXT,
+    lease_until     INTEGER,
+    last_status     INTEGER,
+    last_error      TEXT,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL
+);
+
+-- The queue: claim (per webhook, oldest due first) and queue_stats.
+CREATE INDEX deliveries_queue ON deliveries (webhook_id, next_attempt_at, id)
+    WHERE status = 'pending';
+-- The Webhook Log, newest first, by webhook and optionally status.
+CREATE INDEX deliveries_log ON deliveries (webhook_id, status, id DESC);
+CREATE INDEX deliveries_webhook ON deliveries (webhook_id, id DESC);
+-- Duplicate ingests count an event's deliveries; the log filters by event.
+CREATE INDEX deliveries_event ON deliveries (event_id);
+
+CREATE TABLE attempts (
+    delivery_id      TEXT NOT NULL REFERENCES deliveries (id),
+    attempt_no       INTEGER NOT NULL,
+    started_at       INTEGER NOT NULL,
+    duration_ms      INTEGER NOT NULL,
+    request          TEXT,
+    response_status  INTEGER,
+    response_headers TEXT NOT NULL,
+    response_body    TEXT,
+    error            TEXT,
+    outcome          TEXT NOT NULL,
+    PRIMARY KEY (delivery_id, attempt_no)
+);
+"#];
+
+/// The columns [`delivery_row`] reads, in its order.
+macro_rules! delivery_cols {
+    () => {
+        "id, event_id, event_type, webhook_id, status, attempts, next_attempt_at, last_status, \
+         last_error, created_at, updated_at"
+    };
+}
+
+/// The columns [`webhook_row`] reads, in its order.
+macro_rules! webhook_cols {
+    () => {
+        "id, spec, enabled, created_at, updated_at"
+    };
+}
+
+/// The columns [`event_row`] reads, in its order.
+macro_rules! event_cols {
+    () => {
+        "id, type, data, context, occurred_at, received_at"
+    };
+}
+
+/// The columns [`attempt_row`] reads, in its order.
+macro_rules! attempt_cols {
+    () => {
+        "delivery_id, attempt_no, started_at, duration_ms, request, response_status, \
+         response_headers, response_body, error, outcome"
+    };
+}
+
+/// Decoding failures are [`Error::Corrupt`]; everything else SQLite reports is
+/// [`Error::Database`].
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        match e {
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::InvalidColumnType(..) => Error::Corrupt(e.to_string()),
+            other => Error::Database(other.to_string()),
+        }
+    }
+}
+
+/// The [`Store`] backed by one SQLite database.
+///
+/// Cheap to share behind an `Arc`. Dropping it (or [`SqliteStore::close`]) lets the writer
+/// finish the batch in hand, commit it and stop.
+pub struct SqliteStore {
+    /// Commands to the writer thread; `None` once dropped.
+    tx: Option<mpsc::Sender<Msg>>,
+    /// The writer thread, joined on close.
+    writer: Mutex<Option<JoinHandle<()>>>,
+    /// Read-only connections; `None` for an in-memory database (reads use the writer).
+    readers: Option<Arc<ReadPool>>,
+    /// Set by `close`: reads fail fast instead of opening new connections.
+    closed: Arc<AtomicBool>,
+    /// Transactions committed by the writer.
+    commits: Arc<AtomicU64>,
+    /// Where the database lives, for `Debug`.
+    location: String,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating it and its parent directories if needed) the database at `path` and
+    /// brings its schema up to date.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        if let Some(parent) = path.parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    Error::Database(format!("cannot create {}: {e}", parent.display()))
+                })?;
+            }
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::Database(format!(
+                "{} cannot use WAL (journal_mode is {mode})",
+                path.display()
+            )));
+        }
+        configure_writer(&conn)?;
+        migrate(&conn)?;
+        let readers = Arc::new(ReadPool {
+            path: path.to_path_buf(),
+            idle: Mutex::new(Vec::new()),
+        });
+        Self::start(conn, Some(readers), path.display().to_string())
+    }
+
+    /// Opens a database by URL: `sqlite://relative/path.db`, `sqlite:///absolute/path.db`,
+    /// `sqlite:path.db` or `sqlite::memory:` (a private in-memory database, for tests).
+    /// A `?query` suffix is ignored.
+    pub fn open_url(url: &str) -> Result<SqliteStore> {
+        match parse_url(url)? {
+            Location::Memory => Self::open_memory(),
+            Location::File(path) => Self::open(&path),
+        }
+    }
+
+    /// Opens a private in-memory database (gone when the store is dropped).
+    pub fn open_memory() -> Result<SqliteStore> {
+        let conn = Connection::open_in_memory()?;
+        configure_writer(&conn)?;
+        migrate(&conn)?;
+        Self::start(conn, None, ":memory:".to_owned())
+    }
+
+    fn start(
+        conn: Connection,
+        readers: Option<Arc<ReadPool>>,
+        location: String,
+    ) -> Result<SqliteStore> {
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let commits = Arc::new(AtomicU64::new(0));
+        let counter = commits.clone();
+        let writer = std::thread::Builder::new()
+            .name("hookyard-sqlite-writer".to_owned())
+            .spawn(move || writer_loop(conn, rx, &counter))
+            .map_err(|e| Error::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        Ok(SqliteStore {
+            tx: Some(tx),
+            writer: Mutex::new(Some(writer)),
+            readers,
+            closed: Arc::new(AtomicBool::new(false)),
+            commits,
+            location,
+        })
+    }
+
+    /// Stops the store: queued writes are committed and answered, later calls fail with
+    /// [`Error::Unavailable`]. Returns once the writer thread has exited.
+    pub async fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        if let Some(tx) = &self.tx {
+            // An error means the writer is already gone, which is what we want.
+            let _ = tx.send(Msg::Shutdown).await;
+        }
+        let handle = match self.writer.lock() {
+            Ok(mut guard) => guard.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+        if let Some(pool) = &self.readers {
+            pool.clear();
+        }
+    }
+
+    /// How many transactions the writer has committed (each may hold many callers' writes).
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` on the writer thread inside the current batch's transaction and returns its
+    /// result once that transaction is committed.
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| Error::Unavailable("the store is closed".to_owned()))?;
+        let (reply, answer) = oneshot::channel();
+        let command = Box::new(Command {
+            f: Some(f),
+            result: None,
+            reply,
+        });
+        tx.send(Msg::Run(command))
+            .await
+            .map_err(|_| Error::Unavailable("the SQLite writer has stopped".to_owned()))?;
+        answer.await.map_err(|_| {
+            Error::Unavailable("the SQLite writer stopped before answering".to_owned())
+        })?
+    }
+
+    /// Runs `f` in a read transaction on a pooled read-only connection (on the writer for an
+    /// in-memory database).
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::Unavailable("the store is closed".to_owned()));
+        }
+        let Some(pool) = self.readers.clone() else {
+            return self.write(f).await;
+        };
+        tokio::task::spawn_blocking(move || pool.run(f))
+            .await
+            .map_err(|e| Error::Unavailable(format!("read task failed: {e}")))?
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer after it has drained and committed the queue.
+        self.tx = None;
+        let handle = match self.writer.get_mut() {
+            Ok(guard) => guard.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(handle) = handle {
+            if handle.thread().id() != std::thread::current().id() {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+/// Where [`SqliteStore::open_url`] points.
+#[derive(Debug, PartialEq)]
+enum Location {
+    Memory,
+    File(PathBuf),
+}
+
+fn parse_url(url: &str) -> Result<Location> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| Error::Database(format!("not a sqlite: URL: {url}")))?;
+    let rest = rest.split_once('?').map_or(rest, |(path, _)| path);
+    match rest {
+        "" => Err(Error::Database(format!("no database path in {url}"))),
+        ":memory:" => Ok(Location::Memory),
+        path => Ok(Location::File(PathBuf::from(path))),
+    }
+}
+
+/// Pragmas and caches of the connection that writes.
+fn configure_writer(conn: &Connection) -> Result<()> {
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(())
+}
+
+/// Runs the migrations this database has not seen yet, each in its own transaction.
+fn migrate(conn: &Connection) -> Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(Error::Database(format!(
+            "the database schema is version {version}, newer than this build knows ({known})"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Lazily opened read-only connections to a database file.
+struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReadPool {
+    fn take(&self) -> Option<Connection> {
+        match self.idle.lock() {
+            Ok(mut idle) => idle.pop(),
+            Err(poisoned) => poisoned.into_inner().pop(),
+        }
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut idle = match self.idle.lock() {
+            Ok(idle) => idle,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+    }
+
+    fn clear(&self) {
+        let conns = match self.idle.lock() {
+            Ok(mut idle) => std::mem::take(&mut *idle),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        drop(conns);
+    }
+
+    fn open(&self) -> Result<Connection> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "query_only", "ON")?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(conn)
+    }
+
+    /// Runs `f` in one read transaction, so multi-statement reads see one snapshot.
+    fn run<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = match self.take() {
+            Some(conn) => conn,
+            None => self.open()?,
+        };
+        let result = (|| {
+            let tx = conn.unchecked_transaction()?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })();
+        self.give_back(conn);
+        result
+    }
+}
+
+/// What the writer thread receives.
+enum Msg {
+    /// A write (or, for an in-memory database, a read).
+    Run(Box<dyn Batched>),
+    /// Commit what is in hand and stop.
+    Shutdown,
+}
+
+/// A command with its result type erased, so one batch can hold commands of any type.
+trait Batched: Send {
+    /// Runs the command; true when it succeeded (its savepoint is then kept).
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Makes the command fail with `err`, whatever it did.
+    fn fail(&mut self, err: Error);
+    /// Answers the caller; `commit_error` is set when the batch's COMMIT failed.
+    fn reply(self: Box<Self>, commit_error: Option<&str>);
+}
+
+struct Command<T, F> {
+    f: Option<F>,
+    result: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> Batched for Command<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let Some(f) = self.f.take() else {
+            return false;
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or_else(|_| {
+            Err(Error::Database(
+                "a store operation panicked; it was rolled back".to_owned(),
+            ))
+        });
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn fail(&mut self, err: Error) {
+        self.f = None;
+        self.result = Some(Err(err));
+    }
+
+    fn reply(self: Box<Self>, commit_error: Option<&str>) {
+        let result = match (self.result, commit_error) {
+            (Some(Ok(_)), Some(e)) => Err(Error::Database(format!("commit failed: {e}"))),
+            (Some(result), _) => result,
+            (None, _) => Err(Error::Unavailable("the command was not run".to_owned())),
+        };
+        // The caller may have given up waiting; its write stands regardless.
+        let _ = self.reply.send(result);
+    }
+}
+
+/// The writer thread: blocks for a command, takes everything else queued, runs it all in one
+/// transaction, commits, answers, repeats. Ends when every sender is gone or on `Shutdown`.
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Msg>, commits: &AtomicU64) {
+    let mut msgs = Vec::with_capacity(MAX_BATCH);
+    let mut batch: Vec<Box<dyn Batched>> = Vec::with_capacity(MAX_BATCH);
+    loop {
+        if rx.blocking_recv_many(&mut msgs, MAX_BATCH) == 0 {
+            break;
+        }
+        let mut shutdown = false;
+        for msg in msgs.drain(..) {
+            match msg {
+                Msg::Run(cmd) if !shutdown => batch.push(cmd),
+                // Commands behind a shutdown are dropped: their callers see `Unavailable`.
+                Msg::Run(_) => {}
+                Msg::Shutdown => shutdown = true,
+            }
+        }
+        if !batch.is_empty() {
+            run_batch(&conn, &mut batch, commits);
+        }
+        if shutdown {
+            break;
+        }
+    }
+    rx.close();
+    // Commands still queued are dropped here and their callers see `Unavailable`.
+    drop(rx);
+    drop(conn);
+}
+
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+/// One group commit.
+fn run_batch(conn: &Connection, batch: &mut Vec<Box<dyn Batched>>, commits: &AtomicU64) {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
+        let why = format!("cannot begin a transaction: {e}");
+        for mut cmd in batch.drain(..) {
+            cmd.fail(Error::Database(why.clone()));
+            cmd.reply(None);
+        }
+        return;
+    }
+    let mut aborted: Option<String> = None;
+    for cmd in batch.iter_mut() {
+        if let Err(e) = exec(conn, "SAVEPOINT cmd") {
+            aborted = Some(format!("cannot open a savepoint: {e}"));
+            break;
+        }
+        let ended = if cmd.run(conn) {
+            exec(conn, "RELEASE cmd")
+        } else {
+            exec(conn, "ROLLBACK TO cmd").and_then(|()| exec(conn, "RELEASE cmd"))
+        };
+        if let Err(e) = ended {
+            aborted = Some(format!("cannot end a savepoint: {e}"));
+            break;
+        }
+        // SQLite rolls the whole transaction back on some errors (disk full, I/O): the work of
+        // the commands before this one is gone too.
+        if conn.is_autocommit() {
+            aborted = Some("the transaction was rolled back by SQLite".to_owned());
+            break;
+        }
+    }
+    if let Some(why) = aborted {
+        if !conn.is_autocommit() {
+            let _ = exec(conn, "ROLLBACK");
+        }
+        for mut cmd in batch.drain(..) {
+            cmd.fail(Error::Database(why.clone()));
+            cmd.reply(None);
+        }
+        return;
+    }
+    match exec(conn, "COMMIT") {
+        Ok(()) => {
+            commits.fetch_add(1, Ordering::Relaxed);
+            for cmd in batch.drain(..) {
+                cmd.reply(None);
+            }
+        }
+        Err(e) => {
+            if !conn.is_autocommit() {
+                let _ = exec(conn, "ROLLBACK");
+            }
+            let why = e.to_string();
+            for cmd in batch.drain(..) {
+                cmd.reply(Some(&why));
+            }
+        }
+    }
+}
+
+fn conversion_error(
+    column: usize,
+    err: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, Type::Text, err.into())
+}
+
+fn json_column<T: serde::de::DeserializeOwned>(
+    row: &Row<'_>,
+    column: usize,
+) -> rusqlite::Result<T> {
+    let text: String = row.get(column)?;
+    serde_json::from_str(&text).map_err(|e| conversion_error(column, e))
+}
+
+fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::Database(format!("cannot encode JSON: {e}")))
+}
+
+fn delivery_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
+    let status: String = row.get(4)?;
+    let status = DeliveryStatus::parse(&status)
+        .ok_or_else(|| conversion_error(4, format!("unknown delivery status {status:?}")))?;
+    Ok(Delivery {
+        id: row.get(0)?,
+        event_id: row.get(1)?,
+        event_type: row.get(2)?,
+        webhook_id: row.get(3)?,
+        status,
+        attempts: row.get(5)?,
+        next_attempt_at: row.get(6)?,
+        last_status: row.get(7)?,
+        last_error: row.get(8)?,
+        created_at: row.get(9)?,
+        updated_at: row.get(10)?,
+    })
+}
+
+fn webhook_row(row: &Row<'_>) -> rusqlite::Result<Webhook> {
+    let mut spec: WebhookSpec = json_column(row, 1)?;
+    // The column is what claim filters on; the spec agrees with it unless edited by hand.
+    spec.enabled = row.get(2)?;
+    Ok(Webhook {
+        id: row.get(0)?,
+        spec,
+        created_at: row.get(3)?,
+        updated_at: row.get(4)?,
+    })
+}
+
+fn event_row(row: &Row<'_>) -> rusqlite::Result<Event> {
+    Ok(Event {
+        id: row.get(0)?,
+        event_type: row.get(1)?,
+        data: json_column(row, 2)?,
+        context: json_column(row, 3)?,
+        occurred_at: row.get(4)?,
+        received_at: row.get(5)?,
+    })
+}
+
+fn outcome_str(outcome: AttemptOutcome) -> &'static str {
+    match outcome {
+        AttemptOutcome::Succeeded => "succeeded",
+        AttemptOutcome::Retry => "retry",
+        AttemptOutcome::Dead => "dead",
+        AttemptOutcome::Skipped => "skipped",
+    }
+}
+
+fn attempt_row(row: &Row<'_>) -> rusqlite::Result<Attempt> {
+    let outcome: String = row.get(9)?;
+    let outcome = match outcome.as_str() {
+        "succeeded" => AttemptOutcome::Succeeded,
+        "retry" => AttemptOutcome::Retry,
+        "dead" => AttemptOutcome::Dead,
+        "skipped" => AttemptOutcome::Skipped,
+        other => return Err(conversion_error(9, format!("unknown outcome {other:?}"))),
+    };
+    let request: Option<String> = row.get(4)?;
+    let request = request
+        .map(|text| serde_json::from_str::<RequestLog>(&text))
+        .transpose()
+        .map_err(|e| conversion_error(4, e))?;
+    Ok(Attempt {
+        delivery_id: row.get(0)?,
+        attempt_no: row.get(1)?,
+        started_at: row.get(2)?,
+        duration_ms: row.get(3)?,
+        request,
+        response_status: row.get(5)?,
+        response_headers: json_column(row, 6)?,
+        response_body: row.get(7)?,
+        error: row.get(8)?,
+        outcome,
+    })
+}
+
+/// Maps a uniqueness violation on `webhooks` to [`Error::Conflict`].
+fn webhook_write_error(e: rusqlite::Error, hook: &Webhook) -> Error {
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) {
+        let msg = e.to_string();
+        if msg.contains("webhooks.name") {
+            return Error::Conflict(format!("a webhook named {:?} exists", hook.spec.name));
+        }
+        if msg.contains("webhooks.id") {
+            return Error::Conflict(format!("a webhook with id {:?} exists", hook.id));
+        }
+    }
+    e.into()
+}
+
+fn find_webhook(conn: &Connection, id_or_name: &str) -> Result<Option<Webhook>> {
+    let by_id = conn
+        .prepare_cached(concat!(
+            "SELECT ",
+            webhook_cols!(),
+            " FROM webhooks WHERE id = ?1"
+        ))?
+        .query_row([id_or_name], webhook_row)
+        .optional()?;
+    if by_id.is_some() {
+        return Ok(by_id);
+    }
+    Ok(conn
+        .prepare_cached(concat!(
+            "SELECT ",
+            webhook_cols!(),
+            " FROM webhooks WHERE name = ?1"
+        ))?
+        .query_row([id_or_name], webhook_row)
+        .optional()?)
+}
+
+fn find_event(conn: &Connection, id: &str) -> Result<Option<Event>> {
+    Ok(conn
+        .prepare_cached(concat!(
+            "SELECT ",
+            event_cols!(),
+            " FROM events WHERE id = ?1"
+        ))?
+        .query_row([id], event_row)
+        .optional()?)
+}
+
+/// An event with its JSON already encoded, so the writer thread does not spend time on it.
+struct EncodedEvent {
+    event: Event,
+    data: String,
+    context: String,
+    deliveries: Vec<(String, String)>,
+}
+
+fn ingest_in(conn: &Connection, events: &[EncodedEvent]) -> Result<Vec<IngestResult>> {
+    let mut insert_event = conn.prepare_cached(
+        "INSERT INTO events (id, type, data, context, occurred_at, received_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
+    )?;
+    let mut insert_delivery = conn.prepare_cached(
+        "INSERT INTO deliveries (id, event_id, webhook_id, event_type, status, attempts, \
+         total_attempts, next_attempt_at, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, 'pending', 0, 0, ?5, ?5, ?5)",
+    )?;
+    let mut count = conn.prepare_cached("SELECT COUNT(*) FROM deliveries WHERE event_id = ?1")?;
+    let mut results = Vec::with_capacity(events.len());
+    for e in events {
+        let ev = &e.event;
+        let inserted = insert_event.execute(params![
+            ev.id,
+            ev.event_type,
+            e.data,
+            e.context,
+            ev.occurred_at,
+            ev.received_at
+        ])?;
+        if inserted == 0 {
+            let existing: usize = count.query_row([&ev.id], |r| r.get(0))?;
+            results.push(IngestResult {
+                id: ev.id.clone(),
+                deliveries: existing,
+                duplicate: true,
+            });
+            continue;
+        }
+        for (webhook_id, delivery_id) in &e.deliveries {
+            insert_delivery.execute(params![
+                delivery_id,
+                ev.id,
+                webhook_id,
+                ev.event_type,
+                ev.received_at
+            ])?;
+        }
+        results.push(IngestResult {
+            id: ev.id.clone(),
+            deliveries: e.deliveries.len(),
+            duplicate: false,
+        });
+    }
+    Ok(results)
+}
+
+fn claim_in(conn: &Connection, req: &ClaimRequest) -> Result<Vec<Job>> {
+    if req.limit == 0 {
+        return Ok(Vec::new());
+    }
+    let limit = i64::try_from(req.limit).unwrap_or(i64::MAX);
+    let webhooks: Vec<String> = conn
+        .prepare_cached("SELECT id FROM webhooks WHERE enabled = 1")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    // Each enabled webhook's oldest due deliveries; the oldest `limit` of all of them win.
+    let mut due = conn.prepare_cached(
+        "SELECT next_attempt_at, id FROM deliveries INDEXED BY deliveries_queue \
+         WHERE webhook_id = ?1 AND status = 'pending' AND next_attempt_at <= ?2 \
+           AND (lease_until IS NULL OR lease_until <= ?2) \
+         ORDER BY next_attempt_at, id LIMIT ?3",
+    )?;
+    let mut candidates: Vec<(Millis, String)> = Vec::new();
+    for webhook_id in webhooks
+        .iter()
+        .filter(|id| !req.exclude_webhooks.contains(id))
+    {
+        let rows = due.query_map(params![webhook_id, req.now, limit], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        for row in rows {
+            candidates.push(row?);
+        }
+    }
+    candidates.sort_unstable();
+    candidates.truncate(req.limit);
+
+    let lease_until = req.now.saturating_add(req.lease_ms);
+    let mut lease = conn.prepare_cached(concat!(
+        "UPDATE deliveries SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1 RETURNING ",
+        delivery_cols!(),
+        ", total_attempts"
+    ))?;
+    let mut events: HashMap<String, Event> = HashMap::new();
+    let mut jobs = Vec::with_capacity(candidates.len());
+    for (_, id) in candidates {
+        let (delivery, total): (Delivery, u32) = lease
+            .query_row(params![id, req.owner, lease_until], |r| {
+                Ok((delivery_row(r)?, r.get(11)?))
+            })?;
+        let event = match events.get(&delivery.event_id) {
+            Some(event) => event.clone(),
+            None => {
+                let event = find_event(conn, &delivery.event_id)?.ok_or_else(|| {
+                    Error::Corrupt(format!(
+                        "delivery {} refers to missing event {}",
+                        delivery.id, delivery.event_id
+                    ))
+                })?;
+                events.insert(event.id.clone(), event.clone());
+                event
+            }
+        };
+        jobs.push(Job {
+            delivery,
+            event,
+            attempt_no: total.saturating_add(1),
+        });
+    }
+    Ok(jobs)
+}
+
+/// An attempt with its JSON already encoded.
+struct EncodedCompletion {
+    attempt: Attempt,
+    request: Option<String>,
+    response_headers: String,
+    next: Next,
+    disable_webhook: bool,
+}
+
+fn complete_in(conn: &Connection, owner: &str, c: &EncodedCompletion) -> Result<bool> {
+    let a = &c.attempt;
+    let current: Option<(String, Option<String>)> = conn
+        .prepare_cached("SELECT status, lease_owner FROM deliveries WHERE id = ?1")?
+        .query_row([&a.delivery_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((status, lease_owner)) = current else {
+        return Ok(false);
+    };
+    let now = now_ms();
+
+    // Attempt numbers only grow: a fenced worker may log the number the new owner was given,
+    // in which case the later of the two takes the next free one.
+    let last_no: u32 = conn
+        .prepare_cached("SELECT COALESCE(MAX(attempt_no), 0) FROM attempts WHERE delivery_id = ?1")?
+        .query_row([&a.delivery_id], |r| r.get(0))?;
+    let attempt_no = a.attempt_no.max(last_no.saturating_add(1));
+    conn.prepare_cached(concat!(
+        "INSERT INTO attempts (",
+        attempt_cols!(),
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+    ))?
+    .execute(params![
+        a.delivery_id,
+        attempt_no,
+        a.started_at,
+        i64::try_from(a.duration_ms).unwrap_or(i64::MAX),
+        c.request,
+        a.response_status,
+        c.response_headers,
+        a.response_body,
+        a.error,
+        outcome_str(a.outcome),
+    ])?;
+
+    let held = status == DeliveryStatus::Pending.as_str() && lease_owner.as_deref() == Some(owner);
+    if held {
+        let (status, next_attempt_at) = match c.next {
+            Next::Succeeded => (DeliveryStatus::Succeeded, None),
+            Next::Dead => (DeliveryStatus::Dead, None),
+            Next::Skipped => (DeliveryStatus::Skipped, None),
+            Next::RetryAt(at) => (DeliveryStatus::Pending, Some(at)),
+        };
+        conn.prepare_cached(
+            "UPDATE deliveries SET status = ?2, next_attempt_at = ?3, lease_owner = NULL, \
+             lease_until = NULL, attempts = attempts + 1, \
+             total_attempts = MAX(total_attempts, ?4), last_status = ?5, last_error = ?6, \
+             updated_at = ?7 WHERE id = ?1",
+        )?
+        .execute(params![
+            a.delivery_id,
+            status.as_str(),
+            next_attempt_at,
+            attempt_no,
+            a.response_status,
+            a.error,
+            now
+        ])?;
+    } else {
+        // The next claim must hand out a number above the one just logged.
+        conn.prepare_cached(
+            "UPDATE deliveries SET total_attempts = MAX(total_attempts, ?2) WHERE id = ?1",
+        )?
+        .execute(params![a.delivery_id, attempt_no])?;
+    }
+
+    if c.disable_webhook {
+        conn.prepare_cached(
+            "UPDATE webhooks SET enabled = 0, spec = json_set(spec, '$.enabled', json('false')), \
+             updated_at = ?2 \
+             WHERE id = (SELECT webhook_id FROM deliveries WHERE id = ?1) AND enabled = 1",
+        )?
+        .execute(params![a.delivery_id, now])?;
+    }
+    Ok(held)
+}
+
+fn list_deliveries(conn: &Connection, filter: &DeliveryFilter) -> Result<Page<Delivery>> {
+    let limit = match filter.limit {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    };
+    let mut sql = String::from(concat!(
+        "SELECT ",
+        delivery_cols!(),
+        " FROM deliveries WHERE 1 = 1"
+    ));
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let mut filter_on = |column: &str, value: String| {
+        args.push(value.into());
+        sql.push_str(&format!(" AND {column} ?{}", args.len()));
+    };
+    if let Some(v) = &filter.webhook_id {
+        filter_on("webhook_id =", v.clone());
+    }
+    if let Some(v) = filter.status {
+        filter_on("status =", v.as_str().to_owned());
+    }
+    if let Some(v) = &filter.event_type {
+        filter_on("event_type =", v.clone());
+    }
+    if let Some(v) = &filter.event_id {
+        filter_on("event_id =", v.clone());
+    }
+    if let Some(v) = &filter.cursor {
+        filter_on("id <", v.clone());
+    }
+    args.push(((limit + 1) as i64).into());
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
+
+    let mut items = conn
+        .prepare_cached(&sql)?
+        .query_map(params_from_iter(args), delivery_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|d| d.id.clone())
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_webhook(&self, hook: &Webhook) -> Result<()> {
+        let hook = hook.clone();
+        let spec = to_json(&hook.spec)?;
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO webhooks (id, name, enabled, spec, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                hook.id,
+                hook.spec.name,
+                hook.spec.enabled,
+                spec,
+                hook.created_at,
+                hook.updated_at
+            ])
+            .map_err(|e| webhook_write_error(e, &hook))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_webhook(&self, hook: &Webhook) -> Result<bool> {
+        let hook = hook.clone();
+        let spec = to_json(&hook.spec)?;
+        self.write(move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE webhooks SET name = ?2, enabled = ?3, spec = ?4, updated_at = ?5 \
+                     WHERE id = ?1",
+                )?
+                .execute(params![
+                    hook.id,
+                    hook.spec.name,
+                    hook.spec.enabled,
+                    spec,
+                    hook.updated_at
+                ])
+                .map_err(|e| webhook_write_error(e, &hook))?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    async fn delete_webhook(&self, id: &str) -> Result<bool> {
+        let id = id.to_owned();
+        self.write(move |conn| {
+            let deleted = conn
+                .prepare_cached("DELETE FROM webhooks WHERE id = ?1")?
+                .execute([&id])?;
+            if deleted == 0 {
+                return Ok(false);
+            }
+            conn.prepare_cached(
+                "UPDATE deliveries SET status = 'dead', last_error = 'webhook deleted', \
+                 next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = ?2 \
+                 WHERE webhook_id = ?1 AND status = 'pending'",
+            )?
+            .execute(params![id, now_ms()])?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn webhook(&self, id_or_name: &str) -> Result<Option<Webhook>> {
+        let key = id_or_name.to_owned();
+        self.read(move |conn| find_webhook(conn, &key)).await
+    }
+
+    async fn webhooks(&self) -> Result<Vec<Webhook>> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    webhook_cols!(),
+                    " FROM webhooks ORDER BY created_at, rowid"
+                ))?
+                .query_map([], webhook_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn ingest(&self, events: Vec<EventToIngest>) -> Result<Vec<IngestResult>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let encoded = events
+            .into_iter()
+            .map(|e| {
+                Ok(EncodedEvent {
+                    data: to_json(&e.event.data)?,
+                    context: to_json(&e.event.context)?,
+                    event: e.event,
+                    deliveries: e.deliveries,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.write(move |conn| ingest_in(conn, &encoded)).await
+    }
+
+    async fn event(&self, id: &str) -> Result<Option<Event>> {
+        let id = id.to_owned();
+        self.read(move |conn| find_event(conn, &id)).await
+    }
+
+    async fn claim(&self, req: ClaimRequest) -> Result<Vec<Job>> {
+        self.write(move |conn| claim_in(conn, &req)).await
+    }
+
+    async fn release(&self, owner: &str, delivery_ids: &[String]) -> Result<()> {
+        if delivery_ids.is_empty() {
+            return Ok(());
+        }
+        let owner = owner.to_owned();
+        let ids = delivery_ids.to_vec();
+        self.write(move |conn| {
+            let mut release = conn.prepare_cached(
+                "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL \
+                 WHERE id = ?1 AND lease_owner = ?2 AND status = 'pending'",
+            )?;
+            for id in &ids {
+                release.execute(params![id, owner])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn complete(&self, owner: &str, completion: Completion) -> Result<bool> {
+        let owner = owner.to_owned();
+        let encoded = EncodedCompletion {
+            request: completion
+                .attempt
+                .request
+                .as_ref()
+                .map(to_json)
+                .transpose()?,
+            response_headers: to_json(&completion.attempt.response_headers)?,
+            attempt: completion.attempt,
+            next: completion.next,
+            disable_webhook: completion.disable_webhook,
+        };
+        self.write(move |conn| complete_in(conn, &owner, &encoded))
+            .await
+    }
+
+    async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Page<Delivery>> {
+        let filter = filter.clone();
+        self.read(move |conn| list_deliveries(conn, &filter)).await
+    }
+
+    async fn delivery(&self, id: &str) -> Result<Option<(Delivery, Vec<Attempt>)>> {
+        let id = id.to_owned();
+        self.read(move |conn| {
+            let Some(delivery) = conn
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    delivery_cols!(),
+                    " FROM deliveries WHERE id = ?1"
+                ))?
+                .query_row([&id], delivery_row)
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let attempts = conn
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    attempt_cols!(),
+                    " FROM attempts WHERE delivery_id = ?1 ORDER BY attempt_no"
+                ))?
+                .query_map([&id], attempt_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Some((delivery, attempts)))
+        })
+        .await
+    }
+
+    async fn replay_delivery(&self, id: &str, now: Millis) -> Result<Option<Delivery>> {
+        let id = id.to_owned();
+        self.write(move |conn| {
+            Ok(conn
+                .prepare_cached(concat!(
+                    "UPDATE deliveries SET status = 'pending', attempts = 0, \
+                     next_attempt_at = ?2, lease_owner = NULL, lease_until = NULL, \
+                     updated_at = ?2 WHERE id = ?1 RETURNING ",
+                    delivery_cols!()
+                ))?
+                .query_row(params![id, now], delivery_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn replay_dead(&self, webhook_id: &str, now: Millis) -> Result<u64> {
+        let webhook_id = webhook_id.to_owned();
+        self.write(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE deliveries SET status = 'pending', attempts = 0, \
+                     next_attempt_at = ?2, lease_owner = NULL, lease_until = NULL, \
+                     updated_at = ?2 WHERE webhook_id = ?1 AND status = 'dead'",
+                )?
+                .execute(params![webhook_id, now])?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn queue_stats(&self, now: Millis) -> Result<QueueStats> {
+        self.read(move |conn| {
+            let (pending, due, oldest): (u64, u64, Option<Millis>) = conn
+                .prepare_cached(
+                    "SELECT COUNT(*), COALESCE(SUM(next_attempt_at <= ?1), 0), \
+                     MIN(next_attempt_at) \
+                     FROM deliveries INDEXED BY deliveries_queue WHERE status = 'pending'",
+                )?
+                .query_row([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            let oldest_due_age_ms = match oldest {
+                Some(at) if at <= now => u64::try_from(now - at).unwrap_or(0),
+                _ => 0,
+            };
+            Ok(QueueStats {
+                pending,
+                due,
+                oldest_due_age_ms,
+            })
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::model::new_id;
+    use crate::store::conformance;
+
+    /// A directory removed when dropped (drop the store first).
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            let dir = std::env::temp_dir().join(format!("hookyard-sqlite-{}", new_id("test")));
+            std::fs::create_dir_all(&dir).expect("create temp dir");
+            TempDir(dir)
+        }
+
+        /// A database path whose parent does not exist yet.
+        fn db(&self) -> PathBuf {
+            self.0.join("nested").join("hookyard.db")
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn file_store(dir: &TempDir) -> Arc<SqliteStore> {
+        Arc::new(SqliteStore::open(&dir.db()).expect("open store"))
+    }
+
+    /// Runs each conformance check against a file database and an in-memory one.
+    macro_rules! conformance_tests {
+        ($($name:ident),* $(,)?) => {
+            mod on_file {
+                use super::*;
+                $(
+                    #[tokio::test(flavor = "multi_thread")]
+                    async fn $name() {
+                        let dir = TempDir::new();
+                        conformance::$name(file_store(&dir)).await;
+                    }
+                )*
+            }
+            mod in_memory {
+                use super::*;
+                $(
+                    #[tokio::test(flavor = "multi_thread")]
+                    async fn $name() {
+                        let store = SqliteStore::open_url("sqlite::memory:").expect("open store");
+                        conformance::$name(Arc::new(store)).await;
+                    }
+                )*
+            }
+        };
+    }
+
+    conformance_tests!(
+        webhook_crud,
+        ingest_is_idempotent,
+        failed_ingest_stores_nothing,
+        claim_takes_due_deliveries_oldest_first,
+        claim_is_exclusive,
+        expired_lease_is_claimable_again,
+        stale_owner_is_fenced,
+        retry_waits_until_due,
+        final_outcomes,
+        gone_disables_webhook,
+        disabled_and_unknown_webhooks_are_not_claimed,
+        excluded_webhooks_are_skipped,
+        release_returns_lease,
+        delete_webhook_kills_pending,
+        replay_delivery,
+        replay_dead,
+        log_paging_and_filters,
+        delivery_with_attempts,
+        queue_stats,
+    );
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn persists_across_reopen() {
+        let dir = TempDir::new();
+        let path = dir.db();
+        conformance::persists_across_reopen(|| {
+            let path = path.clone();
+            async move { Arc::new(SqliteStore::open(&path).expect("open store")) as Arc<dyn Store> }
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn concurrent_ingests_share_commits() {
+        const N: usize = 200;
+        let dir = TempDir::new();
+        let store = file_store(&dir);
+        let hook = conformance::webhook("hook");
+        store.insert_webhook(&hook).await.expect("insert webhook");
+        let before = store.commits();
+
+        let mut tasks = Vec::new();
+        for i in 0..N {
+            let store = store.clone();
+            let hook_id = hook.id.clone();
+            tasks.push(tokio::spawn(async move {
+                let event =
+                    conformance::event(&format!("evt-{i}"), "user.created", conformance::T0);
+                store
+                    .ingest(vec![EventToIngest {
+                        event,
+                        deliveries: vec![(hook_id, new_id("msg"))],
+                    }])
+                    .await
+            }));
+        }
+        for task in tasks {
+            let results = task.await.expect("task").expect("ingest");
+            assert!(!results[0].duplicate);
+            assert_eq!(results[0].deliveries, 1);
+        }
+        let commits = store.commits() - before;
+        assert!(commits < N as u64, "{N} ingests took {commits} commits");
+
+        let page = store
+            .deliveries(&DeliveryFilter {
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(page.items.len(), N);
+        let stats = store.queue_stats(conformance::T0).await.expect("stats");
+        assert_eq!(stats.due, N as u64);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn log_pages_are_capped() {
+        let store = SqliteStore::open_memory().expect("open store");
+        let hook = conformance::webhook("hook");
+        store.insert_webhook(&hook).await.expect("insert webhook");
+        let events = (0..MAX_PAGE + 5)
+            .map(|i| EventToIngest {
+                event: conformance::event(&format!("evt-{i}"), "user.created", conformance::T0),
+                deliveries: vec![(hook.id.clone(), new_id("msg"))],
+            })
+            .collect();
+        store.ingest(events).await.expect("ingest");
+        let all = |limit| DeliveryFilter {
+            limit,
+            ..Default::default()
+        };
+        let page = store.deliveries(&all(50_000)).await.expect("list");
+        assert_eq!(page.items.len(), MAX_PAGE);
+        assert!(page.next_cursor.is_some());
+        let page = store.deliveries(&all(0)).await.expect("list");
+        assert_eq!(page.items.len(), DEFAULT_PAGE);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn disabling_keeps_spec_json_in_step() {
+        let dir = TempDir::new();
+        let store = file_store(&dir);
+        let hook = conformance::webhook("gone");
+        store.insert_webhook(&hook).await.expect("insert webhook");
+        let event = conformance::event("evt-1", "user.created", conformance::T0);
+        store
+            .ingest(vec![EventToIngest {
+                event,
+                deliveries: vec![(hook.id.clone(), new_id("msg"))],
+            }])
+            .await
+            .expect("ingest");
+        let job = store
+            .claim(ClaimRequest {
+                owner: "w".to_owned(),
+                now: conformance::T0,
+                lease_ms: 1_000,
+                limit: 1,
+                exclude_webhooks: Vec::new(),
+            })
+            .await
+            .expect("claim")
+            .remove(0);
+        let completion = Completion {
+            attempt: Attempt {
+                delivery_id: job.delivery.id.clone(),
+                attempt_no: job.attempt_no,
+                started_at: conformance::T0,
+                duration_ms: 1,
+                request: None,
+                response_status: Some(410),
+                response_headers: Vec::new(),
+                response_body: None,
+                error: Some("HTTP 410".to_owned()),
+                outcome: AttemptOutcome::Dead,
+            },
+            next: Next::Dead,
+            disable_webhook: true,
+        };
+        assert!(store.complete("w", completion).await.expect("complete"));
+
+        let conn = Connection::open(dir.db()).expect("open raw");
+        let (column, in_spec, spec): (bool, bool, String) = conn
+            .query_row(
+                "SELECT enabled, json_extract(spec, '$.enabled'), spec FROM webhooks WHERE id = ?1",
+                [&hook.id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .expect("read webhook row");
+        assert!(!column);
+        assert!(!in_spec);
+        let spec: WebhookSpec = serde_json::from_str(&spec).expect("the spec still parses");
+        assert!(!spec.enabled);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn close_stops_the_writer() {
+        let dir = TempDir::new();
+        let store = file_store(&dir);
+        store
+            .insert_webhook(&conformance::webhook("hook"))
+            .await
+            .expect("insert webhook");
+        store.close().await;
+        store.close().await;
+        let write = store.insert_webhook(&conformance::webhook("late")).await;
+        assert!(matches!(write, Err(Error::Unavailable(_))), "{write:?}");
+        let read = store.webhooks().await;
+        assert!(matches!(read, Err(Error::Unavailable(_))), "{read:?}");
+
+        let reopened = file_store(&dir);
+        assert_eq!(reopened.webhooks().await.expect("list").len(), 1);
+    }
+
+    #[test]
+    fn schema_is_versioned() {
+        let dir = TempDir::new();
+        let path = dir.db();
+        drop(SqliteStore::open(&path).expect("open store"));
+        let conn = Connection::open(&path).expect("open raw");
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("user_version");
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .expect("journal_mode");
+        assert_eq!(mode, "wal");
+
+        // Reopening runs nothing again.
+        drop(SqliteStore::open(&path).expect("reopen store"));
+
+        conn.pragma_update(None, "user_version", 99)
+            .expect("set user_version");
+        drop(conn);
+        let newer = SqliteStore::open(&path);
+        assert!(matches!(newer, Err(Error::Database(_))), "{newer:?}");
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(parse_url("sqlite::memory:").ok(), Some(Location::Memory));
+        assert_eq!(parse_url("sqlite://:memory:").ok(), Some(Location::Memory));
+        assert_eq!(
+            parse_url("sqlite://data/hookyard.db").ok(),
+            Some(Location::File(PathBuf::from("data/hookyard.db")))
+        );
+        assert_eq!(
+            parse_url("sqlite:///var/lib/hookyard.db?mode=rwc").ok(),
+            Some(Location::File(PathBuf::from("/var/lib/hookyard.db")))
+        );
+        assert_eq!(
+            parse_url("sqlite:hookyard.db").ok(),
+            Some(Location::File(PathBuf::from("hookyard.db")))
+        );
+        assert!(parse_url("postgres://localhost/db").is_err());
+        assert!(parse_url("sqlite://").is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn open_url_creates_the_file() {
+        let dir = TempDir::new();
+        let path = dir.db();
+        let store = SqliteStore::open_url(&format!("sqlite://{}", path.display())).expect("open");
+        assert!(store.webhooks().await.expect("list").is_empty());
+        drop(store);
+        assert!(path.exists());
+    }
+}

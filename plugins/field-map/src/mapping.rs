@@ -180,7 +180,9 @@ impl Source {
                     Table::Response => "@status, @header.NAME",
                     Table::Input => "@header.NAME, @query.NAME",
                 };
-                return Err(format!("unknown reference {text:?} (known in this table: {known})"));
+                return Err(format!(
+                    "unknown reference {text:?} (known in this table: {known})"
+                ));
             }
         };
         Ok(source)
@@ -256,7 +258,12 @@ impl Conversion {
             return Ok(value);
         }
         let cannot = |value: &Value| format!("cannot apply {} to {}", self.name(), describe(value));
-        let text = |value: &Value| value.as_str().map(str::to_owned).ok_or_else(|| cannot(value));
+        let text = |value: &Value| {
+            value
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| cannot(value))
+        };
         Ok(match self {
             Conversion::Upper => Value::String(text(&value)?.to_uppercase()),
             Conversion::Lower => Value::String(text(&value)?.to_lowercase()),
@@ -288,8 +295,8 @@ impl Conversion {
                 let boolean = match &value {
                     Value::Bool(b) => Some(*b),
                     Value::Number(n) => match n.as_f64() {
-                        Some(x) if x == 1.0 => Some(true),
-                        Some(x) if x == 0.0 => Some(false),
+                        Some(1.0) => Some(true),
+                        Some(0.0) => Some(false),
                         _ => None,
                     },
                     Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
@@ -369,7 +376,7 @@ pub fn upper_snake(text: &str) -> String {
 }
 
 mod dates {
-    use serde_json::Value;
+    use serde_json::{Number, Value};
     use time::format_description::well_known::Rfc3339;
     use time::{Date, Month, OffsetDateTime, UtcOffset};
 
@@ -383,7 +390,7 @@ mod dates {
     /// (milliseconds when large) as a number or a string of digits.
     pub fn read(value: &Value) -> Option<OffsetDateTime> {
         match value {
-            Value::Number(n) => from_unix(n.as_f64()?),
+            Value::Number(n) => from_unix(n),
             Value::String(s) => {
                 let s = s.trim();
                 if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
@@ -392,9 +399,13 @@ mod dates {
                 if let Some(date) = parse_date(s) {
                     return Some(date.midnight().assume_utc());
                 }
-                let x: f64 = s.parse().ok()?;
-                if s.bytes().all(|b| b.is_ascii_digit() || b == b'-' || b == b'.') {
-                    from_unix(x)
+                if s.bytes()
+                    .all(|b| b.is_ascii_digit() || b == b'-' || b == b'.')
+                {
+                    match super::parse_number(s)? {
+                        Value::Number(n) => from_unix(&n),
+                        _ => None,
+                    }
                 } else {
                     None
                 }
@@ -403,12 +414,25 @@ mod dates {
         }
     }
 
-    fn from_unix(x: f64) -> Option<OffsetDateTime> {
-        if !x.is_finite() {
-            return None;
-        }
-        let nanos = if x.abs() >= MILLIS_THRESHOLD { x * 1e6 } else { x * 1e9 };
-        OffsetDateTime::from_unix_timestamp_nanos(nanos.round() as i128).ok()
+    fn from_unix(n: &Number) -> Option<OffsetDateTime> {
+        let nanos: i128 = if let Some(i) = n.as_i64() {
+            let scale = if (i.unsigned_abs() as f64) >= MILLIS_THRESHOLD {
+                1_000_000
+            } else {
+                1_000_000_000
+            };
+            i128::from(i) * scale
+        } else {
+            let x = n.as_f64().filter(|x| x.is_finite() && x.abs() < 1e17)?;
+            let scale = if x.abs() >= MILLIS_THRESHOLD {
+                1e6
+            } else {
+                1e9
+            };
+            // Whole units exactly, the fraction rounded to the nanosecond.
+            x.trunc() as i128 * scale as i128 + (x.fract() * scale).round() as i128
+        };
+        OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()
     }
 
     fn parse_date(s: &str) -> Option<Date> {
@@ -425,18 +449,34 @@ mod dates {
             }
         };
         let month = Month::try_from(u8::try_from(number(5..7)?).ok()?).ok()?;
-        Date::from_calendar_date(number(0..4)? as i32, month, u8::try_from(number(8..10)?).ok()?).ok()
+        Date::from_calendar_date(
+            number(0..4)? as i32,
+            month,
+            u8::try_from(number(8..10)?).ok()?,
+        )
+        .ok()
     }
 
     pub fn write(moment: OffsetDateTime, format: DateFormat) -> Option<Value> {
         Some(match format {
-            DateFormat::Rfc3339 => Value::String(moment.to_offset(UtcOffset::UTC).format(&Rfc3339).ok()?),
+            DateFormat::Rfc3339 => {
+                Value::String(moment.to_offset(UtcOffset::UTC).format(&Rfc3339).ok()?)
+            }
             DateFormat::Date => {
                 let d = moment.date();
-                Value::String(format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day()))
+                Value::String(format!(
+                    "{:04}-{:02}-{:02}",
+                    d.year(),
+                    u8::from(d.month()),
+                    d.day()
+                ))
             }
             DateFormat::Unix => moment.unix_timestamp().into(),
-            DateFormat::UnixMs => i64::try_from(moment.unix_timestamp_nanos().div_euclid(1_000_000)).ok()?.into(),
+            DateFormat::UnixMs => {
+                i64::try_from(moment.unix_timestamp_nanos().div_euclid(1_000_000))
+                    .ok()?
+                    .into()
+            }
         })
     }
 }
@@ -461,7 +501,12 @@ pub struct Row {
 impl Row {
     /// `request[2] (api_field "emp_id")`, for messages.
     pub fn label(&self) -> String {
-        format!("{}[{}] (api_field {:?})", self.table.name(), self.index, self.api_field)
+        format!(
+            "{}[{}] (api_field {:?})",
+            self.table.name(),
+            self.index,
+            self.api_field
+        )
     }
 
     /// The value this row writes: the source's value (converted), else the default; none when
@@ -470,7 +515,11 @@ impl Row {
         let value = match resolved {
             Some(Value::Null) | None if self.default.is_some() => self.default.clone(),
             Some(value) if !matches!(self.source, Source::Const(_)) => match self.convert {
-                Some(conversion) => Some(conversion.apply(value).map_err(|message| self.error(message))?),
+                Some(conversion) => Some(
+                    conversion
+                        .apply(value)
+                        .map_err(|message| self.error(message))?,
+                ),
                 None => Some(value),
             },
             other => other,
@@ -482,7 +531,10 @@ impl Row {
     }
 
     fn error(&self, message: String) -> MapError {
-        MapError { row: self.label(), message }
+        MapError {
+            row: self.label(),
+            message,
+        }
     }
 }
 
@@ -565,7 +617,15 @@ pub struct Mapping {
 }
 
 const TOP_LEVEL_KEYS: &[&str] = &["request", "response", "input", "method", "skip_events"];
-const ROW_KEYS: &[&str] = &["api_field", "field", "value", "default", "convert", "required", "identifier"];
+const ROW_KEYS: &[&str] = &[
+    "api_field",
+    "field",
+    "value",
+    "default",
+    "convert",
+    "required",
+    "identifier",
+];
 
 impl Mapping {
     /// Parses and checks a config (JSON bytes; empty bytes or `null` is the empty config). The
@@ -574,7 +634,8 @@ impl Mapping {
         if config.iter().all(u8::is_ascii_whitespace) {
             return Ok(Mapping::default());
         }
-        let value: Value = serde_json::from_slice(config).map_err(|e| format!("config is not JSON: {e}"))?;
+        let value: Value =
+            serde_json::from_slice(config).map_err(|e| format!("config is not JSON: {e}"))?;
         Mapping::from_value(&value)
     }
 
@@ -583,7 +644,12 @@ impl Mapping {
         let object = match config {
             Value::Null => return Ok(Mapping::default()),
             Value::Object(object) => object,
-            other => return Err(format!("config must be a JSON object, not {}", describe(other))),
+            other => {
+                return Err(format!(
+                    "config must be a JSON object, not {}",
+                    describe(other)
+                ))
+            }
         };
         let mut errors = Vec::new();
         let mut mapping = Mapping::default();
@@ -595,20 +661,35 @@ impl Mapping {
                 "method" => match value {
                     Value::String(m) if is_token(m) => mapping.method = Some(m.clone()),
                     Value::Null => {}
-                    other => errors.push(format!("method: must be an HTTP method name, not {}", describe(other))),
+                    other => errors.push(format!(
+                        "method: must be an HTTP method name, not {}",
+                        describe(other)
+                    )),
                 },
                 "skip_events" => match value {
                     Value::Array(items) if items.iter().all(Value::is_string) => {
-                        mapping.skip_events = items.iter().filter_map(Value::as_str).map(str::to_owned).collect()
+                        mapping.skip_events = items
+                            .iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_owned)
+                            .collect()
                     }
                     Value::Null => {}
-                    other => errors.push(format!("skip_events: must be a list of event types, not {}", describe(other))),
+                    other => errors.push(format!(
+                        "skip_events: must be a list of event types, not {}",
+                        describe(other)
+                    )),
                 },
-                other => errors.push(format!("unknown key {other:?} (known: {})", TOP_LEVEL_KEYS.join(", "))),
+                other => errors.push(format!(
+                    "unknown key {other:?} (known: {})",
+                    TOP_LEVEL_KEYS.join(", ")
+                )),
             }
         }
         if !mapping.input.is_empty() && !mapping.input.iter().any(|row| row.identifier) {
-            errors.push("input: at least one row must be an identifier (\"identifier\": true)".into());
+            errors.push(
+                "input: at least one row must be an identifier (\"identifier\": true)".into(),
+            );
         }
         if errors.is_empty() {
             Ok(mapping)
@@ -676,7 +757,9 @@ impl Mapping {
                 _ => None,
             };
             if let Some(value) = row.value(resolved)? {
-                row.target.set(&mut fields, value).map_err(|m| row.error(m))?;
+                row.target
+                    .set(&mut fields, value)
+                    .map_err(|m| row.error(m))?;
                 mapped = true;
             }
         }
@@ -703,15 +786,27 @@ impl Mapping {
         let mut records = Vec::with_capacity(items.len());
         for (n, item) in items.into_iter().enumerate() {
             if !item.is_object() {
-                let which = if document.is_array() { format!("item {n} of the body") } else { "the body".into() };
-                return Err(InputError::Unprocessable(format!("{which} must be a JSON object, not {}", describe(item))));
+                let which = if document.is_array() {
+                    format!("item {n} of the body")
+                } else {
+                    "the body".into()
+                };
+                return Err(InputError::Unprocessable(format!(
+                    "{which} must be a JSON object, not {}",
+                    describe(item)
+                )));
             }
             records.push(self.input_record(headers, query, item)?);
         }
         Ok(Some(records))
     }
 
-    fn input_record(&self, headers: &[(String, String)], query: &str, item: &Value) -> Result<Record, InputError> {
+    fn input_record(
+        &self,
+        headers: &[(String, String)],
+        query: &str,
+        item: &Value,
+    ) -> Result<Record, InputError> {
         let mut identifiers = Value::Object(Map::new());
         let mut fields = Value::Object(Map::new());
         for row in &self.input {
@@ -722,13 +817,19 @@ impl Mapping {
                 Source::Query(name) => query_param(query, name).map(Value::from),
                 _ => None,
             };
-            let value = row.value(resolved).map_err(|e| InputError::Unprocessable(e.to_string()))?;
+            let value = row
+                .value(resolved)
+                .map_err(|e| InputError::Unprocessable(e.to_string()))?;
             match value {
                 Some(value) if !(row.identifier && value.is_null()) => {
                     if row.identifier {
-                        row.target.set(&mut identifiers, value.clone()).map_err(|m| InputError::Unprocessable(row.error(m).to_string()))?;
+                        row.target
+                            .set(&mut identifiers, value.clone())
+                            .map_err(|m| InputError::Unprocessable(row.error(m).to_string()))?;
                     }
-                    row.target.set(&mut fields, value).map_err(|m| InputError::Unprocessable(row.error(m).to_string()))?;
+                    row.target
+                        .set(&mut fields, value)
+                        .map_err(|m| InputError::Unprocessable(row.error(m).to_string()))?;
                 }
                 _ if row.identifier => {
                     return Err(InputError::Unprocessable(format!(
@@ -739,7 +840,10 @@ impl Mapping {
                 _ => {}
             }
         }
-        Ok(Record { identifiers, fields })
+        Ok(Record {
+            identifiers,
+            fields,
+        })
     }
 }
 
@@ -759,22 +863,23 @@ fn query_param(query: &str, name: &str) -> Option<String> {
 }
 
 fn percent_decode(text: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() + 0 && i + 2 <= bytes.len() - 1 || (b'%' == bytes[i] && i + 2 < bytes.len() + 1 && i + 2 <= bytes.len() - 1) => {
-                match u8::from_str_radix(&text[i + 1..i + 3], 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
+        let escaped = match bytes.get(i..i + 3) {
+            Some([b'%', high, low]) => hex(*high).zip(hex(*low)).map(|(h, l)| h << 4 | l),
+            _ => None,
+        };
+        match (escaped, bytes[i]) {
+            (Some(byte), _) => {
+                out.push(byte);
+                i += 3;
+                continue;
             }
-            b => out.push(b),
+            (None, b'+') => out.push(b' '),
+            (None, b) => out.push(b),
         }
         i += 1;
     }
@@ -782,7 +887,10 @@ fn percent_decode(text: &str) -> String {
 }
 
 fn is_token(text: &str) -> bool {
-    !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn parse_table(table: Table, value: &Value, errors: &mut Vec<String>) -> Vec<Row> {
@@ -790,7 +898,11 @@ fn parse_table(table: Table, value: &Value, errors: &mut Vec<String>) -> Vec<Row
         Value::Null => return Vec::new(),
         Value::Array(items) => items,
         other => {
-            errors.push(format!("{}: must be a list of rows, not {}", table.name(), describe(other)));
+            errors.push(format!(
+                "{}: must be a list of rows, not {}",
+                table.name(),
+                describe(other)
+            ));
             return Vec::new();
         }
     };
@@ -800,7 +912,11 @@ fn parse_table(table: Table, value: &Value, errors: &mut Vec<String>) -> Vec<Row
         .filter_map(|(index, item)| match parse_row(table, index, item) {
             Ok(row) => Some(row),
             Err(problems) => {
-                errors.extend(problems.into_iter().map(|p| format!("{}[{index}]: {p}", table.name())));
+                errors.extend(
+                    problems
+                        .into_iter()
+                        .map(|p| format!("{}[{index}]: {p}", table.name())),
+                );
                 None
             }
         })
@@ -811,12 +927,18 @@ fn parse_table(table: Table, value: &Value, errors: &mut Vec<String>) -> Vec<Row
 
 fn parse_row(table: Table, index: usize, item: &Value) -> Result<Row, Vec<String>> {
     let Value::Object(object) = item else {
-        return Err(vec![format!("a row must be a JSON object, not {}", describe(item))]);
+        return Err(vec![format!(
+            "a row must be a JSON object, not {}",
+            describe(item)
+        )]);
     };
     let mut problems = Vec::new();
     for key in object.keys() {
         if !ROW_KEYS.contains(&key.as_str()) {
-            problems.push(format!("unknown key {key:?} (known: {})", ROW_KEYS.join(", ")));
+            problems.push(format!(
+                "unknown key {key:?} (known: {})",
+                ROW_KEYS.join(", ")
+            ));
         }
     }
     let text = |key: &str, problems: &mut Vec<String>| -> Option<String> {
@@ -834,7 +956,10 @@ fn parse_row(table: Table, index: usize, item: &Value) -> Result<Row, Vec<String
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
             Some(other) => {
-                problems.push(format!("{key} must be true or false, not {}", describe(other)));
+                problems.push(format!(
+                    "{key} must be true or false, not {}",
+                    describe(other)
+                ));
                 false
             }
         }
@@ -866,40 +991,45 @@ fn parse_row(table: Table, index: usize, item: &Value) -> Result<Row, Vec<String
     if identifier && table != Table::Input {
         problems.push("identifier is only allowed in input rows".into());
     }
-    match (&field, &constant) {
-        (Some(_), Some(_)) => problems.push("has both field and value: give exactly one".into()),
-        (None, None) => problems.push("has neither field nor value: give exactly one".into()),
-        _ => {}
-    }
+    // Which column is read and which is written depends on the table. In the request table
+    // `value` replaces `field` (the source); in the others `field` names the internal field
+    // written, so it is always needed, and `value` replaces what `api_field` would read.
+    let (source_text, target_text) = match table {
+        Table::Request => {
+            match (&field, &constant) {
+                (Some(_), Some(_)) => {
+                    problems.push("has both field and value: give exactly one".into())
+                }
+                (None, None) => {
+                    problems.push("has neither field nor value: give exactly one".into())
+                }
+                _ => {}
+            }
+            (field.clone(), api_field.clone())
+        }
+        Table::Response | Table::Input => {
+            if field.is_none() {
+                problems.push("field is missing (the internal field written)".into());
+            }
+            (api_field.clone(), field.clone())
+        }
+    };
     if constant.is_some() && convert.is_some() {
         problems.push("convert applies to a field, not to a value".into());
     }
     if constant.is_some() && default.is_some() {
         problems.push("default applies to a field, not to a value".into());
     }
-
-    // Which column is read and which is written depends on the table.
-    let (source_text, target_text) = match table {
-        Table::Request => (field.clone(), api_field.clone()),
-        Table::Response | Table::Input => (api_field.clone(), field.clone()),
-    };
-    let target_text = match table {
-        Table::Request => target_text,
-        // A `value` row of the response or input table writes to... nothing: it needs a field.
-        Table::Response | Table::Input => {
-            if constant.is_some() {
-                problems.push(format!("{} rows with a value also need a field (the internal name written)", table.name()));
-            }
-            target_text
-        }
-    };
     let source = match (&constant, source_text) {
-        (Some(value), _) if table == Table::Request => Some(Source::Const(value.clone())),
         (Some(value), _) => Some(Source::Const(value.clone())),
         (None, Some(text)) => match Source::parse(&text, table) {
             Ok(source) => Some(source),
             Err(e) => {
-                let column = if table == Table::Request { "field" } else { "api_field" };
+                let column = if table == Table::Request {
+                    "field"
+                } else {
+                    "api_field"
+                };
                 problems.push(format!("{column}: {e}"));
                 None
             }
@@ -907,15 +1037,28 @@ fn parse_row(table: Table, index: usize, item: &Value) -> Result<Row, Vec<String
         (None, None) => None,
     };
     let target = target_text.and_then(|text| {
-        let column = if table == Table::Request { "api_field" } else { "field" };
+        let column = if table == Table::Request {
+            "api_field"
+        } else {
+            "field"
+        };
         if text.starts_with('@') {
-            problems.push(format!("{column} {text:?}: a reference (@...) can only be read, not written"));
+            problems.push(format!(
+                "{column} {text:?}: a reference (@...) can only be read, not written"
+            ));
             return None;
         }
         match Path::parse(&text) {
             Ok(path) => {
-                if let Some(big) = path.0.iter().filter_map(|s| array_index(s)).find(|&i| i > MAX_TARGET_INDEX) {
-                    problems.push(format!("{column} {text:?}: array index {big} is above {MAX_TARGET_INDEX}"));
+                if let Some(big) = path
+                    .0
+                    .iter()
+                    .filter_map(|s| array_index(s))
+                    .find(|&i| i > MAX_TARGET_INDEX)
+                {
+                    problems.push(format!(
+                        "{column} {text:?}: array index {big} is above {MAX_TARGET_INDEX}"
+                    ));
                     None
                 } else {
                     Some(path)
@@ -947,7 +1090,11 @@ fn parse_row(table: Table, index: usize, item: &Value) -> Result<Row, Vec<String
 /// Targets of one table must not collide: no duplicates, no target inside another
 /// (`user` and `user.name`), and no mix of array indices and keys under the same parent.
 fn check_targets(table: Table, rows: &[Row], errors: &mut Vec<String>) {
-    let column = if table == Table::Request { "api_field" } else { "field" };
+    let column = if table == Table::Request {
+        "api_field"
+    } else {
+        "field"
+    };
     let mut full: HashMap<&[String], usize> = HashMap::new();
     let mut prefixes: HashMap<&[String], (usize, bool)> = HashMap::new();
     let mut reported = HashSet::new();
@@ -955,15 +1102,27 @@ fn check_targets(table: Table, rows: &[Row], errors: &mut Vec<String>) {
         let segments = row.target.0.as_slice();
         let mut problem = None;
         if let Some(&other) = full.get(segments) {
-            problem = Some(format!("{column} {} is also written by {}[{other}]", row.target, table.name()));
+            problem = Some(format!(
+                "{column} {} is also written by {}[{other}]",
+                row.target,
+                table.name()
+            ));
         } else if let Some(&(other, _)) = prefixes.get(segments) {
-            problem = Some(format!("{column} {} contains a field written by {}[{other}]", row.target, table.name()));
+            problem = Some(format!(
+                "{column} {} contains a field written by {}[{other}]",
+                row.target,
+                table.name()
+            ));
         }
         for k in 1..segments.len() {
             let (parent, child) = (&segments[..k], &segments[k]);
             if problem.is_none() {
                 if let Some(&other) = full.get(parent) {
-                    problem = Some(format!("{column} {} is inside a field written by {}[{other}]", row.target, table.name()));
+                    problem = Some(format!(
+                        "{column} {} is inside a field written by {}[{other}]",
+                        row.target,
+                        table.name()
+                    ));
                 }
             }
             let numeric = array_index(child).is_some();
@@ -984,10 +1143,15 @@ fn check_targets(table: Table, rows: &[Row], errors: &mut Vec<String>) {
         }
         // The root of every table is an object.
         if problem.is_none() && array_index(&segments[0]).is_some() {
-            problem = Some(format!("{column} {} cannot start with an array index", row.target));
+            problem = Some(format!(
+                "{column} {} cannot start with an array index",
+                row.target
+            ));
         }
         match problem {
-            Some(p) if reported.insert(row.index) => errors.push(format!("{}[{}]: {p}", table.name(), row.index)),
+            Some(p) if reported.insert(row.index) => {
+                errors.push(format!("{}[{}]: {p}", table.name(), row.index))
+            }
             _ => {
                 full.entry(segments).or_insert(row.index);
             }

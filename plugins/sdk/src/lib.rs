@@ -53,8 +53,8 @@ pub mod types {
 use bindings::exports::hookyard::plugin::handler::Guest;
 use serde_json::value::RawValue;
 use types::{
-    Event, InboundRecord, InboundRequest, OutgoingAction, OutgoingRequest, PluginError,
-    Rejection, Response, Webhook,
+    Event, InboundRecord, InboundRequest, OutgoingAction, OutgoingRequest, PluginError, Rejection,
+    Response, Webhook,
 };
 
 /// Writing to the gateway's log (`hookyard:plugin/log`). The host cuts long messages and caps
@@ -197,7 +197,9 @@ pub fn default_body(ev: &Event) -> Result<Vec<u8>, PluginError> {
 }
 
 /// The default body as a JSON object, for plugins that add to or change it.
-pub fn default_envelope(ev: &Event) -> Result<serde_json::Map<String, serde_json::Value>, PluginError> {
+pub fn default_envelope(
+    ev: &Event,
+) -> Result<serde_json::Map<String, serde_json::Value>, PluginError> {
     let parse = |bytes: &[u8], what: &str| -> Result<serde_json::Value, PluginError> {
         serde_json::from_str(raw_json(bytes, what)?.get())
             .map_err(|e| PluginError::InvalidInput(format!("event {what} is not JSON: {e}")))

@@ -1,0 +1,1082 @@
+//! The [`Store`] contract as executable checks, shared by every backend.
+//!
+//! The invariants in the `store` module docs are the spec; each function here exercises some of
+//! them through the trait alone, so the SQLite store and a future PostgreSQL store are held to
+//! exactly the same behaviour. A backend's tests call each function with a fresh, empty store
+//! (the checks count rows and claim without filters, so they must not share a database).
+//!
+//! Time is simulated: claims and stats take `now` from the caller, starting at [`T0`].
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::{ClaimRequest, Error, Store};
+use crate::model::{
+    new_id, Attempt, AttemptOutcome, Completion, Delivery, DeliveryFilter, DeliveryStatus, Event,
+    EventToIngest, Job, Millis, Next, RequestLog, Webhook, WebhookSpec,
+};
+
+/// The simulated start of time (November 2023), so `now_ms()` of the store is always later.
+pub const T0: Millis = 1_700_000_000_000;
+/// Lease length used by the checks.
+pub const LEASE: i64 = 30_000;
+
+/// A minimal enabled webhook subscribed to everything.
+pub fn webhook(name: &str) -> Webhook {
+    let spec: WebhookSpec = serde_json::from_value(json!({
+        "name": name,
+        "events": ["*"],
+        "url": format!("https://{name}.example.test/hook"),
+    }))
+    .expect("a valid spec");
+    Webhook {
+        id: new_id("wh"),
+        spec,
+        created_at: T0,
+        updated_at: T0,
+    }
+}
+
+async fn add_webhook(store: &dyn Store, name: &str) -> Webhook {
+    let hook = webhook(name);
+    store.insert_webhook(&hook).await.expect("insert webhook");
+    hook
+}
+
+/// An event received at `at`.
+pub fn event(id: &str, event_type: &str, at: Millis) -> Event {
+    Event {
+        id: id.to_owned(),
+        event_type: event_type.to_owned(),
+        data: json!({ "user": id, "tags": ["a", "b"] }),
+        context: json!({ "actor": "admin" }),
+        occurred_at: at - 5,
+        received_at: at,
+    }
+}
+
+/// `event` fanned out to `hooks`, with fresh delivery ids.
+fn to_ingest(event: Event, hooks: &[&Webhook]) -> EventToIngest {
+    EventToIngest {
+        event,
+        deliveries: hooks
+            .iter()
+            .map(|h| (h.id.clone(), new_id("msg")))
+            .collect(),
+    }
+}
+
+/// Ingests one `user.created` event received at `at`; returns its delivery ids in `hooks` order.
+async fn ingest_one(store: &dyn Store, id: &str, at: Millis, hooks: &[&Webhook]) -> Vec<String> {
+    let e = to_ingest(event(id, "user.created", at), hooks);
+    let ids = e.deliveries.iter().map(|(_, d)| d.clone()).collect();
+    let results = store.ingest(vec![e]).await.expect("ingest");
+    assert_eq!(results.len(), 1);
+    assert!(!results[0].duplicate, "{id} was new");
+    ids
+}
+
+fn claim_req(owner: &str, now: Millis, limit: usize) -> ClaimRequest {
+    ClaimRequest {
+        owner: owner.to_owned(),
+        now,
+        lease_ms: LEASE,
+        limit,
+        exclude_webhooks: Vec::new(),
+    }
+}
+
+async fn claim(store: &dyn Store, owner: &str, now: Millis, limit: usize) -> Vec<Job> {
+    store
+        .claim(claim_req(owner, now, limit))
+        .await
+        .expect("claim")
+}
+
+fn ids(jobs: &[Job]) -> Vec<String> {
+    jobs.iter().map(|j| j.delivery.id.clone()).collect()
+}
+
+/// The attempt a worker would log for `job`, answered with `status` (none: a network error).
+fn attempt(job: &Job, next: &Next, status: Option<u16>) -> Attempt {
+    let outcome = match next {
+        Next::Succeeded => AttemptOutcome::Succeeded,
+        Next::RetryAt(_) => AttemptOutcome::Retry,
+        Next::Dead => AttemptOutcome::Dead,
+        Next::Skipped => AttemptOutcome::Skipped,
+    };
+    let failed = !matches!(status, Some(200..=299)) && *next != Next::Skipped;
+    Attempt {
+        delivery_id: job.delivery.id.clone(),
+        attempt_no: job.attempt_no,
+        started_at: T0 + 7,
+        duration_ms: 42,
+        request: Some(RequestLog {
+            method: "POST".to_owned(),
+            url: "https://example.test/hook".to_owned(),
+            headers: vec![("webhook-id".to_owned(), job.delivery.id.clone())],
+            body: job.event.data.to_string(),
+        }),
+        response_status: status,
+        response_headers: vec![("content-type".to_owned(), "text/plain".to_owned())],
+        response_body: status.map(|s| format!("answer {s}")),
+        error: failed.then(|| match status {
+            Some(s) => format!("HTTP {s}"),
+            None => "connection refused".to_owned(),
+        }),
+        outcome,
+    }
+}
+
+fn completion(job: &Job, next: Next, status: Option<u16>) -> Completion {
+    Completion {
+        attempt: attempt(job, &next, status),
+        next,
+        disable_webhook: false,
+    }
+}
+
+async fn complete(
+    store: &dyn Store,
+    owner: &str,
+    job: &Job,
+    next: Next,
+    status: Option<u16>,
+) -> bool {
+    store
+        .complete(owner, completion(job, next, status))
+        .await
+        .expect("complete")
+}
+
+async fn get(store: &dyn Store, id: &str) -> Delivery {
+    store
+        .delivery(id)
+        .await
+        .expect("read delivery")
+        .expect("delivery exists")
+        .0
+}
+
+async fn attempts_of(store: &dyn Store, id: &str) -> Vec<Attempt> {
+    store
+        .delivery(id)
+        .await
+        .expect("read delivery")
+        .expect("delivery exists")
+        .1
+}
+
+async fn list(store: &dyn Store, filter: DeliveryFilter) -> Vec<Delivery> {
+    let page = store.deliveries(&filter).await.expect("list deliveries");
+    assert!(page.next_cursor.is_none(), "expected a single page");
+    page.items
+}
+
+/// Webhooks: insert, look up by id and name, unique names, update, delete.
+pub async fn webhook_crud(store: Arc<dyn Store>) {
+    let store = &*store;
+    let mut a = add_webhook(store, "alpha").await;
+    let mut b = webhook("beta");
+    b.created_at = T0 + 1;
+    store.insert_webhook(&b).await.expect("insert beta");
+
+    assert_eq!(store.webhook(&a.id).await.unwrap(), Some(a.clone()));
+    assert_eq!(store.webhook("beta").await.unwrap(), Some(b.clone()));
+    assert_eq!(store.webhook("gamma").await.unwrap(), None);
+    assert_eq!(store.webhooks().await.unwrap(), vec![a.clone(), b.clone()]);
+
+    let taken = store.insert_webhook(&webhook("alpha")).await;
+    assert!(matches!(taken, Err(Error::Conflict(_))), "{taken:?}");
+    let mut same_id = webhook("delta");
+    same_id.id = a.id.clone();
+    let taken = store.insert_webhook(&same_id).await;
+    assert!(matches!(taken, Err(Error::Conflict(_))), "{taken:?}");
+
+    a.spec.name = "alpha-2".to_owned();
+    a.spec.description = "renamed".to_owned();
+    a.spec.retry.max_attempts = 3;
+    a.spec.enabled = false;
+    a.updated_at = T0 + 10;
+    assert!(store.update_webhook(&a).await.unwrap());
+    assert_eq!(store.webhook(&a.id).await.unwrap(), Some(a.clone()));
+    assert_eq!(store.webhook("alpha-2").await.unwrap(), Some(a.clone()));
+    assert_eq!(store.webhook("alpha").await.unwrap(), None);
+
+    b.spec.name = "alpha-2".to_owned();
+    let taken = store.update_webhook(&b).await;
+    assert!(matches!(taken, Err(Error::Conflict(_))), "{taken:?}");
+    assert!(!store.update_webhook(&webhook("nobody")).await.unwrap());
+
+    assert!(store.delete_webhook(&a.id).await.unwrap());
+    assert!(!store.delete_webhook(&a.id).await.unwrap());
+    assert_eq!(store.webhook(&a.id).await.unwrap(), None);
+    assert_eq!(store.webhooks().await.unwrap().len(), 1);
+}
+
+/// Ingest stores the event and its pending deliveries once; repeats, across calls and within
+/// one call, are reported as duplicates and enqueue nothing.
+pub async fn ingest_is_idempotent(store: Arc<dyn Store>) {
+    let store = &*store;
+    let h1 = add_webhook(store, "one").await;
+    let h2 = add_webhook(store, "two").await;
+
+    let first = to_ingest(event("evt-1", "user.created", T0), &[&h1, &h2]);
+    let original_ids: HashSet<String> = first.deliveries.iter().map(|(_, d)| d.clone()).collect();
+    let results = store.ingest(vec![first.clone()]).await.unwrap();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].id, "evt-1");
+    assert_eq!(results[0].deliveries, 2);
+    assert!(!results[0].duplicate);
+    assert_eq!(
+        store.event("evt-1").await.unwrap(),
+        Some(first.event.clone())
+    );
+    assert_eq!(store.event("evt-x").await.unwrap(), None);
+
+    for id in &original_ids {
+        let d = get(store, id).await;
+        assert_eq!(d.status, DeliveryStatus::Pending);
+        assert_eq!(d.event_id, "evt-1");
+        assert_eq!(d.event_type, "user.created");
+        assert_eq!(d.attempts, 0);
+        assert_eq!(d.next_attempt_at, Some(T0), "due when received");
+        assert_eq!(d.created_at, T0);
+        assert_eq!((d.last_status, d.last_error.as_deref()), (None, None));
+    }
+
+    // Again, with other delivery ids and even another payload: nothing new.
+    let mut again = to_ingest(event("evt-1", "user.deleted", T0 + 50), &[&h1]);
+    again.event.data = json!({ "other": true });
+    let results = store.ingest(vec![again]).await.unwrap();
+    assert_eq!(results[0].deliveries, 2, "counts the existing deliveries");
+    assert!(results[0].duplicate);
+    assert_eq!(store.event("evt-1").await.unwrap(), Some(first.event));
+    let stored: HashSet<String> = list(
+        store,
+        DeliveryFilter {
+            event_id: Some("evt-1".to_owned()),
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .into_iter()
+    .map(|d| d.id)
+    .collect();
+    assert_eq!(stored, original_ids);
+
+    // Within one call: the second evt-2 is a duplicate of the first.
+    let results = store
+        .ingest(vec![
+            to_ingest(event("evt-2", "user.created", T0 + 1), &[&h1]),
+            to_ingest(event("evt-2", "user.created", T0 + 1), &[&h1, &h2]),
+            to_ingest(event("evt-3", "user.created", T0 + 2), &[]),
+            to_ingest(event("evt-1", "user.created", T0 + 2), &[&h2]),
+        ])
+        .await
+        .unwrap();
+    let summary: Vec<(&str, usize, bool)> = results
+        .iter()
+        .map(|r| (r.id.as_str(), r.deliveries, r.duplicate))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("evt-2", 1, false),
+            ("evt-2", 1, true),
+            ("evt-3", 0, false),
+            ("evt-1", 2, true)
+        ]
+    );
+    assert!(store.event("evt-3").await.unwrap().is_some());
+    let all = list(
+        store,
+        DeliveryFilter {
+            limit: 100,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(all.len(), 3);
+    assert!(store.ingest(Vec::new()).await.unwrap().is_empty());
+}
+
+/// A failing ingest call stores none of its events and deliveries, and does not disturb other
+/// callers' ingests committed at the same time.
+pub async fn failed_ingest_stores_nothing(store: Arc<dyn Store>) {
+    let h = add_webhook(&*store, "hook").await;
+    let taken = ingest_one(&*store, "evt-1", T0, &[&h]).await.remove(0);
+
+    let doomed = vec![
+        to_ingest(event("evt-2", "user.created", T0), &[&h]),
+        EventToIngest {
+            event: event("evt-3", "user.created", T0),
+            // Reuses a delivery id: the whole call must fail.
+            deliveries: vec![(h.id.clone(), taken.clone())],
+        },
+    ];
+    let fine = vec![to_ingest(event("evt-4", "user.created", T0), &[&h])];
+    let (doomed, fine) = tokio::join!(store.ingest(doomed), store.ingest(fine));
+    assert!(doomed.is_err(), "{doomed:?}");
+    assert_eq!(fine.expect("the other ingest commits")[0].deliveries, 1);
+
+    assert_eq!(store.event("evt-2").await.unwrap(), None);
+    assert_eq!(store.event("evt-3").await.unwrap(), None);
+    assert!(store.event("evt-4").await.unwrap().is_some());
+    let all = list(
+        &*store,
+        DeliveryFilter {
+            limit: 100,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(all.len(), 2);
+    assert_eq!(get(&*store, &taken).await.event_id, "evt-1");
+}
+
+/// Claim hands out due deliveries only, oldest due first, up to the limit, with their events.
+pub async fn claim_takes_due_deliveries_oldest_first(store: Arc<dyn Store>) {
+    let store = &*store;
+    let h = add_webhook(store, "hook").await;
+    let late = ingest_one(store, "evt-30", T0 + 30, &[&h]).await.remove(0);
+    let early = ingest_one(store, "evt-10", T0 + 10, &[&h]).await.remove(0);
+    let middle = ingest_one(store, "evt-20", T0 + 20, &[&h]).await.remove(0);
+
+    assert!(
+        claim(store, "w1", T0 + 5, 10).await.is_empty(),
+        "nothing due yet"
+    );
+    assert!(claim(store, "w1", T0 + 25, 0).await.is_empty(), "limit 0");
+
+    let jobs = claim(store, "w1", T0 + 25, 1).await;
+    assert_eq!(ids(&jobs), vec![early.clone()]);
+    let job = &jobs[0];
+    assert_eq!(job.attempt_no, 1);
+    assert_eq!(job.delivery.status, DeliveryStatus::Pending);
+    assert_eq!(job.delivery.webhook_id, h.id);
+    assert_eq!(job.event, store.event("evt-10").await.unwrap().unwrap());
+
+    let jobs = claim(store, "w1", T0 + 25, 10).await;
+    assert_eq!(
+        ids(&jobs),
+        vec![middle],
+        "the next due one; evt-30 is not due"
+    );
+
+    let jobs = claim(store, "w2", T0 + 100, 10).await;
+    assert_eq!(
+        ids(&jobs),
+        vec![late],
+        "leased deliveries are not handed out again"
+    );
+    assert!(claim(store, "w3", T0 + 100, 10).await.is_empty());
+}
+
+/// Concurrent claimers never get the same delivery.
+pub async fn claim_is_exclusive(store: Arc<dyn Store>) {
+    let h1 = add_webhook(&*store, "one").await;
+    let h2 = add_webhook(&*store, "two").await;
+    let events: Vec<EventToIngest> = (0..100)
+        .map(|i| {
+            to_ingest(
+                event(&format!("evt-{i}"), "user.created", T0 + i),
+                &[&h1, &h2],
+            )
+        })
+        .collect();
+    store.ingest(events).await.unwrap();
+
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let store = store.clone();
+        workers.push(tokio::spawn(async move {
+            let owner = format!("worker-{w}");
+            let mut got = Vec::new();
+            loop {
+                let jobs = claim(&*store, &owner, T0 + 1_000, 7).await;
+                if jobs.is_empty() {
+                    return got;
+                }
+                got.extend(ids(&jobs));
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    let mut seen = HashSet::new();
+    for worker in workers {
+        for id in worker.await.expect("worker task") {
+            assert!(seen.insert(id.clone()), "{id} was claimed twice");
+        }
+    }
+    assert_eq!(seen.len(), 200);
+}
+
+/// A lease that expires makes the delivery claimable again (at least once delivery).
+pub async fn expired_lease_is_claimable_again(store: Arc<dyn Store>) {
+    let store = &*store;
+    let h = add_webhook(store, "hook").await;
+    let id = ingest_one(store, "evt-1", T0, &[&h]).await.remove(0);
+
+    let mut req = claim_req("w1", T0, 10);
+    req.lease_ms = 1_000;
+    assert_eq!(ids(&store.claim(req).await.unwrap()), vec![id.clone()]);
+    assert!(claim(store, "w2", T0 + 999, 10).await.is_empty());
+    let jobs = claim(store, "w2", T0 + 1_000, 10).await;
+    assert_eq!(ids(&jobs), vec![id.clone()]);
+    assert_eq!(jobs[0].attempt_no, 1, "no attempt was logged in between");
+    assert_eq!(get(store, &id).await.status, DeliveryStatus::Pending);
+}
+
+/// A worker whose lease was taken over cannot complete or release the delivery, but its
+/// attempt is still logged, under a number of its own.
+pub async fn stale_owner_is_fenced(store: Arc<dyn Store>) {
+    let store = &*store;
+    let h = add_webhook(store, "hook").await;
+    let id = ingest_one(store, "evt-1", T0, &[&h]).await.remove(0);
+
+    let old = claim(store, "old", T0, 1).await.remove(0);
+    let new = claim(store, "new", T0 + LEASE, 1).await.remove(0);
+    assert_eq!(new.delivery.id, id);
+
+    assert!(!complete(store, "old", &old, Next::Succeeded, Some(200)).await);
+    let d = get(store, &id).await;
+    assert_eq!(
+        d.status,
+        DeliveryStatus::Pending,
+        "the old owner changed nothing"
+    );
+    assert_eq!(d.attempts, 0);
+    assert_eq!(
+        attempts_of(store, &id).await.len(),
+        1,
+        "but its attempt is logged"
+    );
+
+    store
+        .release("old", std::slice::from_ref(&id))
+        .await
+        .unwrap();
+    assert!(
+        claim(store, "third", T0 + LEASE + 1, 1).await.is_empty(),
+        "the stale release did not free the new owner's lease"
+    );
+    assert!(!complete(store, "nobody", &new, Next::Dead, Some(500)).await);
+
+    assert!(complete(store, "new", &new, Next::Dead, Some(500)).await);
+    let d = get(store, &id).await;
+    assert_eq!(d.status, DeliveryStatus::Dead);
+    assert_eq!(d.attempts, 1);
+    assert_eq!(d.last_status, Some(500));
+
+    assert!(!complete(store, "old", &old, Next::Succeeded, Some(200)).await);
+    assert_eq!(get(store, &id).await.status, DeliveryStatus::Dead);
+
+    let numbers: Vec<u32> = attempts_of(store, &id)
+        .await
+        .iter()
+        .map(|a| a.attempt_no)
+        .collect();
+    assert_eq!(numbers.len(), 4, "every attempt is logged");
+    assert!(
+        numbers.windows(2).all(|w| w[0] < w[1]),
+        "attempt numbers are unique and increasing: {numbers:?}"
+    );
+}
+
+/// A retry keeps the delivery pending but out of reach until its time.
+pub async fn retry_waits_until_due(store: Arc<dyn Store>) {
+    let store = &*store;
+    let h = add_webhook(store, "hook").await;
+    let id = ingest_one(store, "evt-1", T0, &[&h]).await.remove(0);
+
+    let job = claim(store, "w", T0, 1).await.remove(0);
+    assert!(complete(store, "w", &job, Next::RetryAt(T0 + 10_000), Some(503)).await);
+    let d = get(store, &id).await;
+    assert_eq!(d.status, DeliveryStatus::Pending);
+    assert_eq!(d.attempts, 1);
+    assert_eq!(d.next_attempt_at, Some(T0 + 10_000));
+    assert_eq!(d.last_status, Some(503));
+    assert_eq!(d.last_error.as_deref(), Some("HTTP 503"));
+
+    assert!(claim(store, "w", T0 + 9_999, 1).await.is_empty());
+    let job = claim(store, "w", T0 + 10_000, 1).await.remove(0);
+    assert_eq!(job.attempt_no, 2);
+    assert_eq!(job.delivery.attempts, 1);
+
+    assert!(complete(store, "w", &job, Next::RetryAt(T0 + 20_000), None).await);
+    let d = get(store, &id).await;
+    assert_eq!(d.last_status, None, "a network error has no status");
+    assert_eq!(d.last_error.as_deref(), Some("connection refused"));
+
+    let job = claim(store, "w", T0 + 20_000, 1).await.remove(0);
+    assert_eq!(job.attempt_no, 3);
+    assert!(complete(store, "w", &job, Next::Succeeded, Some(200)).await);
+    let d = get(store, &id).await;
+    assert_eq!(d.status, DeliveryStatus::Succeeded);
+    assert_eq!(d.attempts, 3);
+    assert_eq!(d.next_attempt_at, None);
+    assert_eq!(d.last_status, Some(200));
+    assert_eq!(d.last_error, None);
+    assert!(claim(store, "w", T0 + 1_000_000, 1).await.is_empty());
+
+    let outcomes: Vec<(u32, AttemptOutcome)> = attempts_of(store, &id)
+        .await
+        .iter()
+        .map(|a| (a.attempt_no, a.outcome))
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            (1, AttemptOutcome::Retry),
+            (2, AttemptOutcome::Retry),
+            (3, AttemptOutcome::Succeeded)
+        ]
+    );
+}
+
+/// Succeeded, dead and skipped are final: never claimed again, not completed again.
+pub async fn final_outcomes(store: Arc<dyn Store>) {
+    let store = &*store;
+    let h = add_webhook(store, "hook").await;
+    for (i, at) in [T0, T0 + 1, T0 + 2].into_iter().enumerate() {
+        ingest_one(store, &format!("evt-{i}"), at, &[&h]).await;
+    }
+    let jobs = claim(store, "w", T0 + 10, 10).await;
+    assert_eq!(jobs.len(), 3);
+    let cases = [
+        (Next::Succeeded, Some(204), DeliveryStatus::Succeeded),
+        (Next::Dead, Some(400), DeliveryStatus::Dead),
+        (Next::Skipped, None, DeliveryStatus::Skipped),
+    ];
+    for (job, (next, code, status)) in jobs.iter().zip(cases) {
+        assert!(complete(store, "w", job, next, code).await);
+        let d = get(store, &job.delivery.id).await;
+        assert_eq!(d.status, status);
+        assert_eq!(d.next_attempt_at, None);
+        assert_eq!(d.attempts, 1);
+        assert_eq!(d.last_status, code);
+    }
+    assert!(claim(store, "w", T0 + 10_000_000, 10).await.is_empty());
+    for (job, status) in jobs.iter().zip([
+        DeliveryStatus::Succeeded,
+        DeliveryStatus::Dead,
+        DeliveryStatus::Skipped,
+    ]) {
+        assert!(!complete(store, "w", job, Next::RetryAt(T0), Some(500)).await);
+        assert_eq!(get(store, &job.delivery.id).await.status, status);
+    }
+    let stats = store.queue_stats(T0 + 100).await.unwrap();
+    assert_eq!(stats.pending, 0);
+}
+
+/// A 410 answer disables the webhook: its deliveries are no longer claimed until an admin
+/// enables it again; other webhooks are unaffected.
+pub async fn gone_disables_webhook(store: Arc<dyn Store>) {
+    let store = &*store;
+    let h1 = add_webhook(store, "gone").await;
+    let h2 = add_webhook(store, "fine").await;
+    let first = ingest_one(store, "evt-1", T0, &[&h1, &h2]).await;
+    let second = ingest_one(store, "evt-2", T0 + 1, &[&h1, &h2]).await;
+
+    let mut req = claim_req("w", T0 + 10, 1);
+    req.exclude_webhooks = vec![h2.id.clone()];
+    let job = store.claim(req).await.unwrap().remove(0);
+    assert_eq!(job.delivery.id, first[0]);
+    let mut gone = completion(&job, Next::Dead, Some(410));
+    gone.disable_webhook = true;
+    assert!(store.complete("w", gone).await.unwrap());
+    assert_eq!(get(store, &first[0]).await.status, DeliveryStatus::Dead);
+
+    let hook = store.webhook(&h1.id).await.unwrap().unwrap();
+    assert!(!hook.spec.enabled);
+    assert!(hook.updated_at > h1.updated_at, "updated_at moves on");
+    assert_eq!(hook.spec.url, h1.spec.url, "the rest of the spec is kept");
+    assert!(store.webhook(&h2.id).await.unwrap().unwrap().spec.enabled);
+
+    let jobs = claim(store, "w", T0 + 20, 10).await;
+    let mut got = ids(&jobs);
+    got.sort();
+    let mut expected = vec![first[1].clone(), second[1].clone()];
+    expected.sort();
+    assert_eq!(got, expected, "only the enabled webhook's deliveries");
+
+    let mut enabled = hook.clone();
+    enabled.spec.enabled = true;
+    assert!(store.update_webhook(&enabled).await.unwrap());
+    assert_eq!(
+        ids(&claim(store, "w", T0 + 30, 10).await),
+        vec![second[0].clone()]
+    );
+}
+
+/// Deliveries of a disabled or unknown webhook stay pending and unclaimed.
+pub async fn disabled_and_unknown_webhooks_are_not_claimed(store: Arc<dyn Store>) {
+    let store = &*store;
+    let mut off = webhook("off");
+    off.spec.enabled = false;
+    store.insert_webhook(&off).await.unwrap();
+    assert!(!store.webhook("off").await.unwrap().unwrap().spec.enabled);
+    let ghost = webhook("ghost");
+    let results = store
+        .ingest(vec![to_ingest(
+            event("evt-1", "user.created", T0),
+            &[&off, &ghost],
+        )])
+        .await
+        .unwrap();
+    assert_eq!(results[0].deliveries, 2);
+    assert!(claim(store, "w", T0 + 1_000, 10).await.is_empty());
+    assert_eq!(store.queue_stats(T0 + 1_000).await.unwrap().pending, 2);
+}
+
+/// Claim skips webhooks the worker excludes (saturated here) and takes the others'.
+pub async fn excluded_webhooks_are_skipped(store: Arc<dyn Store>) {
+    let store = &*store;
+    let h1 = add_webhook(store, "one").await;
+    let h2 = add_webhook(store, "two").await;
+    let h3 = add_webhook(store, "three").await;
+    for i in 0..3 {
+        ingest_one(store, &format!("evt-{i}"), T0 + i, &[&h1, &h2, &h3]).await;
+    }
+    let mut req = claim_req("w", T0 + 10, 10);
+    req.exclude_webhooks = vec![h1.id.clone(), h3.id.clone()];
+    let jobs = store.claim(req.clone()).await.unwrap();
+    assert_eq!(jobs.len(), 3);
+    assert!(jobs.iter().all(|j| j.delivery.webhook_id == h2.id));
+
+    req.exclude_webhooks = vec![h2.id.clone()];
+    let jobs = store.claim(req).await.unwrap();
+    assert_eq!(jobs.len(), 6);
+    assert!(jobs.iter().all(|j| j.delivery.webhook_id != h2.id));
+    let due: Vec<Millis> = jobs
+        .iter()
+        .map(|j| j.delivery.next_attempt_at.unwrap_or_default())
+        .collect();
+    assert!(
+        due.windows(2).all(|w| w[0] <= w[1]),
+        "oldest first: {due:?}"
+    );
+}
+
+/// Release gives the owner's leases back at once, without an attempt; others' leases stay.
+pub async fn release_returns_lease(store: Arc<dyn Store>) {
+    let store = &*store;
+    let h = add_webhook(store, "hook").await;
+    let id = ingest_one(store, "evt-1", T0, &[&h]).await.remove(0);
+
+    claim(store, "a", T0, 1).await.remove(0);
+    store.release("b", std::slice::from_ref(&id)).await.unwrap();
+    assert!(
+        claim(store, "c", T0 + 1, 1).await.is_empty(),
+        "b held no lease"
+    );
+
+    store
+        .release("a", &[id.clone(), "msg_unknown".to_owned()])
+        .await
+        .unwrap();
+    store.release("a", &[]).await.unwrap();
+    let jobs = claim(store, "c", T0 + 1, 1).await;
+    assert_eq!(ids(&jobs), vec![id.clone()]);
+    assert_eq!(jobs[0].attempt_no, 1);
+    let d = get(store, &id).await;
+    assert_eq!(d.attempts, 0);
+    assert!(attempts_of(store, &id).await.is_empty());
+}
+
+/// Deleting a webhook kills its pending deliveries and keeps its log.
+pub async fn delete_webhook_kills_pending(store: Arc<dyn Store>) {
+    let store = &*store;
+    let h = add_webhook(store, "doomed").await;
+    let other = add_webhook(store, "other").await;
+    let done = ingest_one(store, "evt-1", T0, &[&h]).await.remove(0);
+    let leased = ingest_one(store, "evt-2", T0 + 1, &[&h]).await.remove(0);
+    let waiting = ingest_one(store, "evt-3", T0 + 2, &[&h, &other]).await;
+
+    let job = claim(store, "w", T0 + 10, 1).await.remove(0);
+    assert_eq!(job.delivery.id, done);
+    assert!(complete(store, "w", &job, Next::Succeeded, Some(200)).await);
+    let in_flight = claim(store, "w", T0 + 10, 1).await.remove(0);
+    assert_eq!(in_flight.delivery.id, leased);
+
+    assert!(store.delete_webhook(&h.id).await.unwrap());
+    assert_eq!(get(store, &done).await.status, DeliveryStatus::Succeeded);
+    assert_eq!(attempts_of(store, &done).await.len(), 1, "the log is kept");
+    for id in [&leased, &waiting[0]] {
+        let d = get(store, id).await;
+        assert_eq!(d.status, DeliveryStatus::Dead);
+        assert_eq!(d.last_error.as_deref(), Some("webhook deleted"));
+        assert_eq!(d.next_attempt_at, None);
+    }
+    assert_eq!(
+        get(store, &waiting[1]).await.status,
+        DeliveryStatus::Pending
+    );
+
+    assert!(!complete(store, "w", &in_flight, Next::Succeeded, Some(200)).await);
+    assert_eq!(get(store, &leased).await.status, DeliveryStatus::Dead);
+    assert_eq!(attempts_of(store, &leased).await.len(), 1);
+    assert_eq!(
+        ids(&claim(store, "w2", T0 + 100, 10).await),
+        vec![waiting[1].clone()]
+    );
+}
+
+/// Replaying a delivery makes it pending and due with a fresh budget; numbering continues.
+pub async fn replay_delivery(store: Arc<dyn Store>) {
+    let store = &*store;
+    let h = add_webhook(store, "hook").await;
+    let id = ingest_one(store, "evt-1", T0, &[&h]).await.remove(0);
+
+    let job = claim(store, "w", T0, 1).await.remove(0);
+    assert!(complete(store, "w", &job, Next::Dead, Some(500)).await);
+    assert!(store
+        .replay_delivery("msg_unknown", T0)
+        .await
+        .unwrap()
+        .is_none());
+
+    let d = store
+        .replay_delivery(&id, T0 + 50_000)
+        .await
+        .unwrap()
+        .expect("replayed");
+    assert_eq!(d.status, DeliveryStatus::Pending);
+    assert_eq!(d.attempts, 0);
+    assert_eq!(d.next_attempt_at, Some(T0 + 50_000));
+    assert_eq!(
+        d.last_error.as_deref(),
+        Some("HTTP 500"),
+        "kept for the log"
+    );
+    assert_eq!(get(store, &id).await, d);
+
+    assert!(claim(store, "w", T0 + 49_999, 1).await.is_empty());
+    let job = claim(store, "w", T0 + 50_000, 1).await.remove(0);
+    assert_eq!(job.attempt_no, 2);
+    assert_eq!(job.delivery.attempts, 0);
+
+    // Replaying a leased, pending delivery frees it now and fences the old owner.
+    let d = store
+        .replay_delivery(&id, T0 + 50_001)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.next_attempt_at, Some(T0 + 50_001));
+    let again = claim(store, "w2", T0 + 50_001, 1).await.remove(0);
+    assert!(!complete(store, "w", &job, Next::Succeeded, Some(200)).await);
+    assert!(complete(store, "w2", &again, Next::Succeeded, Some(200)).await);
+
+    let d = store
+        .replay_delivery(&id, T0 + 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        d.status,
+        DeliveryStatus::Pending,
+        "succeeded ones replay too"
+    );
+    let job = claim(store, "w", T0 + 60_000, 1).await.remove(0);
+    let numbers: Vec<u32> = attempts_of(store, &id)
+        .await
+        .iter()
+        .map(|a| a.attempt_no)
+        .collect();
+    assert_eq!(numbers.len(), 3);
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+    assert!(job.attempt_no > numbers[2]);
+}
+
+/// Replaying a webhook's dead deliveries touches exactly those.
+pub async fn replay_dead(store: Arc<dyn Store>) {
+    let store = &*store;
+    let h1 = add_webhook(store, "one").await;
+    let h2 = add_webhook(store, "two").await;
+    for i in 0..4 {
+        ingest_one(store, &format!("evt-{i}"), T0 + i, &[&h1, &h2]).await;
+    }
+    // h1: dead, dead, succeeded, pending. h2: dead, pending x3.
+    let mut req = claim_req("w", T0 + 10, 3);
+    req.exclude_webhooks = vec![h2.id.clone()];
+    let jobs = store.claim(req).await.unwrap();
+    for (job, next) in jobs.iter().zip([Next::Dead, Next::Dead, Next::Succeeded]) {
+        assert!(complete(store, "w", job, next, Some(500)).await);
+    }
+    let mut req = claim_req("w", T0 + 10, 1);
+    req.exclude_webhooks = vec![h1.id.clone()];
+    let job = store.claim(req).await.unwrap().remove(0);
+    assert!(complete(store, "w", &job, Next::Dead, Some(500)).await);
+
+    assert_eq!(store.replay_dead(&h1.id, T0 + 100).await.unwrap(), 2);
+    for job in &jobs[..2] {
+        let d = get(store, &job.delivery.id).await;
+        assert_eq!(d.status, DeliveryStatus::Pending);
+        assert_eq!(d.attempts, 0);
+        assert_eq!(d.next_attempt_at, Some(T0 + 100));
+    }
+    assert_eq!(
+        get(store, &jobs[2].delivery.id).await.status,
+        DeliveryStatus::Succeeded
+    );
+    assert_eq!(
+        get(store, &job.delivery.id).await.status,
+        DeliveryStatus::Dead
+    );
+    assert_eq!(store.replay_dead(&h1.id, T0 + 100).await.unwrap(), 0);
+    assert_eq!(store.replay_dead("wh_unknown", T0 + 100).await.unwrap(), 0);
+    assert_eq!(store.replay_dead(&h2.id, T0 + 100).await.unwrap(), 1);
+}
+
+/// The Webhook Log: newest first, cursor paging without gaps or repeats, every filter.
+pub async fn log_paging_and_filters(store: Arc<dyn Store>) {
+    let store = &*store;
+    let h1 = add_webhook(store, "one").await;
+    let h2 = add_webhook(store, "two").await;
+    let mut batch = Vec::new();
+    for i in 0..12 {
+        let kind = if i % 2 == 0 {
+            "user.created"
+        } else {
+            "user.deleted"
+        };
+        batch.push(to_ingest(
+            event(&format!("evt-{i}"), kind, T0 + i),
+            &[&h1, &h2],
+        ));
+    }
+    store.ingest(batch).await.unwrap();
+    let mut req = claim_req("w", T0 + 100, 4);
+    req.exclude_webhooks = vec![h2.id.clone()];
+    for job in store.claim(req).await.unwrap() {
+        assert!(complete(store, "w", &job, Next::Dead, Some(500)).await);
+    }
+
+    // Every page, following cursors.
+    let mut seen: Vec<String> = Vec::new();
+    let mut cursor = None;
+    let mut sizes = Vec::new();
+    loop {
+        let page = store
+            .deliveries(&DeliveryFilter {
+                limit: 5,
+                cursor: cursor.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        sizes.push(page.items.len());
+        seen.extend(page.items.iter().map(|d| d.id.clone()));
+        if let Some(next) = page.next_cursor {
+            assert_eq!(Some(&next), seen.last(), "the cursor is the page's last id");
+            cursor = Some(next);
+        } else {
+            break;
+        }
+    }
+    assert_eq!(sizes, vec![5, 5, 5, 5, 4]);
+    assert!(
+        seen.windows(2).all(|w| w[0] > w[1]),
+        "newest (highest id) first, no repeats"
+    );
+
+    // A last page that is exactly full has no cursor.
+    let page = store
+        .deliveries(&DeliveryFilter {
+            limit: 24,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 24);
+    assert!(page.next_cursor.is_none());
+    let page = store
+        .deliveries(&DeliveryFilter {
+            limit: 12,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let second = store
+        .deliveries(&DeliveryFilter {
+            limit: 12,
+            cursor: page.next_cursor.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(second.items.len(), 12);
+    assert!(second.next_cursor.is_none());
+
+    let filtered =
+        |f: DeliveryFilter| async move { list(store, DeliveryFilter { limit: 100, ..f }).await };
+    let by_hook = filtered(DeliveryFilter {
+        webhook_id: Some(h1.id.clone()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(by_hook.len(), 12);
+    assert!(by_hook.iter().all(|d| d.webhook_id == h1.id));
+    assert!(by_hook.windows(2).all(|w| w[0].id > w[1].id));
+
+    let dead = filtered(DeliveryFilter {
+        status: Some(DeliveryStatus::Dead),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(dead.len(), 4);
+    assert!(dead.iter().all(|d| d.webhook_id == h1.id));
+    let none = filtered(DeliveryFilter {
+        webhook_id: Some(h2.id.clone()),
+        status: Some(DeliveryStatus::Dead),
+        ..Default::default()
+    })
+    .await;
+    assert!(none.is_empty());
+
+    let deleted = filtered(DeliveryFilter {
+        event_type: Some("user.deleted".to_owned()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(deleted.len(), 12);
+    assert!(deleted.iter().all(|d| d.event_type == "user.deleted"));
+    let deleted_h2 = filtered(DeliveryFilter {
+        event_type: Some("user.deleted".to_owned()),
+        webhook_id: Some(h2.id.clone()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(deleted_h2.len(), 6);
+
+    let one_event = filtered(DeliveryFilter {
+        event_id: Some("evt-5".to_owned()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(one_event.len(), 2);
+    assert!(one_event.iter().all(|d| d.event_id == "evt-5"));
+
+    // Paging within a filter.
+    let first = store
+        .deliveries(&DeliveryFilter {
+            webhook_id: Some(h2.id.clone()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let rest = store
+        .deliveries(&DeliveryFilter {
+            webhook_id: Some(h2.id.clone()),
+            limit: 10,
+            cursor: first.next_cursor.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((first.items.len(), rest.items.len()), (10, 2));
+    assert!(rest.next_cursor.is_none());
+    assert!(first
+        .items
+        .iter()
+        .chain(&rest.items)
+        .all(|d| d.webhook_id == h2.id));
+}
+
+/// A delivery comes back with every attempt, oldest first, exactly as logged.
+pub async fn delivery_with_attempts(store: Arc<dyn Store>) {
+    let store = &*store;
+    let h = add_webhook(store, "hook").await;
+    let id = ingest_one(store, "evt-1", T0, &[&h]).await.remove(0);
+    assert!(store.delivery("msg_unknown").await.unwrap().is_none());
+
+    let job = claim(store, "w", T0, 1).await.remove(0);
+    let mut first = completion(&job, Next::RetryAt(T0 + 1_000), Some(502));
+    first
+        .attempt
+        .response_headers
+        .push(("x-empty".to_owned(), String::new()));
+    first.attempt.response_body = Some("bad gateway \u{2603}".to_owned());
+    store.complete("w", first.clone()).await.unwrap();
+
+    let job = claim(store, "w", T0 + 1_000, 1).await.remove(0);
+    let mut second = completion(&job, Next::Skipped, None);
+    second.attempt.request = None;
+    second.attempt.response_headers.clear();
+    second.attempt.duration_ms = 0;
+    store.complete("w", second.clone()).await.unwrap();
+
+    let (d, attempts) = store.delivery(&id).await.unwrap().unwrap();
+    assert_eq!(d.status, DeliveryStatus::Skipped);
+    assert_eq!(attempts, vec![first.attempt, second.attempt]);
+}
+
+/// Queue depth and age, for `/metrics`.
+pub async fn queue_stats(store: Arc<dyn Store>) {
+    let store = &*store;
+    let empty = store.queue_stats(T0).await.unwrap();
+    assert_eq!(
+        (empty.pending, empty.due, empty.oldest_due_age_ms),
+        (0, 0, 0)
+    );
+
+    let h = add_webhook(store, "hook").await;
+    ingest_one(store, "evt-1", T0, &[&h]).await;
+    ingest_one(store, "evt-2", T0 + 1_000, &[&h]).await;
+    ingest_one(store, "evt-3", T0 + 5_000, &[&h]).await;
+
+    let s = store.queue_stats(T0 + 2_000).await.unwrap();
+    assert_eq!((s.pending, s.due, s.oldest_due_age_ms), (3, 2, 2_000));
+    let s = store.queue_stats(T0 - 1).await.unwrap();
+    assert_eq!((s.pending, s.due, s.oldest_due_age_ms), (3, 0, 0));
+
+    let job = claim(store, "w", T0 + 2_000, 1).await.remove(0);
+    let s = store.queue_stats(T0 + 2_000).await.unwrap();
+    assert_eq!(s.pending, 3, "a leased delivery is still pending");
+    assert!(complete(store, "w", &job, Next::Succeeded, Some(200)).await);
+    let s = store.queue_stats(T0 + 2_000).await.unwrap();
+    assert_eq!((s.pending, s.due, s.oldest_due_age_ms), (2, 1, 1_000));
+}
+
+/// What was committed survives closing and reopening the store. `open` opens the same database
+/// each time; the store it returned before is dropped before it is called again.
+pub async fn persists_across_reopen<F, Fut>(open: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    let (hook, ids) = {
+        let store = open().await;
+        let hook = add_webhook(&*store, "kept").await;
+        let ids = ingest_one(&*store, "evt-1", T0, &[&hook]).await;
+        ingest_one(&*store, "evt-2", T0 + 1, &[&hook]).await;
+        let job = claim(&*store, "w", T0, 1).await.remove(0);
+        assert!(complete(&*store, "w", &job, Next::Succeeded, Some(200)).await);
+        (hook, ids)
+    };
+    let store = open().await;
+    assert_eq!(store.webhook(&hook.id).await.unwrap(), Some(hook));
+    assert!(store.event("evt-1").await.unwrap().is_some());
+    let (d, attempts) = store.delivery(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(d.status, DeliveryStatus::Succeeded);
+    assert_eq!(attempts.len(), 1);
+    let dup = store
+        .ingest(vec![to_ingest(event("evt-1", "user.created", T0), &[])])
+        .await
+        .unwrap();
+    assert!(dup[0].duplicate, "idempotency survives a restart");
+    let jobs = claim(&*store, "w2", T0 + 10, 10).await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].event.id, "evt-2");
+    assert_eq!(
+        jobs[0].event.data,
+        json!({ "user": "evt-2", "tags": ["a", "b"] })
+    );
+    assert_ne!(jobs[0].event.context, Value::Null);
+}
