@@ -11,7 +11,8 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::delivery::client::SsrfPolicy;
-use crate::delivery::shape::{DefaultShaper, Shaper};
+use crate::delivery::shape::Shaper;
+use crate::plugin::PluginHost;
 use crate::delivery::worker::Deliverer;
 use crate::metrics::Metrics;
 use crate::model::{new_id, now_ms, Webhook};
@@ -35,6 +36,9 @@ pub enum Error {
         /// What is wrong.
         error: webhooks::InvalidSpec,
     },
+    /// The plugin host could not start.
+    #[error("plugins: {0}")]
+    Plugins(String),
     /// The HTTP client could not be built.
     #[error("http client: {0}")]
     Client(String),
@@ -65,14 +69,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let store = open_store(&config)?;
-    run_with_store(config, store, Arc::new(DefaultShaper), listeners, shutdown).await
+    run_with_store(config, store, listeners, shutdown).await
 }
 
-/// [`run`] with a given store and shaper (the plugin host, or the default envelope).
+/// [`run`] on a given store.
 pub async fn run_with_store(
     config: Config,
     store: Arc<dyn Store>,
-    shaper: Arc<dyn Shaper>,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
@@ -80,6 +83,12 @@ pub async fn run_with_store(
     apply_declared_webhooks(&config, store.as_ref()).await?;
     let directory = Arc::new(WebhookDirectory::load(store.as_ref()).await?);
     let metrics = Arc::new(Metrics::new());
+    let plugins = Arc::new(
+        PluginHost::start(&config.plugins, store.clone(), metrics.clone())
+            .await
+            .map_err(|e| Error::Plugins(e.to_string()))?,
+    );
+    let shaper: Arc<dyn Shaper> = plugins.clone();
     let wake = Arc::new(Notify::new());
     let ssrf = Arc::new(SsrfPolicy::new(config.delivery.allow_networks.clone()));
     let http = crate::delivery::client::build(ssrf.clone(), &config.delivery.user_agent)
@@ -106,6 +115,7 @@ pub async fn run_with_store(
     // Changes made through another process sharing the database reach this one through here.
     let refresher = {
         let (store, directory, rx) = (store.clone(), directory.clone(), stop_rx.clone());
+        let plugins = plugins.clone();
         tokio::spawn(async move {
             let stop = stopped(rx);
             tokio::pin!(stop);
@@ -115,6 +125,9 @@ pub async fn run_with_store(
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {
                         if let Err(e) = directory.reload(store.as_ref()).await {
                             warn!(error = %e, "reloading webhooks failed");
+                        }
+                        if let Err(e) = plugins.reload().await {
+                            warn!(error = %e, "reloading plugins failed");
                         }
                     }
                 }
@@ -129,6 +142,7 @@ pub async fn run_with_store(
         config: config.clone(),
         wake,
         ready: AtomicBool::new(true),
+        plugins: Some(plugins),
     });
     let public = server::public_router(state.clone());
     let admin = server::admin_router(state.clone());

@@ -30,6 +30,7 @@ pub mod config;
 pub mod delivery;
 pub mod metrics;
 pub mod model;
+pub mod plugin;
 pub mod server;
 pub mod store;
 pub mod webhooks;

@@ -37,6 +37,12 @@ pub struct Metrics {
     pub oldest_due_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Deliveries being sent right now by this process.
     pub in_flight: Gauge,
+    /// Plugin calls by outcome (`ok`, `trap`, `timeout`, `memory`, `output_too_large`, `busy`).
+    pub plugin_calls: Family<OutcomeLabel, Counter>,
+    /// Duration of plugin calls, instantiation included, in seconds.
+    pub plugin_call_duration: Histogram,
+    /// Plugin components compiled (a cached artifact is not counted).
+    pub plugin_compilations: Counter,
 }
 
 impl Default for Metrics {
@@ -93,8 +99,29 @@ impl Metrics {
             "Deliveries being sent by this process",
             in_flight.clone(),
         );
+        let plugin_calls = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "plugin_calls",
+            "Plugin calls by outcome",
+            plugin_calls.clone(),
+        );
+        let plugin_call_duration = Histogram::new(exponential_buckets(0.000_005, 2.0, 20));
+        registry.register(
+            "plugin_call_duration_seconds",
+            "Duration of plugin calls, instantiation included",
+            plugin_call_duration.clone(),
+        );
+        let plugin_compilations = Counter::default();
+        registry.register(
+            "plugin_compilations",
+            "Plugin components compiled (cache hits not counted)",
+            plugin_compilations.clone(),
+        );
         Metrics {
             registry,
+            plugin_calls,
+            plugin_call_duration,
+            plugin_compilations,
             events_accepted,
             deliveries,
             attempt_duration,

@@ -231,6 +231,23 @@ pub struct PluginRef {
     /// Plugin-specific configuration, checked by the plugin's `validate-config`.
     #[serde(default)]
     pub config: Value,
+    /// What happens to a delivery when the plugin call fails (trap, time or memory limit,
+    /// plugin error).
+    #[serde(default)]
+    pub on_error: PluginFailure,
+}
+
+/// What a failed plugin call does to its delivery.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginFailure {
+    /// Count it as a failed attempt and retry later (a fixed plugin version may succeed).
+    #[default]
+    Retry,
+    /// Give up on the delivery at once: it is `dead`.
+    DeadLetter,
+    /// Do not send it: it is `skipped`.
+    Skip,
 }
 
 /// When to give up on a delivery.

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-if [[ ! -d node_modules/@bytecodealliance/componentize-js ]]; then
+if [[ ! -d node_modules/@bytecodealliance/componentize-js || ! -d node_modules/@bytecodealliance/preview2-shim ]]; then
     npm ci --no-audit --no-fund
 fi
 

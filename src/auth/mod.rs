@@ -11,7 +11,7 @@ use base64::Engine;
 use http::header::AUTHORIZATION;
 use http::{HeaderName, HeaderValue};
 
-use crate::model::AuthConfig;
+use crate::model::{AuthConfig, MASK};
 
 pub use self::oauth2::{TokenCache, DEFAULT_TOKEN_LIFETIME};
 
@@ -87,7 +87,7 @@ impl std::fmt::Debug for Credentials {
         let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
         f.debug_struct("Credentials")
             .field("headers", &names)
-            .field("oauth_token", &self.oauth_token.as_ref().map(|_| "********"))
+            .field("oauth_token", &self.oauth_token.as_ref().map(|_| MASK))
             .finish()
     }
 }
@@ -174,8 +174,14 @@ mod tests {
             value: "k3y".into(),
         })
         .await;
-        assert_eq!((name.as_str(), value.to_str().unwrap()), ("x-api-key", "k3y"));
-        let (name, value) = one_header(AuthConfig::Bearer { token: "t0k".into() }).await;
+        assert_eq!(
+            (name.as_str(), value.to_str().unwrap()),
+            ("x-api-key", "k3y")
+        );
+        let (name, value) = one_header(AuthConfig::Bearer {
+            token: "t0k".into(),
+        })
+        .await;
         assert_eq!(
             (name.as_str(), value.to_str().unwrap()),
             ("authorization", "Bearer t0k")

@@ -80,7 +80,9 @@ struct Fetched {
 impl Slot {
     fn state(&self) -> MutexGuard<'_, State> {
         // The state is consistent after any panic: each update is a single assignment.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn fresh(&self, fingerprint: &Fingerprint) -> Option<String> {
@@ -92,7 +94,11 @@ impl Slot {
 
     /// What a caller waiting since `since` gets without fetching: the outcome of a fetch that
     /// finished while it waited, or a fresh cached token.
-    fn reusable(&self, fingerprint: &Fingerprint, since: Instant) -> Option<Result<String, AuthError>> {
+    fn reusable(
+        &self,
+        fingerprint: &Fingerprint,
+        since: Instant,
+    ) -> Option<Result<String, AuthError>> {
         {
             let state = self.state();
             if let Some(last) = &state.last_fetch {
@@ -188,7 +194,11 @@ impl TokenCache {
     /// delivery client. Tokens are refetched `refresh_margin` before they expire. Token URLs
     /// that are IP literals are judged by the default [`SsrfPolicy`] (public addresses only)
     /// unless [`TokenCache::with_ssrf_policy`] gives the gateway's.
-    pub fn new(http: reqwest::Client, metrics: Arc<Metrics>, refresh_margin: Duration) -> TokenCache {
+    pub fn new(
+        http: reqwest::Client,
+        metrics: Arc<Metrics>,
+        refresh_margin: Duration,
+    ) -> TokenCache {
         TokenCache {
             http,
             metrics,
@@ -245,10 +255,17 @@ impl TokenCache {
             return;
         };
         let mut state = slot.state();
-        if state.cached.as_ref().is_some_and(|c| c.token == stale_token) {
+        if state
+            .cached
+            .as_ref()
+            .is_some_and(|c| c.token == stale_token)
+        {
             state.cached = None;
         }
-        if let Some(Fetched { result: Ok(token), .. }) = &state.last_fetch {
+        if let Some(Fetched {
+            result: Ok(token), ..
+        }) = &state.last_fetch
+        {
             if token == stale_token {
                 state.last_fetch = None;
             }
@@ -268,7 +285,11 @@ impl TokenCache {
     }
 
     /// One token request, counted and logged; the token and how long it may be used.
-    async fn fetch(&self, webhook_id: &str, grant: &Grant<'_>) -> Result<(String, Duration), AuthError> {
+    async fn fetch(
+        &self,
+        webhook_id: &str,
+        grant: &Grant<'_>,
+    ) -> Result<(String, Duration), AuthError> {
         let url = shown_url(grant.token_url);
         let result = match tokio::time::timeout(FETCH_TIMEOUT, self.request(grant, &url)).await {
             Ok(result) => result,
@@ -295,8 +316,8 @@ impl TokenCache {
             url: url.to_owned(),
             reason,
         };
-        let parsed = reqwest::Url::parse(grant.token_url)
-            .map_err(|e| token_url_error(e.to_string()))?;
+        let parsed =
+            reqwest::Url::parse(grant.token_url).map_err(|e| token_url_error(e.to_string()))?;
         check_url(&parsed, &self.policy).map_err(|e| token_url_error(e.to_string()))?;
 
         // Without a client id, send none at all: no empty Basic user, no empty client_id field.
@@ -304,9 +325,11 @@ impl TokenCache {
             Some(_) => AuthType::BasicAuth,
             None => AuthType::RequestBody,
         };
-        let mut client = BasicClient::new(ClientId::new(grant.client_id.unwrap_or_default().to_owned()))
-            .set_auth_type(auth_type)
-            .set_token_uri(TokenUrl::from_url(parsed));
+        let mut client = BasicClient::new(ClientId::new(
+            grant.client_id.unwrap_or_default().to_owned(),
+        ))
+        .set_auth_type(auth_type)
+        .set_token_uri(TokenUrl::from_url(parsed));
         if let Some(secret) = grant.client_secret {
             client = client.set_client_secret(ClientSecret::new(secret.to_owned()));
         }
@@ -449,7 +472,8 @@ impl<'c> AsyncHttpClient<'c> for TokenHttp<'_> {
         }
         Box::pin(async move {
             let response = self.http.call(request).await?;
-            self.status.store(response.status().as_u16(), Ordering::Relaxed);
+            self.status
+                .store(response.status().as_u16(), Ordering::Relaxed);
             Ok(response)
         })
     }
@@ -469,6 +493,9 @@ mod tests {
 
     use super::*;
 
+    /// A token request's form fields and Authorization header.
+    type Seen = (HashMap<String, String>, Option<String>);
+
     /// A token server: counts requests, checks the grant, issues `tok-N`.
     #[derive(Default)]
     struct Server {
@@ -480,7 +507,7 @@ mod tests {
         /// Delay before answering, to let concurrent callers pile up.
         delay_ms: u64,
         /// The last request's form fields and Authorization header.
-        last: Mutex<Option<(HashMap<String, String>, Option<String>)>>,
+        last: Mutex<Option<Seen>>,
     }
 
     fn form(body: &str) -> HashMap<String, String> {
@@ -490,7 +517,11 @@ mod tests {
             .collect()
     }
 
-    async fn issue(AxState(server): AxState<Arc<Server>>, headers: HeaderMap, body: String) -> Response {
+    async fn issue(
+        AxState(server): AxState<Arc<Server>>,
+        headers: HeaderMap,
+        body: String,
+    ) -> Response {
         let n = server.requests.fetch_add(1, Ordering::SeqCst) + 1;
         tokio::time::sleep(Duration::from_millis(server.delay_ms)).await;
         let fields = form(&body);
@@ -504,7 +535,9 @@ mod tests {
         }
         let field = |k: &str| fields.get(k).map(String::as_str);
         let ok = match field("grant_type") {
-            Some("password") => field("username") == Some("alice") && field("password") == Some("hunter2"),
+            Some("password") => {
+                field("username") == Some("alice") && field("password") == Some("hunter2")
+            }
             Some("client_credentials") => {
                 let expected = base64::engine::general_purpose::STANDARD.encode("cid:csecret");
                 authorization == Some(format!("Basic {expected}"))
@@ -514,7 +547,9 @@ mod tests {
         if !ok {
             return (
                 StatusCode::BAD_REQUEST,
-                Json(json!({"error": "invalid_grant", "error_description": "bad password hunter2"})),
+                Json(
+                    json!({"error": "invalid_grant", "error_description": "bad password hunter2"}),
+                ),
             )
                 .into_response();
         }
@@ -531,7 +566,10 @@ mod tests {
             .route("/token", axum::routing::post(issue))
             .with_state(server.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://127.0.0.1:{}/token", listener.local_addr().unwrap().port());
+        let url = format!(
+            "http://127.0.0.1:{}/token",
+            listener.local_addr().unwrap().port()
+        );
         tokio::spawn(async move { axum::serve(listener, app).await });
         (server, url)
     }
@@ -594,7 +632,10 @@ mod tests {
         assert_eq!(server.requests.load(Ordering::SeqCst), 1);
         assert_eq!(fetches(&metrics, "ok"), 1);
         let (fields, authorization) = server.last.lock().unwrap().clone().unwrap();
-        assert_eq!(fields.get("grant_type").map(String::as_str), Some("password"));
+        assert_eq!(
+            fields.get("grant_type").map(String::as_str),
+            Some("password")
+        );
         assert!(!fields.contains_key("client_id"), "{fields:?}");
         assert_eq!(authorization, None);
         // Another webhook has its own token.
@@ -618,10 +659,10 @@ mod tests {
         let basic = base64::engine::general_purpose::STANDARD.encode("app:appsecret");
         assert_eq!(authorization, Some(format!("Basic {basic}")));
         // Public client: id in the body, no Basic header.
-        let auth = AuthConfig::Oauth2Password {
-            client_secret: None,
-            ..auth
-        };
+        let mut auth = auth;
+        if let AuthConfig::Oauth2Password { client_secret, .. } = &mut auth {
+            *client_secret = None;
+        }
         cache().token("wh_1", &auth).await.unwrap();
         let (fields, authorization) = server.last.lock().unwrap().clone().unwrap();
         assert_eq!(fields.get("client_id").map(String::as_str), Some("app"));
@@ -632,7 +673,13 @@ mod tests {
     async fn client_credentials_grant() {
         let (server, url) = start(with_expiry(3600)).await;
         let cache = cache();
-        assert_eq!(cache.token("wh_1", &client_credentials(&url)).await.unwrap(), "tok-1");
+        assert_eq!(
+            cache
+                .token("wh_1", &client_credentials(&url))
+                .await
+                .unwrap(),
+            "tok-1"
+        );
         let (fields, _) = server.last.lock().unwrap().clone().unwrap();
         assert_eq!(
             fields.get("grant_type").map(String::as_str),
@@ -757,7 +804,11 @@ mod tests {
         assert_eq!(cache.token("wh_1", &auth).await.unwrap(), "tok-1");
         // A new password (rejected by this server) is not answered from the cache.
         let changed = match auth.clone() {
-            AuthConfig::Oauth2Password { token_url, username, .. } => AuthConfig::Oauth2Password {
+            AuthConfig::Oauth2Password {
+                token_url,
+                username,
+                ..
+            } => AuthConfig::Oauth2Password {
                 token_url,
                 username,
                 password: "n3w-pass".into(),
@@ -773,7 +824,12 @@ mod tests {
         assert!(!err.to_string().contains("n3w-pass"), "{err}");
         // Changing the scope refetches too.
         let scoped = match auth.clone() {
-            AuthConfig::Oauth2Password { token_url, username, password, .. } => AuthConfig::Oauth2Password {
+            AuthConfig::Oauth2Password {
+                token_url,
+                username,
+                password,
+                ..
+            } => AuthConfig::Oauth2Password {
                 token_url,
                 username,
                 password,
@@ -801,13 +857,19 @@ mod tests {
         };
         let err = cache.token("wh_1", &wrong).await.unwrap_err();
         assert!(err.is_rejected(), "{err}");
-        assert!(matches!(&err, AuthError::Rejected { status: 400, .. }), "{err:?}");
+        assert!(
+            matches!(&err, AuthError::Rejected { status: 400, .. }),
+            "{err:?}"
+        );
         assert!(!err.to_string().contains("hunter2"), "{err}");
 
         // Server error.
         server.fail.store(500, Ordering::SeqCst);
         let err = cache.token("wh_2", &password(&url)).await.unwrap_err();
-        assert!(matches!(&err, AuthError::BadResponse { status: 500, .. }), "{err:?}");
+        assert!(
+            matches!(&err, AuthError::BadResponse { status: 500, .. }),
+            "{err:?}"
+        );
         assert!(!err.is_rejected());
         assert!(!format!("{err} {err:?}").contains("hunter2"), "{err}");
 
@@ -815,13 +877,18 @@ mod tests {
         let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = closed.local_addr().unwrap().port();
         drop(closed);
-        let auth = password(&format!("http://alice:hunter2@127.0.0.1:{port}/token?key=hunter2"));
+        let auth = password(&format!(
+            "http://alice:hunter2@127.0.0.1:{port}/token?key=hunter2"
+        ));
         let err = cache.token("wh_3", &auth).await.unwrap_err();
         assert!(matches!(&err, AuthError::Unreachable { .. }), "{err:?}");
         assert!(!format!("{err} {err:?}").contains("hunter2"), "{err}");
         assert!(!format!("{err:?}").contains("alice"), "{err:?}");
 
-        let err = cache.token("wh_4", &password("not a url")).await.unwrap_err();
+        let err = cache
+            .token("wh_4", &password("not a url"))
+            .await
+            .unwrap_err();
         assert!(matches!(&err, AuthError::TokenUrl { .. }), "{err:?}");
 
         // Refused by the (default) SSRF policy, as an IP literal and as a name.
@@ -830,7 +897,11 @@ mod tests {
             metrics.clone(),
             Duration::from_secs(60),
         );
-        for refused in [url.as_str(), "http://10.0.0.1/token", "http://localhost:1/token"] {
+        for refused in [
+            url.as_str(),
+            "http://10.0.0.1/token",
+            "http://localhost:1/token",
+        ] {
             let err = strict.token("wh_5", &password(refused)).await.unwrap_err();
             assert!(matches!(&err, AuthError::TokenUrl { .. }), "{err:?}");
             assert!(err.to_string().contains("SSRF"), "{err}");
@@ -847,7 +918,9 @@ mod tests {
         let (server, url) = start(with_expiry(3600)).await;
         let cache = cache();
         let auth = client_credentials(&url);
-        let credentials = crate::auth::credentials(&cache, "wh_1", &auth).await.unwrap();
+        let credentials = crate::auth::credentials(&cache, "wh_1", &auth)
+            .await
+            .unwrap();
         assert_eq!(credentials.oauth_token.as_deref(), Some("tok-1"));
         let headers = crate::auth::headers(&cache, "wh_1", &auth).await.unwrap();
         assert_eq!(headers.len(), 1);

@@ -57,6 +57,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// How deliveries are sent.
     pub delivery: DeliveryConfig,
+    /// WebAssembly plugins.
+    pub plugins: PluginsConfig,
     /// Logging.
     pub log: LogConfig,
     /// Webhooks declared in the file, applied by name at start-up.
@@ -124,6 +126,37 @@ pub struct DeliveryConfig {
     pub user_agent: String,
     /// OAuth2 tokens are refreshed this long before they expire, in seconds.
     pub token_refresh_margin_secs: u64,
+}
+
+/// `[plugins]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Cache of compiled plugin code.
+    pub cache_dir: std::path::PathBuf,
+    /// Memory cap of one call, in MiB.
+    pub memory_limit_mb: usize,
+    /// Time cap of one call, in milliseconds.
+    pub timeout_ms: u64,
+    /// Output cap of one call, in bytes.
+    pub max_output_bytes: usize,
+    /// Upload cap, in bytes.
+    pub max_upload_bytes: usize,
+    /// Calls at once.
+    pub max_concurrent_calls: usize,
+    /// Plugins loaded from files at start-up.
+    #[serde(default)]
+    pub load: Vec<PluginFile>,
+}
+
+/// A plugin loaded from a file at start-up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginFile {
+    /// Plugin name.
+    pub name: String,
+    /// Path of the component.
+    pub path: std::path::PathBuf,
 }
 
 /// `[log]`.
@@ -238,6 +271,12 @@ impl Config {
         if d.poll_interval_ms == 0 {
             return Err(Error::Invalid(
                 "delivery.poll_interval_ms must be positive".into(),
+            ));
+        }
+        let p = &self.plugins;
+        if p.memory_limit_mb == 0 || p.timeout_ms == 0 || p.max_concurrent_calls == 0 {
+            return Err(Error::Invalid(
+                "plugins.memory_limit_mb, plugins.timeout_ms and plugins.max_concurrent_calls must be positive".into(),
             ));
         }
         if !(self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres")) {

@@ -72,13 +72,13 @@ const REFUSED_V4: &[([u8; 4], u32)] = &[
 
 /// Non-public IPv6 networks, as (network, prefix length).
 const REFUSED_V6: &[(u128, u32)] = &[
-    (0, 128),                       // unspecified
-    (1, 128),                       // loopback
-    (0xfe80 << 112, 10),            // link-local
-    (0xfc00 << 112, 7),             // unique local
-    (0xff00 << 112, 8),             // multicast
-    (0x2001_0db8 << 96, 32),        // documentation
-    (0xfec0 << 112, 10),            // site-local (deprecated)
+    (0, 128),                // unspecified
+    (1, 128),                // loopback
+    (0xfe80 << 112, 10),     // link-local
+    (0xfc00 << 112, 7),      // unique local
+    (0xff00 << 112, 8),      // multicast
+    (0x2001_0db8 << 96, 32), // documentation
+    (0xfec0 << 112, 10),     // site-local (deprecated)
 ];
 
 /// NAT64 well-known prefix 64:ff9b::/96: the last 32 bits are the IPv4 destination.
@@ -334,8 +334,14 @@ mod tests {
         check("http://127.0.0.1:8080/").unwrap();
         check("http://93.184.216.34/").unwrap();
         assert!(matches!(check("ftp://example.com/"), Err(ClientError::Scheme(s)) if s == "ftp"));
-        assert!(matches!(check("file:///etc/passwd"), Err(ClientError::Scheme(_))));
-        assert!(matches!(check("unix:/run/x.sock"), Err(ClientError::Scheme(_))));
+        assert!(matches!(
+            check("file:///etc/passwd"),
+            Err(ClientError::Scheme(_))
+        ));
+        assert!(matches!(
+            check("unix:/run/x.sock"),
+            Err(ClientError::Scheme(_))
+        ));
         for refused in [
             "http://127.0.0.2/",
             "http://169.254.169.254/latest/meta-data",
@@ -399,6 +405,19 @@ mod tests {
         let client = build(allowed, "hookyard-test").unwrap();
         let response = client.get(url).send().await.unwrap();
         assert_eq!(response.status(), 200);
+    }
+
+    #[test]
+    fn one_refused_address_refuses_the_host() {
+        let policy = SsrfPolicy::new(vec![]);
+        let public: SocketAddr = "93.184.216.34:0".parse().unwrap();
+        let private: SocketAddr = "10.0.0.1:0".parse().unwrap();
+        policy.check("example.com", &[public]).unwrap();
+        let refused = policy
+            .check("rebind.example", &[public, private])
+            .unwrap_err();
+        assert_eq!(refused.ip, private.ip());
+        assert_eq!(refused.host, "rebind.example");
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::model::{Event, Millis, Webhook};
+use crate::model::{Event, Millis, PluginFailure, Webhook};
 
 /// A request the worker should send, before auth, signing and the gateway's own headers.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,14 +49,14 @@ pub enum Shaped {
     Skip(String),
 }
 
-/// Why shaping failed. What then happens is the webhook's plugin failure policy.
+/// Why shaping failed, and what the webhook's plugin failure policy says to do about it.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct ShapeError {
     /// What went wrong, for the Webhook Log.
     pub message: String,
-    /// Trying again later may help (e.g. the plugin is not loaded yet, or it timed out).
-    pub retryable: bool,
+    /// What happens to the delivery.
+    pub action: PluginFailure,
 }
 
 /// Turns an event into requests for a webhook.
@@ -77,7 +77,7 @@ impl Shaper for DefaultShaper {
             None => Ok(Shaped::Send(vec![OutgoingRequest::json(default_body(event))])),
             Some(plugin) => Err(ShapeError {
                 message: format!("plugin {:?} is not available in this gateway", plugin.name),
-                retryable: true,
+                action: PluginFailure::Retry,
             }),
         }
     }

@@ -143,10 +143,16 @@ mod tests {
             v("1614265330", "v1,Zm9v", TS),
             Err(SigningError::NoMatchingSignature)
         );
-        assert_eq!(v("1614265330", "", TS), Err(SigningError::NoMatchingSignature));
+        assert_eq!(
+            v("1614265330", "", TS),
+            Err(SigningError::NoMatchingSignature)
+        );
         // A v2 entry carrying the v1 signature does not count.
         let v2 = SIG.replacen("v1,", "v2,", 1);
-        assert_eq!(v("1614265330", &v2, TS), Err(SigningError::NoMatchingSignature));
+        assert_eq!(
+            v("1614265330", &v2, TS),
+            Err(SigningError::NoMatchingSignature)
+        );
         assert_eq!(v("soon", SIG, TS), Err(SigningError::InvalidTimestamp));
         assert_eq!(
             v("1614265330", SIG, TS + 301),

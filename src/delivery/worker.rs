@@ -25,7 +25,7 @@ use crate::delivery::shape::{OutgoingRequest, Shaped, Shaper};
 use crate::delivery::signing;
 use crate::metrics::Metrics;
 use crate::model::{
-    now_ms, Attempt, AttemptOutcome, Completion, Job, Next, RequestLog, Webhook,
+    now_ms, Attempt, AttemptOutcome, Completion, Job, Next, PluginFailure, RequestLog, Webhook,
 };
 use crate::store::{ClaimRequest, Store};
 use crate::webhooks::WebhookDirectory;
@@ -252,7 +252,11 @@ impl Deliverer {
         let shaped = match self.shaper.outgoing(hook, &job.event).await {
             Ok(shaped) => shaped,
             Err(e) => {
-                let next = if e.retryable { self.retry_or_dead(hook, job, None) } else { Next::Dead };
+                let next = match e.action {
+                    PluginFailure::Retry => self.retry_or_dead(hook, job, None),
+                    PluginFailure::DeadLetter => Next::Dead,
+                    PluginFailure::Skip => Next::Skipped,
+                };
                 return self.finish(job, started_at, clock, None, Some(format!("plugin: {}", e.message)), next);
             }
         };

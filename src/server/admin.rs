@@ -45,7 +45,7 @@ fn shown(hook: &Webhook) -> Value {
 }
 
 /// Validates a spec against the gateway's limits and refuses leftover masks.
-fn check(state: &Shared, spec: &mut WebhookSpec) -> Result<(), ApiError> {
+async fn check(state: &Shared, spec: &mut WebhookSpec) -> Result<(), ApiError> {
     for secret in spec.auth.secrets_mut() {
         if secret == MASK {
             return Err(ApiError::invalid_field(
@@ -55,6 +55,15 @@ fn check(state: &Shared, spec: &mut WebhookSpec) -> Result<(), ApiError> {
         }
     }
     webhooks::validate(spec, state.config.max_timeout_ms())?;
+    if let Some(plugin) = &spec.plugin {
+        match &state.plugins {
+            Some(host) => host
+                .validate_ref(plugin)
+                .await
+                .map_err(|m| ApiError::invalid_field("plugin", m))?,
+            None => return Err(ApiError::invalid_field("plugin", "plugins are not available in this gateway")),
+        }
+    }
     Ok(())
 }
 
@@ -77,7 +86,7 @@ async fn create_webhook(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let body = body.map_err(body_error)?;
     let mut spec: WebhookSpec = parse_json(&body)?;
-    check(&state, &mut spec)?;
+    check(&state, &mut spec).await?;
     let now = now_ms();
     let hook = Webhook {
         id: new_id("wh"),
@@ -105,7 +114,7 @@ async fn get_webhook(
 
 async fn save(state: &Shared, old: Webhook, mut spec: WebhookSpec) -> Result<Json<Value>, ApiError> {
     webhooks::carry_secrets(&mut spec, &old.spec);
-    check(state, &mut spec)?;
+    check(state, &mut spec).await?;
     let hook = Webhook {
         spec: webhooks::with_generated_secret(spec),
         updated_at: now_ms(),

@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::model::now_ms;
+use crate::plugin::PluginHost;
 use crate::store::Store;
 use crate::webhooks::WebhookDirectory;
 
@@ -26,6 +27,7 @@ pub mod admin;
 pub mod error;
 pub mod ingest;
 pub mod openapi;
+pub mod plugins;
 
 pub use error::ApiError;
 
@@ -43,6 +45,8 @@ pub struct AppState {
     pub wake: Arc<Notify>,
     /// False once shutdown has begun: `/readyz` then answers 503.
     pub ready: AtomicBool,
+    /// The plugin registry (none when plugins are off).
+    pub plugins: Option<Arc<PluginHost>>,
 }
 
 /// Shared state of the routers.
@@ -67,6 +71,7 @@ pub fn public_router(state: Shared) -> Router {
 /// The admin router.
 pub fn admin_router(state: Shared) -> Router {
     admin::routes()
+        .merge(plugins::routes(state.config.plugins.max_upload_bytes))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin_token))
         .route("/admin/v1/openapi.json", get(openapi::document))
         .fallback(not_found)

@@ -20,12 +20,12 @@ use crate::model::{
 };
 
 /// The simulated start of time (November 2023), so `now_ms()` of the store is always later.
-pub const T0: Millis = 1_700_000_000_000;
+pub(crate) const T0: Millis = 1_700_000_000_000;
 /// Lease length used by the checks.
-pub const LEASE: i64 = 30_000;
+pub(crate) const LEASE: i64 = 30_000;
 
 /// A minimal enabled webhook subscribed to everything.
-pub fn webhook(name: &str) -> Webhook {
+pub(crate) fn webhook(name: &str) -> Webhook {
     let spec: WebhookSpec = serde_json::from_value(json!({
         "name": name,
         "events": ["*"],
@@ -47,7 +47,7 @@ async fn add_webhook(store: &dyn Store, name: &str) -> Webhook {
 }
 
 /// An event received at `at`.
-pub fn event(id: &str, event_type: &str, at: Millis) -> Event {
+pub(crate) fn event(id: &str, event_type: &str, at: Millis) -> Event {
     Event {
         id: id.to_owned(),
         event_type: event_type.to_owned(),
@@ -177,7 +177,7 @@ async fn list(store: &dyn Store, filter: DeliveryFilter) -> Vec<Delivery> {
 }
 
 /// Webhooks: insert, look up by id and name, unique names, update, delete.
-pub async fn webhook_crud(store: Arc<dyn Store>) {
+pub(crate) async fn webhook_crud(store: Arc<dyn Store>) {
     let store = &*store;
     let mut a = add_webhook(store, "alpha").await;
     let mut b = webhook("beta");
@@ -219,7 +219,7 @@ pub async fn webhook_crud(store: Arc<dyn Store>) {
 
 /// Ingest stores the event and its pending deliveries once; repeats, across calls and within
 /// one call, are reported as duplicates and enqueue nothing.
-pub async fn ingest_is_idempotent(store: Arc<dyn Store>) {
+pub(crate) async fn ingest_is_idempotent(store: Arc<dyn Store>) {
     let store = &*store;
     let h1 = add_webhook(store, "one").await;
     let h2 = add_webhook(store, "two").await;
@@ -307,7 +307,7 @@ pub async fn ingest_is_idempotent(store: Arc<dyn Store>) {
 
 /// A failing ingest call stores none of its events and deliveries, and does not disturb other
 /// callers' ingests committed at the same time.
-pub async fn failed_ingest_stores_nothing(store: Arc<dyn Store>) {
+pub(crate) async fn failed_ingest_stores_nothing(store: Arc<dyn Store>) {
     let h = add_webhook(&*store, "hook").await;
     let taken = ingest_one(&*store, "evt-1", T0, &[&h]).await.remove(0);
 
@@ -340,7 +340,7 @@ pub async fn failed_ingest_stores_nothing(store: Arc<dyn Store>) {
 }
 
 /// Claim hands out due deliveries only, oldest due first, up to the limit, with their events.
-pub async fn claim_takes_due_deliveries_oldest_first(store: Arc<dyn Store>) {
+pub(crate) async fn claim_takes_due_deliveries_oldest_first(store: Arc<dyn Store>) {
     let store = &*store;
     let h = add_webhook(store, "hook").await;
     let late = ingest_one(store, "evt-30", T0 + 30, &[&h]).await.remove(0);
@@ -378,7 +378,7 @@ pub async fn claim_takes_due_deliveries_oldest_first(store: Arc<dyn Store>) {
 }
 
 /// Concurrent claimers never get the same delivery.
-pub async fn claim_is_exclusive(store: Arc<dyn Store>) {
+pub(crate) async fn claim_is_exclusive(store: Arc<dyn Store>) {
     let h1 = add_webhook(&*store, "one").await;
     let h2 = add_webhook(&*store, "two").await;
     let events: Vec<EventToIngest> = (0..100)
@@ -417,7 +417,7 @@ pub async fn claim_is_exclusive(store: Arc<dyn Store>) {
 }
 
 /// A lease that expires makes the delivery claimable again (at least once delivery).
-pub async fn expired_lease_is_claimable_again(store: Arc<dyn Store>) {
+pub(crate) async fn expired_lease_is_claimable_again(store: Arc<dyn Store>) {
     let store = &*store;
     let h = add_webhook(store, "hook").await;
     let id = ingest_one(store, "evt-1", T0, &[&h]).await.remove(0);
@@ -434,7 +434,7 @@ pub async fn expired_lease_is_claimable_again(store: Arc<dyn Store>) {
 
 /// A worker whose lease was taken over cannot complete or release the delivery, but its
 /// attempt is still logged, under a number of its own.
-pub async fn stale_owner_is_fenced(store: Arc<dyn Store>) {
+pub(crate) async fn stale_owner_is_fenced(store: Arc<dyn Store>) {
     let store = &*store;
     let h = add_webhook(store, "hook").await;
     let id = ingest_one(store, "evt-1", T0, &[&h]).await.remove(0);
@@ -489,7 +489,7 @@ pub async fn stale_owner_is_fenced(store: Arc<dyn Store>) {
 }
 
 /// A retry keeps the delivery pending but out of reach until its time.
-pub async fn retry_waits_until_due(store: Arc<dyn Store>) {
+pub(crate) async fn retry_waits_until_due(store: Arc<dyn Store>) {
     let store = &*store;
     let h = add_webhook(store, "hook").await;
     let id = ingest_one(store, "evt-1", T0, &[&h]).await.remove(0);
@@ -540,7 +540,7 @@ pub async fn retry_waits_until_due(store: Arc<dyn Store>) {
 }
 
 /// Succeeded, dead and skipped are final: never claimed again, not completed again.
-pub async fn final_outcomes(store: Arc<dyn Store>) {
+pub(crate) async fn final_outcomes(store: Arc<dyn Store>) {
     let store = &*store;
     let h = add_webhook(store, "hook").await;
     for (i, at) in [T0, T0 + 1, T0 + 2].into_iter().enumerate() {
@@ -576,7 +576,7 @@ pub async fn final_outcomes(store: Arc<dyn Store>) {
 
 /// A 410 answer disables the webhook: its deliveries are no longer claimed until an admin
 /// enables it again; other webhooks are unaffected.
-pub async fn gone_disables_webhook(store: Arc<dyn Store>) {
+pub(crate) async fn gone_disables_webhook(store: Arc<dyn Store>) {
     let store = &*store;
     let h1 = add_webhook(store, "gone").await;
     let h2 = add_webhook(store, "fine").await;
@@ -615,7 +615,7 @@ pub async fn gone_disables_webhook(store: Arc<dyn Store>) {
 }
 
 /// Deliveries of a disabled or unknown webhook stay pending and unclaimed.
-pub async fn disabled_and_unknown_webhooks_are_not_claimed(store: Arc<dyn Store>) {
+pub(crate) async fn disabled_and_unknown_webhooks_are_not_claimed(store: Arc<dyn Store>) {
     let store = &*store;
     let mut off = webhook("off");
     off.spec.enabled = false;
@@ -635,7 +635,7 @@ pub async fn disabled_and_unknown_webhooks_are_not_claimed(store: Arc<dyn Store>
 }
 
 /// Claim skips webhooks the worker excludes (saturated here) and takes the others'.
-pub async fn excluded_webhooks_are_skipped(store: Arc<dyn Store>) {
+pub(crate) async fn excluded_webhooks_are_skipped(store: Arc<dyn Store>) {
     let store = &*store;
     let h1 = add_webhook(store, "one").await;
     let h2 = add_webhook(store, "two").await;
@@ -664,7 +664,7 @@ pub async fn excluded_webhooks_are_skipped(store: Arc<dyn Store>) {
 }
 
 /// Release gives the owner's leases back at once, without an attempt; others' leases stay.
-pub async fn release_returns_lease(store: Arc<dyn Store>) {
+pub(crate) async fn release_returns_lease(store: Arc<dyn Store>) {
     let store = &*store;
     let h = add_webhook(store, "hook").await;
     let id = ingest_one(store, "evt-1", T0, &[&h]).await.remove(0);
@@ -690,7 +690,7 @@ pub async fn release_returns_lease(store: Arc<dyn Store>) {
 }
 
 /// Deleting a webhook kills its pending deliveries and keeps its log.
-pub async fn delete_webhook_kills_pending(store: Arc<dyn Store>) {
+pub(crate) async fn delete_webhook_kills_pending(store: Arc<dyn Store>) {
     let store = &*store;
     let h = add_webhook(store, "doomed").await;
     let other = add_webhook(store, "other").await;
@@ -728,7 +728,7 @@ pub async fn delete_webhook_kills_pending(store: Arc<dyn Store>) {
 }
 
 /// Replaying a delivery makes it pending and due with a fresh budget; numbering continues.
-pub async fn replay_delivery(store: Arc<dyn Store>) {
+pub(crate) async fn replay_delivery(store: Arc<dyn Store>) {
     let store = &*store;
     let h = add_webhook(store, "hook").await;
     let id = ingest_one(store, "evt-1", T0, &[&h]).await.remove(0);
@@ -794,7 +794,7 @@ pub async fn replay_delivery(store: Arc<dyn Store>) {
 }
 
 /// Replaying a webhook's dead deliveries touches exactly those.
-pub async fn replay_dead(store: Arc<dyn Store>) {
+pub(crate) async fn replay_dead(store: Arc<dyn Store>) {
     let store = &*store;
     let h1 = add_webhook(store, "one").await;
     let h2 = add_webhook(store, "two").await;
@@ -834,7 +834,7 @@ pub async fn replay_dead(store: Arc<dyn Store>) {
 }
 
 /// The Webhook Log: newest first, cursor paging without gaps or repeats, every filter.
-pub async fn log_paging_and_filters(store: Arc<dyn Store>) {
+pub(crate) async fn log_paging_and_filters(store: Arc<dyn Store>) {
     let store = &*store;
     let h1 = add_webhook(store, "one").await;
     let h2 = add_webhook(store, "two").await;
@@ -990,7 +990,7 @@ pub async fn log_paging_and_filters(store: Arc<dyn Store>) {
 }
 
 /// A delivery comes back with every attempt, oldest first, exactly as logged.
-pub async fn delivery_with_attempts(store: Arc<dyn Store>) {
+pub(crate) async fn delivery_with_attempts(store: Arc<dyn Store>) {
     let store = &*store;
     let h = add_webhook(store, "hook").await;
     let id = ingest_one(store, "evt-1", T0, &[&h]).await.remove(0);
@@ -1018,7 +1018,7 @@ pub async fn delivery_with_attempts(store: Arc<dyn Store>) {
 }
 
 /// Queue depth and age, for `/metrics`.
-pub async fn queue_stats(store: Arc<dyn Store>) {
+pub(crate) async fn queue_stats(store: Arc<dyn Store>) {
     let store = &*store;
     let empty = store.queue_stats(T0).await.unwrap();
     assert_eq!(
@@ -1046,7 +1046,7 @@ pub async fn queue_stats(store: Arc<dyn Store>) {
 
 /// What was committed survives closing and reopening the store. `open` opens the same database
 /// each time; the store it returned before is dropped before it is called again.
-pub async fn persists_across_reopen<F, Fut>(open: F)
+pub(crate) async fn persists_across_reopen<F, Fut>(open: F)
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Arc<dyn Store>>,

@@ -124,4 +124,46 @@ pub trait Store: Send + Sync + 'static {
     async fn replay_dead(&self, webhook_id: &str, now: Millis) -> Result<u64>;
     /// Queue depth and age, for `/metrics`.
     async fn queue_stats(&self, now: Millis) -> Result<QueueStats>;
+
+    /// Stores a plugin version: the next version number of `name`, or the existing version when
+    /// the same content (sha256) was uploaded before under that name.
+    async fn add_plugin_version(
+        &self,
+        name: &str,
+        sha256: &str,
+        wasm: Vec<u8>,
+        now: Millis,
+    ) -> Result<PluginVersion>;
+    /// Every plugin with its versions (without their bytes) and active version.
+    async fn plugins(&self) -> Result<Vec<PluginRecord>>;
+    /// The bytes of one plugin version.
+    async fn plugin_wasm(&self, name: &str, version: u32) -> Result<Option<Vec<u8>>>;
+    /// Makes `version` the active version of `name`. False when there is no such version.
+    async fn set_active_plugin(&self, name: &str, version: u32) -> Result<bool>;
+}
+
+/// One uploaded version of a plugin.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PluginVersion {
+    /// Plugin name.
+    pub name: String,
+    /// 1, 2, ... per name.
+    pub version: u32,
+    /// Hex sha256 of the component bytes.
+    pub sha256: String,
+    /// Size of the component in bytes.
+    pub size: u64,
+    /// Upload time.
+    pub created_at: Millis,
+}
+
+/// A plugin: its versions and which one is active.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PluginRecord {
+    /// Plugin name.
+    pub name: String,
+    /// The version webhooks that do not pin one use.
+    pub active: Option<u32>,
+    /// Every version, oldest first.
+    pub versions: Vec<PluginVersion>,
 }

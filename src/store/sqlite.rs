@@ -35,7 +35,7 @@ use rusqlite::types::Type;
 use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension, Row};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ClaimRequest, Error, Result, Store};
+use super::{ClaimRequest, Error, PluginRecord, PluginVersion, Result, Store};
 use crate::model::{
     now_ms, Attempt, AttemptOutcome, Completion, Delivery, DeliveryFilter, DeliveryStatus, Event,
     EventToIngest, IngestResult, Job, Millis, Next, Page, QueueStats, RequestLog, Webhook,
@@ -116,6 +116,22 @@ CREATE TABLE attempts (
     error            TEXT,
     outcome          TEXT NOT NULL,
     PRIMARY KEY (delivery_id, attempt_no)
+);
+"#, r#"
+CREATE TABLE plugin_versions (
+    name       TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    sha256     TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    wasm       BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (name, version),
+    UNIQUE (name, sha256)
+);
+
+CREATE TABLE plugins (
+    name   TEXT PRIMARY KEY NOT NULL,
+    active INTEGER
 );
 "#];
 
@@ -1241,6 +1257,113 @@ impl Store for SqliteStore {
                 due,
                 oldest_due_age_ms,
             })
+        })
+        .await
+    }
+
+    async fn add_plugin_version(
+        &self,
+        name: &str,
+        sha256: &str,
+        wasm: Vec<u8>,
+        now: Millis,
+    ) -> Result<PluginVersion> {
+        let (name, sha256) = (name.to_owned(), sha256.to_owned());
+        self.write(move |conn| {
+            let existing = conn
+                .prepare_cached(
+                    "SELECT version, size, created_at FROM plugin_versions \
+                     WHERE name = ?1 AND sha256 = ?2",
+                )?
+                .query_row(params![name, sha256], |r| {
+                    Ok((r.get::<_, u32>(0)?, r.get::<_, u64>(1)?, r.get::<_, Millis>(2)?))
+                })
+                .optional()?;
+            let (version, size, created_at) = match existing {
+                Some(found) => found,
+                None => {
+                    let version: u32 = conn
+                        .prepare_cached(
+                            "SELECT COALESCE(MAX(version), 0) + 1 FROM plugin_versions WHERE name = ?1",
+                        )?
+                        .query_row([&name], |r| r.get(0))?;
+                    let size = wasm.len() as u64;
+                    conn.prepare_cached(
+                        "INSERT INTO plugin_versions (name, version, sha256, size, wasm, created_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?
+                    .execute(params![name, version, sha256, size, wasm, now])?;
+                    conn.prepare_cached("INSERT INTO plugins (name) VALUES (?1) ON CONFLICT DO NOTHING")?
+                        .execute([&name])?;
+                    (version, size, now)
+                }
+            };
+            Ok(PluginVersion {
+                name,
+                version,
+                sha256,
+                size,
+                created_at,
+            })
+        })
+        .await
+    }
+
+    async fn plugins(&self) -> Result<Vec<PluginRecord>> {
+        self.read(move |conn| {
+            let mut records: Vec<PluginRecord> = conn
+                .prepare_cached("SELECT name, active FROM plugins ORDER BY name")?
+                .query_map([], |r| {
+                    Ok(PluginRecord {
+                        name: r.get(0)?,
+                        active: r.get(1)?,
+                        versions: Vec::new(),
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT name, version, sha256, size, created_at FROM plugin_versions \
+                 WHERE name = ?1 ORDER BY version",
+            )?;
+            for record in &mut records {
+                record.versions = stmt
+                    .query_map([&record.name], |r| {
+                        Ok(PluginVersion {
+                            name: r.get(0)?,
+                            version: r.get(1)?,
+                            sha256: r.get(2)?,
+                            size: r.get(3)?,
+                            created_at: r.get(4)?,
+                        })
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+            }
+            Ok(records)
+        })
+        .await
+    }
+
+    async fn plugin_wasm(&self, name: &str, version: u32) -> Result<Option<Vec<u8>>> {
+        let name = name.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT wasm FROM plugin_versions WHERE name = ?1 AND version = ?2")?
+                .query_row(params![name, version], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn set_active_plugin(&self, name: &str, version: u32) -> Result<bool> {
+        let name = name.to_owned();
+        self.write(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE plugins SET active = ?2 WHERE name = ?1 AND EXISTS \
+                     (SELECT 1 FROM plugin_versions WHERE name = ?1 AND version = ?2)",
+                )?
+                .execute(params![name, version])?;
+            Ok(n == 1)
         })
         .await
     }

@@ -3,4 +3,10 @@
 mod common;
 
 mod admin;
+mod auth;
+mod bad_input;
+mod cli;
 mod delivery;
+mod durability;
+mod ingest;
+mod ssrf;

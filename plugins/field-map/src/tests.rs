@@ -871,13 +871,19 @@ fn readme_example() {
         "method": "PUT",
         "skip_events": ["user.deleted"]
     }));
-    let body = request(&m, json!({"employee_id": 7, "email": "Ada@X.org", "name": {"full": "Ada L"}}));
+    let body = request(
+        &m,
+        json!({"employee_id": 7, "email": "Ada@X.org", "name": {"full": "Ada L"}}),
+    );
     assert_eq!(
         body.to_string(),
         r#"{"emp_id":7,"user":{"email":"ada@x.org","name":"Ada L"},"event":"USER_CREATED","sent_at":1714564800,"source":"hookyard"}"#
     );
     assert_eq!(m.method.as_deref(), Some("PUT"));
-    assert_eq!(m.response_fields(200, &[], br#"{"id": 9001}"#).unwrap(), Some(json!({"hr_id": "9001"})));
+    assert_eq!(
+        m.response_fields(200, &[], br#"{"id": 9001}"#).unwrap(),
+        Some(json!({"hr_id": "9001"}))
+    );
     let r = records(&m, r#"{"work_email": "Bob@X.org", "active": "yes"}"#).unwrap();
     assert_eq!(r[0].identifiers, json!({"email": "bob@x.org"}));
     assert_eq!(r[0].fields, json!({"email": "bob@x.org", "enabled": true}));

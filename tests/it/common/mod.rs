@@ -64,8 +64,14 @@ retry_factor = 2.0
 retry_max_ms = 400
 poll_interval_ms = 20
 lease_secs = 30
+
+[plugins]
+cache_dir = "{}"
+timeout_ms = 500
+memory_limit_mb = 64
 "#,
-        db.display()
+        db.display(),
+        dir.join("plugin-cache").display()
     );
     Config::from_layers(Some(("test".into(), file)), []).expect("test config is valid")
 }
@@ -94,7 +100,7 @@ impl TestGateway {
         let task = tokio::spawn(hookyard::run(config.clone(), listeners, async {
             let _ = rx.await;
         }));
-        let gw = TestGateway {
+        let mut gw = TestGateway {
             public: public_addr,
             admin: admin_addr,
             config,
@@ -102,11 +108,22 @@ impl TestGateway {
             task: Some(task),
             http: reqwest::Client::new(),
         };
-        eventually(Duration::from_secs(10), "gateway ready", || async {
-            let r = gw.http.get(gw.url("/readyz")).send().await.ok()?;
-            r.status().is_success().then_some(())
-        })
-        .await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if gw.task.as_ref().is_some_and(|t| t.is_finished()) {
+                let result = gw.task.take().unwrap().await;
+                panic!("the gateway stopped while starting: {result:?}");
+            }
+            if let Ok(r) = gw.http.get(gw.url("/readyz")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("timed out after 10s waiting for: gateway ready");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         gw
     }
 
@@ -189,6 +206,24 @@ impl TestGateway {
         .await
     }
 
+    /// POST /v1/events/batch with the ingest token.
+    pub async fn post_batch(&self, events: Value) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(self.url("/v1/events/batch"))
+            .bearer_auth(INGEST_TOKEN)
+            .json(&events)
+            .send()
+            .await
+            .unwrap();
+        status_json(r).await
+    }
+
+    /// The HTTP client the helpers use (for raw requests).
+    pub fn client(&self) -> reqwest::Client {
+        self.http.clone()
+    }
+
     pub async fn metrics(&self) -> String {
         self.http.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
     }
@@ -262,6 +297,8 @@ struct ReceiverState {
     script: Mutex<VecDeque<Reply>>,
     default: Mutex<Option<Reply>>,
     hang: AtomicBool,
+    /// Requests that arrived, counted before hanging or checking tokens.
+    arrived: AtomicUsize,
     /// When set, requests must carry `Authorization: Bearer <one of these>` or get 401.
     tokens: Option<Arc<TokenState>>,
 }
@@ -284,9 +321,20 @@ impl Receiver {
     }
 
     async fn start_with(tokens: Option<Arc<TokenState>>) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve_on(listener, tokens)
+    }
+
+    /// A receiver listening on `ip` (port 0), e.g. `127.0.0.2` or `::1`; None if it cannot bind.
+    pub async fn start_on(ip: &str) -> Option<Receiver> {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await.ok()?;
+        Some(Self::serve_on(listener, None))
+    }
+
+    fn serve_on(listener: TcpListener, tokens: Option<Arc<TokenState>>) -> Receiver {
         let state = Arc::new(ReceiverState { tokens, ..Default::default() });
         let app = axum::Router::new().fallback(receive).with_state(state.clone());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Receiver { addr, state }
@@ -294,6 +342,12 @@ impl Receiver {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// Requests that reached the handler, including hanging ones and ones refused for a bad
+    /// token (`count()` only counts recorded ones).
+    pub fn arrived(&self) -> usize {
+        self.state.arrived.load(Ordering::SeqCst)
     }
 
     /// Queues replies answered in order before the default.
@@ -332,6 +386,7 @@ impl Receiver {
 async fn receive(State(state): State<Arc<ReceiverState>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    state.arrived.fetch_add(1, Ordering::SeqCst);
     if state.hang.load(Ordering::SeqCst) {
         std::future::pending::<()>().await;
     }
@@ -443,6 +498,11 @@ impl TokenServer {
     pub fn set_expires_in(&self, secs: usize) {
         self.state.expires_in.store(secs, Ordering::SeqCst);
     }
+
+    /// Makes the token endpoint answer 500 (until turned off).
+    pub fn set_fail(&self, fail: bool) {
+        self.state.fail.store(fail, Ordering::SeqCst);
+    }
 }
 
 async fn token(State(state): State<Arc<TokenState>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -479,4 +539,20 @@ pub fn temp_dir() -> tempfile::TempDir {
 /// The path of the built `hookyard` binary.
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hookyard"))
+}
+
+/// A port on 127.0.0.1 that nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Asserts `body` is the JSON error shape `{"error": {"code", "message"}}` with `code`.
+pub fn assert_error(status: StatusCode, body: &Value, want_status: u16, want_code: &str) {
+    assert_eq!(status.as_u16(), want_status, "{body}");
+    assert_eq!(body["error"]["code"], want_code, "{body}");
+    assert!(
+        body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "error message missing: {body}"
+    );
 }

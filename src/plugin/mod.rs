@@ -1,0 +1,555 @@
+//! WebAssembly plugins: the registry of versions, hot swap, and the calls the gateway makes.
+//!
+//! - [`bindings`]: the one `bindgen!` of `wit/plugin.wit`.
+//! - [`runtime`]: the engine, compilation with an on-disk cache, and sandboxed calls.
+//! - [`PluginHost`]: versions and active pointers (kept in the store, so a restart keeps them),
+//!   upload with validation, activation, and the three phases; it is also the delivery
+//!   pipeline's [`Shaper`].
+//!
+//! # Hot swap
+//!
+//! Every loaded version stays in memory as an `Arc<LoadedPlugin>`. A call resolves its version
+//! once (the webhook's pinned version, or the plugin's active one) and holds that `Arc` until it
+//! returns, so activating another version is a pointer change under a short lock: calls already
+//! running finish on the version they started with, new calls see the new one, and rolling back
+//! is the same pointer change in the other direction. Nothing is recompiled.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::config::PluginsConfig;
+use crate::delivery::shape::{default_body, rfc3339, OutgoingRequest, ShapeError, Shaped, Shaper};
+use crate::metrics::Metrics;
+use crate::model::{now_ms, Event, PluginFailure, PluginRef, Webhook};
+use crate::store::{self, PluginVersion, Store};
+
+pub mod bindings;
+pub mod runtime;
+
+use bindings::types;
+pub use runtime::{CallError, LoadError, Runtime, Usage};
+
+/// Errors of the plugin registry.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The upload is not acceptable (not a component, wrong world, bad config, smoke call failed).
+    #[error("{0}")]
+    Invalid(String),
+    /// The plugin or version does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// One version, compiled and ready.
+pub struct LoadedPlugin {
+    /// Plugin name.
+    pub name: String,
+    /// Version number.
+    pub version: u32,
+    /// Hex sha256 of the component.
+    pub sha256: String,
+    pre: bindings::PluginPre<runtime::CallState>,
+}
+
+#[derive(Default)]
+struct Entry {
+    versions: BTreeMap<u32, Arc<LoadedPlugin>>,
+    active: Option<u32>,
+}
+
+/// What a plugin made of an inbound push.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundRecord {
+    /// Entity, when the plugin names one.
+    pub entity: Option<String>,
+    /// Identifier fields (JSON object).
+    pub identifiers: serde_json::Value,
+    /// Mapped fields (JSON object).
+    pub fields: serde_json::Value,
+}
+
+/// The registry of plugin versions and the calls into them.
+pub struct PluginHost {
+    runtime: Arc<Runtime>,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    config: PluginsConfig,
+    entries: RwLock<HashMap<String, Entry>>,
+}
+
+impl PluginHost {
+    /// Creates the host and loads every stored version (from the compiled cache when present),
+    /// then the plugins the config names as files.
+    pub async fn start(
+        config: &PluginsConfig,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+    ) -> Result<PluginHost, PluginError> {
+        let runtime = Runtime::new(config, &config.cache_dir)
+            .map_err(|e| PluginError::Invalid(e.to_string()))?;
+        let host = PluginHost {
+            runtime: Arc::new(runtime),
+            store,
+            metrics,
+            config: config.clone(),
+            entries: RwLock::new(HashMap::new()),
+        };
+        host.reload().await?;
+        for file in &config.load {
+            let wasm = std::fs::read(&file.path).map_err(|e| {
+                PluginError::Invalid(format!("plugins.load {}: {}: {e}", file.name, file.path.display()))
+            })?;
+            host.upload(&file.name, Bytes::from(wasm)).await.map_err(|e| {
+                PluginError::Invalid(format!("plugins.load {}: {e}", file.name))
+            })?;
+        }
+        Ok(host)
+    }
+
+    /// The runtime (for `plugin check` and tests).
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Brings the in-memory registry in line with the store: loads versions not loaded yet and
+    /// takes over the active pointers.
+    pub async fn reload(&self) -> Result<(), PluginError> {
+        for record in self.store.plugins().await? {
+            for v in &record.versions {
+                if self.loaded(&record.name, v.version).is_some() {
+                    continue;
+                }
+                let wasm = self
+                    .store
+                    .plugin_wasm(&record.name, v.version)
+                    .await?
+                    .ok_or_else(|| PluginError::NotFound(format!("{} v{}", record.name, v.version)))?;
+                match self.compile(Bytes::from(wasm), &v.sha256).await {
+                    Ok(pre) => self.insert(v, pre),
+                    Err(e) => tracing::error!(plugin = %record.name, version = v.version, error = %e, "stored plugin version cannot be loaded"),
+                }
+            }
+            let mut entries = self.write();
+            let entry = entries.entry(record.name.clone()).or_default();
+            if let Some(active) = record.active {
+                if entry.versions.contains_key(&active) {
+                    entry.active = Some(active);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Entry>> {
+        self.entries.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Entry>> {
+        self.entries.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn loaded(&self, name: &str, version: u32) -> Option<Arc<LoadedPlugin>> {
+        self.read().get(name)?.versions.get(&version).cloned()
+    }
+
+    fn insert(&self, v: &PluginVersion, pre: bindings::PluginPre<runtime::CallState>) {
+        let loaded = Arc::new(LoadedPlugin {
+            name: v.name.clone(),
+            version: v.version,
+            sha256: v.sha256.clone(),
+            pre,
+        });
+        self.write()
+            .entry(v.name.clone())
+            .or_default()
+            .versions
+            .insert(v.version, loaded);
+    }
+
+    async fn compile(
+        &self,
+        wasm: Bytes,
+        sha256: &str,
+    ) -> Result<bindings::PluginPre<runtime::CallState>, LoadError> {
+        let runtime = self.runtime.clone();
+        let sha = sha256.to_owned();
+        let compiled = tokio::task::spawn_blocking(move || runtime.load(&wasm, &sha))
+            .await
+            .map_err(|e| LoadError::Compile(e.to_string()))??;
+        if compiled.compiled_now {
+            self.metrics.plugin_compilations.inc();
+        }
+        Ok(compiled.pre)
+    }
+
+    /// The version a webhook's calls use: its pinned version, else the plugin's active one.
+    pub fn resolve(&self, plugin: &PluginRef) -> Option<Arc<LoadedPlugin>> {
+        let entries = self.read();
+        let entry = entries.get(&plugin.name)?;
+        let version = plugin.version.or(entry.active)?;
+        entry.versions.get(&version).cloned()
+    }
+
+    /// Uploads a version: size cap, sha256, compiled and checked against the world, config of
+    /// every webhook that follows the plugin validated, a smoke call on a sample event; then it
+    /// is stored and made active. Uploading the same bytes again changes nothing but the active
+    /// pointer.
+    pub async fn upload(&self, name: &str, wasm: Bytes) -> Result<PluginVersion, PluginError> {
+        if !valid_name(name) {
+            return Err(PluginError::Invalid(
+                "a plugin name is 1 to 100 of [A-Za-z0-9._-]".into(),
+            ));
+        }
+        if wasm.len() > self.config.max_upload_bytes {
+            return Err(PluginError::Invalid(format!(
+                "the component is {} bytes; plugins.max_upload_bytes is {}",
+                wasm.len(),
+                self.config.max_upload_bytes
+            )));
+        }
+        let sha256 = hex(&Sha256::digest(&wasm));
+        let pre = self
+            .compile(wasm.clone(), &sha256)
+            .await
+            .map_err(|e| PluginError::Invalid(e.to_string()))?;
+        let candidate = Arc::new(LoadedPlugin {
+            name: name.to_owned(),
+            version: 0,
+            sha256: sha256.clone(),
+            pre,
+        });
+        // Every webhook that will run this version must accept it.
+        let hooks = self.store.webhooks().await?;
+        let followers: Vec<&Webhook> = hooks
+            .iter()
+            .filter(|h| h.spec.plugin.as_ref().is_some_and(|p| p.name == name && p.version.is_none()))
+            .collect();
+        for hook in &followers {
+            let config = hook.spec.plugin.as_ref().map(|p| p.config.clone()).unwrap_or_default();
+            self.validate_config_with(&candidate, &config)
+                .await
+                .map_err(|e| PluginError::Invalid(format!("webhook {}: {e}", hook.spec.name)))?;
+        }
+        let sample_config = followers
+            .first()
+            .and_then(|h| h.spec.plugin.as_ref().map(|p| p.config.clone()))
+            .unwrap_or(serde_json::Value::Null);
+        self.smoke_test(&candidate, &sample_config).await?;
+        let stored = self
+            .store
+            .add_plugin_version(name, &sha256, wasm.to_vec(), now_ms())
+            .await?;
+        if self.loaded(name, stored.version).is_none() {
+            let pre = Arc::try_unwrap(candidate)
+                .map(|c| c.pre)
+                .map_err(|_| PluginError::Invalid("candidate still in use".into()))?;
+            self.insert(&stored, pre);
+        }
+        self.activate(name, stored.version).await?;
+        tracing::info!(plugin = name, version = stored.version, sha256 = %stored.sha256, "plugin version active");
+        Ok(stored)
+    }
+
+    /// Makes `version` active for every webhook that follows the plugin (rollback or pin).
+    pub async fn activate(&self, name: &str, version: u32) -> Result<(), PluginError> {
+        if self.loaded(name, version).is_none() {
+            return Err(PluginError::NotFound(format!("plugin {name} has no loaded version {version}")));
+        }
+        if !self.store.set_active_plugin(name, version).await? {
+            return Err(PluginError::NotFound(format!("plugin {name} has no version {version}")));
+        }
+        if let Some(entry) = self.write().get_mut(name) {
+            entry.active = Some(version);
+        }
+        Ok(())
+    }
+
+    /// Checks a webhook's plugin reference: the plugin and version exist and accept the config.
+    pub async fn validate_ref(&self, plugin: &PluginRef) -> Result<(), String> {
+        let loaded = self.resolve(plugin).ok_or_else(|| match plugin.version {
+            Some(v) => format!("plugin {:?} has no version {v}", plugin.name),
+            None => format!("no plugin named {:?} is uploaded", plugin.name),
+        })?;
+        self.validate_config_with(&loaded, &plugin.config).await
+    }
+
+    async fn validate_config_with(&self, plugin: &LoadedPlugin, config: &serde_json::Value) -> Result<(), String> {
+        call_validate_config(&self.runtime, plugin, config).await
+    }
+
+    async fn smoke_test(&self, plugin: &LoadedPlugin, config: &serde_json::Value) -> Result<(), PluginError> {
+        let event = Event {
+            id: "evt_smoke_test".into(),
+            event_type: "hookyard.smoke_test".into(),
+            data: serde_json::json!({"id": "1", "name": "smoke test"}),
+            context: serde_json::Value::Null,
+            occurred_at: now_ms(),
+            received_at: now_ms(),
+        };
+        let hook = types::Webhook {
+            id: "wh_smoke_test".into(),
+            name: "smoke-test".into(),
+            url: "https://example.invalid/".into(),
+            method: "POST".into(),
+        };
+        // A plugin error (it rejects the sample) is fine; a trap or a limit is not.
+        match self.call_outgoing_raw(plugin, config, hook, &event).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(PluginError::Invalid(format!("smoke call on a sample event failed: {e}"))),
+        }
+    }
+
+    async fn call_outgoing_raw(
+        &self,
+        plugin: &LoadedPlugin,
+        config: &serde_json::Value,
+        hook: types::Webhook,
+        event: &Event,
+    ) -> Result<Result<types::OutgoingAction, types::PluginError>, CallError> {
+        let (result, usage) = call_outgoing(&self.runtime, plugin, config, hook, event).await;
+        self.observe(&result, usage);
+        result
+    }
+
+    fn observe<T>(&self, result: &Result<T, CallError>, usage: Usage) {
+        self.metrics.plugin_call_duration.observe(usage.duration.as_secs_f64());
+        let label = match result {
+            Ok(_) => "ok",
+            Err(e) => e.label(),
+        };
+        Metrics::count(&self.metrics.plugin_calls, label);
+    }
+
+    /// Response phase: fields to write back from a third party's answer (none: nothing).
+    pub async fn response(
+        &self,
+        hook: &Webhook,
+        event: &Event,
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> Result<Option<serde_json::Value>, String> {
+        let Some(plugin_ref) = &hook.spec.plugin else { return Ok(None) };
+        let plugin = self.resolve(plugin_ref).ok_or_else(|| format!("plugin {:?} is not loaded", plugin_ref.name))?;
+        let config = config_bytes(&plugin_ref.config);
+        let (wh, ev) = (wit_webhook(hook), wit_event(event));
+        let resp = types::Response { status, headers, body };
+        let (result, usage) = self
+            .runtime
+            .call(&plugin.name, &plugin.pre, move |p, s| {
+                Box::pin(async move { p.hookyard_plugin_handler().call_response(s, &config, &wh, &ev, &resp).await })
+            })
+            .await;
+        self.observe(&result, usage);
+        match result.map_err(|e| e.to_string())? {
+            Ok(None) => Ok(None),
+            Ok(Some(fields)) => serde_json::from_slice(&fields)
+                .map(Some)
+                .map_err(|e| format!("plugin returned invalid JSON fields: {e}")),
+            Err(e) => Err(plugin_error_text(&e)),
+        }
+    }
+
+    /// Inbound phase: records from a third party's push, or a rejection (status, message).
+    pub async fn inbound(
+        &self,
+        hook: &Webhook,
+        request: types::InboundRequest,
+    ) -> Result<Vec<InboundRecord>, (u16, String)> {
+        let Some(plugin_ref) = &hook.spec.plugin else {
+            return Err((500, "the webhook has no plugin".into()));
+        };
+        let plugin = self
+            .resolve(plugin_ref)
+            .ok_or_else(|| (503, format!("plugin {:?} is not loaded", plugin_ref.name)))?;
+        let config = config_bytes(&plugin_ref.config);
+        let wh = wit_webhook(hook);
+        let (result, usage) = self
+            .runtime
+            .call(&plugin.name, &plugin.pre, move |p, s| {
+                Box::pin(async move { p.hookyard_plugin_handler().call_inbound(s, &config, &wh, &request).await })
+            })
+            .await;
+        self.observe(&result, usage);
+        match result.map_err(|e| (500, e.to_string()))? {
+            Ok(records) => records
+                .into_iter()
+                .map(|r| {
+                    let parse = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b);
+                    match (parse(&r.identifiers), parse(&r.fields)) {
+                        (Ok(identifiers), Ok(fields)) => Ok(InboundRecord { entity: r.entity, identifiers, fields }),
+                        _ => Err((500, "plugin returned invalid JSON in a record".to_owned())),
+                    }
+                })
+                .collect(),
+            Err(rejection) => Err((rejection.status, rejection.message)),
+        }
+    }
+}
+
+#[async_trait]
+impl Shaper for PluginHost {
+    async fn outgoing(&self, hook: &Webhook, event: &Event) -> Result<Shaped, ShapeError> {
+        let Some(plugin_ref) = &hook.spec.plugin else {
+            return Ok(Shaped::Send(vec![OutgoingRequest::json(default_body(event))]));
+        };
+        let fail = |message: String, action: PluginFailure| ShapeError { message, action };
+        let Some(plugin) = self.resolve(plugin_ref) else {
+            // Not loaded (yet): retrying later is the only sensible thing whatever the policy.
+            return Err(fail(format!("plugin {:?} is not loaded", plugin_ref.name), PluginFailure::Retry));
+        };
+        let label = format!("{} v{}", plugin.name, plugin.version);
+        match self.call_outgoing_raw(&plugin, &plugin_ref.config, wit_webhook(hook), event).await {
+            Ok(Ok(types::OutgoingAction::Send(requests))) => Ok(Shaped::Send(
+                requests
+                    .into_iter()
+                    .map(|r| OutgoingRequest {
+                        method: r.method,
+                        path: r.path,
+                        query: r.query,
+                        headers: r.headers,
+                        body: Bytes::from(r.body),
+                        content_type: r.content_type,
+                    })
+                    .collect(),
+            )),
+            Ok(Ok(types::OutgoingAction::Skip(reason))) => Ok(Shaped::Skip(reason)),
+            Ok(Err(e)) => Err(fail(format!("{label}: {}", plugin_error_text(&e)), plugin_ref.on_error)),
+            Err(e) => Err(fail(format!("{label}: {e}"), plugin_ref.on_error)),
+        }
+    }
+}
+
+impl runtime::OutputSize for () {
+    fn output_size(&self) -> usize {
+        0
+    }
+}
+
+impl<T: runtime::OutputSize, E> runtime::OutputSize for Result<T, E> {
+    fn output_size(&self) -> usize {
+        self.as_ref().map(|v| v.output_size()).unwrap_or(0)
+    }
+}
+
+impl runtime::OutputSize for types::OutgoingAction {
+    fn output_size(&self) -> usize {
+        match self {
+            types::OutgoingAction::Send(rs) => rs
+                .iter()
+                .map(|r| r.body.len() + r.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>())
+                .sum(),
+            types::OutgoingAction::Skip(reason) => reason.len(),
+        }
+    }
+}
+
+impl runtime::OutputSize for Option<Vec<u8>> {
+    fn output_size(&self) -> usize {
+        self.as_ref().map_or(0, Vec::len)
+    }
+}
+
+impl runtime::OutputSize for Vec<types::InboundRecord> {
+    fn output_size(&self) -> usize {
+        self.iter().map(|r| r.identifiers.len() + r.fields.len()).sum()
+    }
+}
+
+fn plugin_error_text(e: &types::PluginError) -> String {
+    match e {
+        types::PluginError::InvalidConfig(m) => format!("invalid config: {m}"),
+        types::PluginError::InvalidInput(m) => format!("invalid input: {m}"),
+        types::PluginError::Internal(m) => format!("plugin error: {m}"),
+    }
+}
+
+fn config_bytes(config: &serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(config).unwrap_or_else(|_| b"null".to_vec())
+}
+
+/// The WIT view of an event.
+pub fn wit_event(event: &Event) -> types::Event {
+    types::Event {
+        id: event.id.clone(),
+        event_type: event.event_type.clone(),
+        occurred_at: rfc3339(event.occurred_at),
+        data: serde_json::to_vec(&event.data).unwrap_or_default(),
+        context: serde_json::to_vec(&event.context).unwrap_or_default(),
+    }
+}
+
+/// The WIT view of a webhook.
+pub fn wit_webhook(hook: &Webhook) -> types::Webhook {
+    types::Webhook {
+        id: hook.id.clone(),
+        name: hook.spec.name.clone(),
+        url: hook.spec.url.clone(),
+        method: hook.spec.method.clone(),
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 100 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Calls the outgoing phase of `plugin` once.
+pub async fn call_outgoing(
+    runtime: &Runtime,
+    plugin: &LoadedPlugin,
+    config: &serde_json::Value,
+    hook: types::Webhook,
+    event: &Event,
+) -> (Result<Result<types::OutgoingAction, types::PluginError>, CallError>, Usage) {
+    let config = config_bytes(config);
+    let ev = wit_event(event);
+    runtime
+        .call(&plugin.name, &plugin.pre, move |p, s| {
+            Box::pin(async move { p.hookyard_plugin_handler().call_outgoing(s, &config, &hook, &ev).await })
+        })
+        .await
+}
+
+/// Calls `validate-config` of `plugin` once.
+pub async fn call_validate_config(
+    runtime: &Runtime,
+    plugin: &LoadedPlugin,
+    config: &serde_json::Value,
+) -> Result<(), String> {
+    let config = config_bytes(config);
+    let (result, _) = runtime
+        .call(&plugin.name, &plugin.pre, move |p, s| {
+            Box::pin(async move { p.hookyard_plugin_handler().call_validate_config(s, &config).await })
+        })
+        .await;
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(message)) => Err(message),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Loads a component file outside any gateway, for `hookyard plugin check`.
+pub fn load_file(runtime: &Runtime, path: &Path) -> Result<LoadedPlugin, String> {
+    let wasm = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let sha256 = hex(&Sha256::digest(&wasm));
+    let compiled = runtime.load(&wasm, &sha256).map_err(|e| e.to_string())?;
+    Ok(LoadedPlugin {
+        name: path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+        version: 0,
+        sha256,
+        pre: compiled.pre,
+    })
+}

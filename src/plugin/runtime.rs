@@ -1,0 +1,436 @@
+//! The WebAssembly runtime: one engine, compiled components, and sandboxed calls.
+//!
+//! One process-wide [`Engine`] with the component model, the pooling allocator, copy-on-write
+//! memory images and epoch interruption (a ticker thread bumps the epoch every
+//! [`EPOCH_TICK`]). A component is compiled once and its native code cached on disk under its
+//! sha256 and the engine's compatibility hash, so a restart deserialises instead of compiling.
+//!
+//! Every call gets a fresh [`Store`] from the component's `InstancePre`: a memory cap enforced by
+//! [`CallLimiter`], a wall-clock deadline checked at every epoch tick, a cap on the output size,
+//! and a bounded log budget. A trap, a timeout or memory exhaustion fails that one call with a
+//! [`CallError`]; nothing outlives the store.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{
+    Config as WasmConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+    ResourceLimiter, Store, Trap, UpdateDeadline,
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{self, log::Level, Plugin, PluginPre};
+use crate::config::PluginsConfig;
+
+/// How often the epoch advances; deadlines are checked this often.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Longest log message kept; longer ones are cut.
+const LOG_MESSAGE_MAX: usize = 1024;
+/// Log bytes one call may write; the rest is dropped and counted.
+const LOG_BUDGET: usize = 16 * 1024;
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Not a WebAssembly component (or a precompiled artifact, which is never accepted).
+    #[error("not a WebAssembly component: {0}")]
+    NotAComponent(String),
+    /// The component does not implement the `hookyard:plugin` world.
+    #[error("the component does not implement hookyard:plugin/plugin@0.1.0: {0}")]
+    WrongWorld(String),
+    /// Compiling or caching failed.
+    #[error("compiling the component failed: {0}")]
+    Compile(String),
+}
+
+/// Why one call failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CallError {
+    /// The guest trapped (panic, unreachable, out-of-bounds access...).
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+    /// The call ran past its deadline.
+    #[error("plugin exceeded its time limit of {0} ms")]
+    Timeout(u64),
+    /// The guest tried to grow its memory past the cap.
+    #[error("plugin exceeded its memory limit of {0} bytes")]
+    Memory(usize),
+    /// The guest returned more than the output cap.
+    #[error("plugin output of {0} bytes exceeds the limit of {1} bytes")]
+    OutputTooLarge(usize, usize),
+    /// Every call slot is busy and none freed up in time.
+    #[error("no plugin call slot free")]
+    Busy,
+}
+
+impl CallError {
+    /// The label of `hookyard_plugin_calls_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            CallError::Trap(_) => "trap",
+            CallError::Timeout(_) => "timeout",
+            CallError::Memory(_) => "memory",
+            CallError::OutputTooLarge(..) => "output_too_large",
+            CallError::Busy => "busy",
+        }
+    }
+}
+
+/// Per-store memory accounting: refuses growth past the cap and remembers the peak.
+pub struct CallLimiter {
+    max_memory: usize,
+    /// Sum of all linear memories' current sizes.
+    total: usize,
+    /// Highest `total` seen.
+    pub peak: usize,
+    /// Set when a growth was refused.
+    pub hit_cap: bool,
+}
+
+impl ResourceLimiter for CallLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let next = self.total - current.min(self.total) + desired;
+        if next > self.max_memory {
+            self.hit_cap = true;
+            return Ok(false);
+        }
+        self.total = next;
+        self.peak = self.peak.max(next);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+
+    fn instances(&self) -> usize {
+        1000
+    }
+    fn tables(&self) -> usize {
+        1000
+    }
+    fn memories(&self) -> usize {
+        100
+    }
+}
+
+/// What a store holds for one call.
+pub struct CallState {
+    /// Memory accounting.
+    pub limiter: CallLimiter,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    /// Which plugin, for log lines.
+    plugin: Arc<str>,
+    log_left: usize,
+    /// Log messages dropped once the budget was spent.
+    pub logs_dropped: u64,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::log::Host for CallState {
+    fn log(&mut self, level: Level, message: String) {
+        let mut message = message;
+        if message.len() > LOG_MESSAGE_MAX {
+            let mut cut = LOG_MESSAGE_MAX;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        if message.len() > self.log_left {
+            self.logs_dropped += 1;
+            return;
+        }
+        self.log_left -= message.len();
+        let plugin = &*self.plugin;
+        match level {
+            Level::Trace => tracing::trace!(plugin, "{message}"),
+            Level::Debug => tracing::debug!(plugin, "{message}"),
+            Level::Info => tracing::info!(plugin, "{message}"),
+            Level::Warn => tracing::warn!(plugin, "{message}"),
+            Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+impl bindings::types::Host for CallState {}
+
+/// A compiled component, ready to instantiate.
+pub struct Compiled {
+    /// Instantiation with imports resolved and exports type-checked.
+    pub pre: PluginPre<CallState>,
+    /// Whether this load had to compile (false: the cached artifact was used).
+    pub compiled_now: bool,
+}
+
+/// Resource use of one call, for `plugin check` and metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    /// Wall time, instantiation included.
+    pub duration: Duration,
+    /// Peak linear memory.
+    pub peak_memory: usize,
+}
+
+/// The engine and what every call shares.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<CallState>,
+    limits: PluginsConfig,
+    cache_dir: PathBuf,
+    compat: String,
+    slots: Arc<Semaphore>,
+    compilations: AtomicU64,
+}
+
+impl Runtime {
+    /// Builds the engine (pooling allocator when the address space allows it), the linker with
+    /// WASI (no files, no environment, no network) and the `log` import, and the epoch ticker.
+    pub fn new(limits: &PluginsConfig, cache_dir: &Path) -> Result<Runtime, LoadError> {
+        let engine = match Engine::new(&engine_config(limits, true)) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "pooling allocator unavailable; instantiating on demand");
+                Engine::new(&engine_config(limits, false))
+                    .map_err(|e| LoadError::Compile(e.to_string()))?
+            }
+        };
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| LoadError::Compile(e.to_string()))?;
+        Plugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)
+            .map_err(|e| LoadError::Compile(e.to_string()))?;
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("hookyard-epoch".into())
+            .spawn(move || loop {
+                std::thread::sleep(EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            })
+            .map_err(|e| LoadError::Compile(e.to_string()))?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let compat = format!("{:016x}", hasher.finish());
+        Ok(Runtime {
+            engine,
+            linker,
+            limits: limits.clone(),
+            cache_dir: cache_dir.to_owned(),
+            compat,
+            slots: Arc::new(Semaphore::new(limits.max_concurrent_calls)),
+            compilations: AtomicU64::new(0),
+        })
+    }
+
+    /// How many components this runtime compiled (cache hits excluded).
+    pub fn compilations(&self) -> u64 {
+        self.compilations.load(Ordering::Relaxed)
+    }
+
+    /// Compiles `wasm` (or loads its cached artifact) and checks it against the world.
+    /// Blocking: call from `spawn_blocking`.
+    pub fn load(&self, wasm: &[u8], sha256: &str) -> Result<Compiled, LoadError> {
+        if !wasmparser_is_component(wasm) {
+            return Err(LoadError::NotAComponent(
+                "expected a component binary (a core module, a precompiled artifact or other bytes were given)".into(),
+            ));
+        }
+        let path = self.cache_dir.join(format!("{sha256}-{}.cwasm", self.compat));
+        let mut compiled_now = false;
+        if !path.exists() {
+            let artifact = self
+                .engine
+                .precompile_component(wasm)
+                .map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
+            std::fs::create_dir_all(&self.cache_dir)
+                .map_err(|e| LoadError::Compile(format!("{}: {e}", self.cache_dir.display())))?;
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, &artifact)
+                .and_then(|_| std::fs::rename(&tmp, &path))
+                .map_err(|e| LoadError::Compile(format!("{}: {e}", path.display())))?;
+            self.compilations.fetch_add(1, Ordering::Relaxed);
+            compiled_now = true;
+        }
+        let component = deserialize(&self.engine, &path)?;
+        component
+            .initialize_copy_on_write_image()
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let pre = PluginPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        Ok(Compiled { pre, compiled_now })
+    }
+
+    /// Runs `f` on a fresh instance of `pre` under the call limits.
+    pub async fn call<R, F>(
+        &self,
+        plugin: &str,
+        pre: &PluginPre<CallState>,
+        f: F,
+    ) -> (Result<R, CallError>, Usage)
+    where
+        R: OutputSize,
+        F: for<'a> FnOnce(
+            &'a Plugin,
+            &'a mut Store<CallState>,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = wasmtime::Result<R>> + Send + 'a>,
+        >,
+    {
+        let started = Instant::now();
+        let timeout_ms = self.limits.timeout_ms;
+        let _slot = match tokio::time::timeout(
+            Duration::from_millis(timeout_ms),
+            self.slots.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(slot)) => slot,
+            _ => return (Err(CallError::Busy), Usage::default()),
+        };
+        let max_memory = self.limits.memory_limit_mb * 1024 * 1024;
+        let state = CallState {
+            limiter: CallLimiter {
+                max_memory,
+                total: 0,
+                peak: 0,
+                hit_cap: false,
+            },
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            plugin: Arc::from(plugin),
+            log_left: LOG_BUDGET,
+            logs_dropped: 0,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let deadline = started + Duration::from_millis(timeout_ms);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        let result = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            f(&instance, &mut store).await
+        };
+        // Epochs cannot interrupt time spent in host calls; the outer timeout covers that.
+        let result = tokio::time::timeout(Duration::from_millis(timeout_ms) + EPOCH_TICK * 4, result).await;
+        let usage = Usage {
+            duration: started.elapsed(),
+            peak_memory: store.data().limiter.peak,
+        };
+        let hit_cap = store.data().limiter.hit_cap;
+        let result = match result {
+            Err(_) => Err(CallError::Timeout(timeout_ms)),
+            Ok(Ok(value)) => {
+                let size = value.output_size();
+                if size > self.limits.max_output_bytes {
+                    Err(CallError::OutputTooLarge(size, self.limits.max_output_bytes))
+                } else {
+                    Ok(value)
+                }
+            }
+            Ok(Err(e)) => Err(classify(e, hit_cap, timeout_ms, max_memory)),
+        };
+        (result, usage)
+    }
+}
+
+/// Maps a wasmtime error of a call to why it failed.
+fn classify(e: wasmtime::Error, hit_cap: bool, timeout_ms: u64, max_memory: usize) -> CallError {
+    if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
+        return CallError::Timeout(timeout_ms);
+    }
+    if hit_cap {
+        return CallError::Memory(max_memory);
+    }
+    let text = format!("{e:#}");
+    CallError::Trap(text.lines().next().unwrap_or("unknown").to_owned())
+}
+
+/// Sizes of what a plugin returns, checked against `max_output_bytes`.
+pub trait OutputSize {
+    /// Bytes of payload returned.
+    fn output_size(&self) -> usize;
+}
+
+fn engine_config(limits: &PluginsConfig, pooling: bool) -> WasmConfig {
+    let mut config = WasmConfig::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.memory_init_cow(true);
+    config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    if pooling {
+        let n = limits.max_concurrent_calls as u32;
+        let memory = (limits.memory_limit_mb * 1024 * 1024) as usize;
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(n)
+            .total_core_instances(n * 16)
+            .total_memories(n * 4)
+            .total_tables(n * 8)
+            .total_stacks(n)
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(8)
+            .max_tables_per_component(16)
+            .max_component_instance_size(4 << 20)
+            .max_core_instance_size(4 << 20)
+            .table_elements(100_000)
+            .max_memory_size(memory)
+            .linear_memory_keep_resident(64 << 10);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        // Slots need only cover the cap (plus guard), not the default 4 GiB.
+        config.memory_reservation(memory as u64);
+    }
+    config
+}
+
+/// Whether `bytes` start with the component-model binary header (and are not a precompiled
+/// artifact, which is native code and never accepted from users).
+fn wasmparser_is_component(bytes: &[u8]) -> bool {
+    // Magic `\0asm`, then version 0x0d and layer 0x01 for components.
+    bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [0x0d, 0x00, 0x01, 0x00]
+}
+
+/// Loads an artifact this runtime wrote.
+#[allow(unsafe_code)]
+fn deserialize(engine: &Engine, path: &Path) -> Result<Component, LoadError> {
+    // SAFETY: the file is one this process (or an earlier run with the same engine
+    // compatibility hash) produced with `Engine::precompile_component` from a validated
+    // component, in a directory only hookyard writes, and it is never modified in place.
+    unsafe { Component::deserialize_file(engine, path) }
+        .map_err(|e| LoadError::Compile(format!("loading {}: {e:#}", path.display())))
+}
