@@ -12,10 +12,10 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::delivery::client::SsrfPolicy;
 use crate::delivery::shape::Shaper;
-use crate::plugin::PluginHost;
 use crate::delivery::worker::Deliverer;
 use crate::metrics::Metrics;
 use crate::model::{new_id, now_ms, Webhook};
+use crate::plugin::PluginHost;
 use crate::server::{self, AppState};
 use crate::store::{self, Store};
 use crate::webhooks::{self, WebhookDirectory};
@@ -156,7 +156,11 @@ pub async fn run_with_store(
         }
         None => {
             info!(addr = %listeners.public.local_addr()?, "public and admin API listening");
-            servers.push(serve(listeners.public, public.merge(admin), stopped(stop_rx.clone())));
+            servers.push(serve(
+                listeners.public,
+                public.merge(admin),
+                stopped(stop_rx.clone()),
+            ));
         }
     }
 

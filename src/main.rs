@@ -82,7 +82,12 @@ fn main() -> ExitCode {
             }
         }
         Command::Plugin {
-            command: PluginCommand::Check { file, event, config },
+            command:
+                PluginCommand::Check {
+                    file,
+                    event,
+                    config,
+                },
         } => match plugin_check(&file, event.as_deref(), config.as_deref()) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
@@ -169,7 +174,8 @@ fn plugin_check(
     use hookyard::plugin::{self, bindings::types};
 
     let read_json = |path: &std::path::Path| -> anyhow::Result<serde_json::Value> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
     };
     let config_value = match config {
@@ -177,8 +183,12 @@ fn plugin_check(
         None => serde_json::Value::Null,
     };
     let new_event: NewEvent = match event {
-        Some(path) => serde_json::from_value(read_json(path)?)
-            .with_context(|| format!("{} is not an event (type, data, context?, id?, occurred_at?)", path.display()))?,
+        Some(path) => serde_json::from_value(read_json(path)?).with_context(|| {
+            format!(
+                "{} is not an event (type, data, context?, id?, occurred_at?)",
+                path.display()
+            )
+        })?,
         None => serde_json::from_value(serde_json::json!({
             "type": "user.created",
             "data": {"id": "42", "username": "jdoe", "email": "jdoe@example.com", "first_name": "Jane", "last_name": "Doe"}
@@ -198,7 +208,8 @@ fn plugin_check(
     };
     let cache = tempfile_dir()?;
     let limits = hookyard::config::Config::default().plugins;
-    let runtime = plugin::Runtime::new(&limits, &cache).context("starting the WebAssembly engine")?;
+    let runtime =
+        plugin::Runtime::new(&limits, &cache).context("starting the WebAssembly engine")?;
     let started = std::time::Instant::now();
     let loaded = match plugin::load_file(&runtime, file) {
         Ok(p) => p,
@@ -208,8 +219,15 @@ fn plugin_check(
             return Ok(false);
         }
     };
-    println!("component: {} (sha256 {}), compiled in {} ms", file.display(), loaded.sha256, started.elapsed().as_millis());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    println!(
+        "component: {} (sha256 {}), compiled in {} ms",
+        file.display(),
+        loaded.sha256,
+        started.elapsed().as_millis()
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let passed = rt.block_on(async {
         if let Err(e) = plugin::call_validate_config(&runtime, &loaded, &config_value).await {
             println!("validate-config: rejected: {e}");
@@ -222,7 +240,8 @@ fn plugin_check(
             url: "https://example.invalid/hook".into(),
             method: "POST".into(),
         };
-        let (result, usage) = plugin::call_outgoing(&runtime, &loaded, &config_value, hook, &event).await;
+        let (result, usage) =
+            plugin::call_outgoing(&runtime, &loaded, &config_value, hook, &event).await;
         let report = match result {
             Err(e) => {
                 println!("outgoing: failed: {e}");

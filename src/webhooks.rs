@@ -111,11 +111,17 @@ pub fn validate(spec: &WebhookSpec, max_timeout_ms: u64) -> Result<(), InvalidSp
         ));
     }
     if spec.events.is_empty() {
-        return Err(invalid("events", "at least one event type or glob is required"));
+        return Err(invalid(
+            "events",
+            "at least one event type or glob is required",
+        ));
     }
     for (i, e) in spec.events.iter().enumerate() {
         if e.trim().is_empty() || e.len() > 200 {
-            return Err(invalid(format!("events[{i}]"), "must be 1 to 200 characters"));
+            return Err(invalid(
+                format!("events[{i}]"),
+                "must be 1 to 200 characters",
+            ));
         }
     }
     check_http_url("url", &spec.url)?;
@@ -129,7 +135,8 @@ pub fn validate(spec: &WebhookSpec, max_timeout_ms: u64) -> Result<(), InvalidSp
         if RESERVED_HEADERS.contains(&parsed.as_str()) {
             return Err(invalid(&field, "is set by the gateway"));
         }
-        http::HeaderValue::from_str(value).map_err(|_| invalid(&field, "not a valid header value"))?;
+        http::HeaderValue::from_str(value)
+            .map_err(|_| invalid(&field, "not a valid header value"))?;
     }
     if let Some(name) = &spec.event_header {
         http::HeaderName::from_bytes(name.as_bytes())
@@ -138,7 +145,10 @@ pub fn validate(spec: &WebhookSpec, max_timeout_ms: u64) -> Result<(), InvalidSp
     validate_auth(&spec.auth)?;
     if let Some(secret) = &spec.signing.secret {
         if crate::delivery::signing::sign(secret, "msg", 0, b"").is_err() {
-            return Err(invalid("signing.secret", "must be whsec_ followed by base64"));
+            return Err(invalid(
+                "signing.secret",
+                "must be whsec_ followed by base64",
+            ));
         }
     }
     if let Some(plugin) = &spec.plugin {
@@ -162,7 +172,8 @@ pub fn validate(spec: &WebhookSpec, max_timeout_ms: u64) -> Result<(), InvalidSp
 }
 
 fn check_http_url(field: &str, url: &str) -> Result<(), InvalidSpec> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| invalid(field, format!("not a valid URL: {e}")))?;
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| invalid(field, format!("not a valid URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
         return Err(invalid(field, "must be an http or https URL with a host"));
     }

@@ -285,10 +285,12 @@ impl Config {
                 self.store.url
             )));
         }
-        if !matches!(
-            self.log.level.parse::<tracing_subscriber::EnvFilter>(),
-            Ok(_)
-        ) {
+        if self
+            .log
+            .level
+            .parse::<tracing_subscriber::EnvFilter>()
+            .is_err()
+        {
             return Err(Error::Invalid(format!(
                 "log.level {:?} is not a valid filter",
                 self.log.level

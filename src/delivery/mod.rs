@@ -2,6 +2,6 @@
 
 pub mod client;
 pub mod retry;
-pub mod signing;
 pub mod shape;
+pub mod signing;
 pub mod worker;

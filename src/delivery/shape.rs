@@ -74,7 +74,9 @@ pub struct DefaultShaper;
 impl Shaper for DefaultShaper {
     async fn outgoing(&self, hook: &Webhook, event: &Event) -> Result<Shaped, ShapeError> {
         match &hook.spec.plugin {
-            None => Ok(Shaped::Send(vec![OutgoingRequest::json(default_body(event))])),
+            None => Ok(Shaped::Send(vec![OutgoingRequest::json(default_body(
+                event,
+            ))])),
             Some(plugin) => Err(ShapeError {
                 message: format!("plugin {:?} is not available in this gateway", plugin.name),
                 action: PluginFailure::Retry,

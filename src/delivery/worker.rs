@@ -87,7 +87,8 @@ impl Deliverer {
             http.clone(),
             metrics.clone(),
             Duration::from_secs(config.token_refresh_margin_secs),
-        );
+        )
+        .with_ssrf_policy(ssrf.clone());
         let backoff = Backoff {
             base_ms: config.retry_base_ms,
             factor: config.retry_factor,
@@ -114,7 +115,11 @@ impl Deliverer {
     /// Runs the dispatcher until `shutdown` resolves, then waits up to `grace` for in-flight
     /// deliveries. Deliveries still running after that keep their lease and are sent again
     /// after it expires (at least once).
-    pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>, grace: Duration) {
+    pub async fn run(
+        self: Arc<Self>,
+        shutdown: impl std::future::Future<Output = ()>,
+        grace: Duration,
+    ) {
         tokio::pin!(shutdown);
         let poll = Duration::from_millis(self.config.poll_interval_ms);
         loop {
@@ -230,7 +235,14 @@ impl Deliverer {
         let started_at = now_ms();
         let clock = Instant::now();
         let completion = match self.webhooks.get(&job.delivery.webhook_id) {
-            None => self.finish(&job, started_at, clock, None, Some("webhook deleted".into()), Next::Dead),
+            None => self.finish(
+                &job,
+                started_at,
+                clock,
+                None,
+                Some("webhook deleted".into()),
+                Next::Dead,
+            ),
             Some(hook) => self.attempt(&hook, &job, started_at, clock).await,
         };
         let outcome = completion.attempt.outcome;
@@ -238,8 +250,12 @@ impl Deliverer {
         Metrics::count(&self.metrics.deliveries, outcome_name(outcome));
         match self.store.complete(&self.owner, completion).await {
             Ok(true) => {}
-            Ok(false) => warn!(delivery = %job.delivery.id, "lease lost before the attempt was recorded; another worker owns it"),
-            Err(e) => warn!(delivery = %job.delivery.id, error = %e, "recording an attempt failed; the delivery returns after its lease"),
+            Ok(false) => {
+                warn!(delivery = %job.delivery.id, "lease lost before the attempt was recorded; another worker owns it")
+            }
+            Err(e) => {
+                warn!(delivery = %job.delivery.id, error = %e, "recording an attempt failed; the delivery returns after its lease")
+            }
         }
         if disable {
             if let Err(e) = self.webhooks.reload(self.store.as_ref()).await {
@@ -248,7 +264,13 @@ impl Deliverer {
         }
     }
 
-    async fn attempt(&self, hook: &Webhook, job: &Job, started_at: i64, clock: Instant) -> Completion {
+    async fn attempt(
+        &self,
+        hook: &Webhook,
+        job: &Job,
+        started_at: i64,
+        clock: Instant,
+    ) -> Completion {
         let shaped = match self.shaper.outgoing(hook, &job.event).await {
             Ok(shaped) => shaped,
             Err(e) => {
@@ -257,12 +279,26 @@ impl Deliverer {
                     PluginFailure::DeadLetter => Next::Dead,
                     PluginFailure::Skip => Next::Skipped,
                 };
-                return self.finish(job, started_at, clock, None, Some(format!("plugin: {}", e.message)), next);
+                return self.finish(
+                    job,
+                    started_at,
+                    clock,
+                    None,
+                    Some(format!("plugin: {}", e.message)),
+                    next,
+                );
             }
         };
         let requests = match shaped {
             Shaped::Skip(reason) => {
-                return self.finish(job, started_at, clock, None, Some(format!("skipped: {reason}")), Next::Skipped)
+                return self.finish(
+                    job,
+                    started_at,
+                    clock,
+                    None,
+                    Some(format!("skipped: {reason}")),
+                    Next::Skipped,
+                )
             }
             Shaped::Send(requests) => requests,
         };
@@ -277,23 +313,35 @@ impl Deliverer {
                 format!("{}_{i}", job.delivery.id)
             };
             let exchange = self.exchange(hook, job, &msg_id, request).await;
-            let ok = exchange.status.is_some_and(|s| (200..300).contains(&s)) && exchange.error.is_none();
+            let ok = exchange.status.is_some_and(|s| (200..300).contains(&s))
+                && exchange.error.is_none();
             last = Some(exchange);
             if !ok {
                 break;
             }
         }
         let Some(exchange) = last else {
-            return self.finish(job, started_at, clock, None, Some("skipped: the plugin returned no request".into()), Next::Skipped);
+            return self.finish(
+                job,
+                started_at,
+                clock,
+                None,
+                Some("skipped: the plugin returned no request".into()),
+                Next::Skipped,
+            );
         };
         let duration = clock.elapsed();
-        self.metrics.attempt_duration.observe(duration.as_secs_f64());
+        self.metrics
+            .attempt_duration
+            .observe(duration.as_secs_f64());
         let (next, disable) = match (exchange.status, exchange.refused) {
             (_, true) => (Next::Dead, false),
             (None, _) => (self.retry_or_dead(hook, job, None), false),
             (Some(status), _) => match retry::classify(status, &self.config.retryable_statuses) {
                 StatusClass::Success => (Next::Succeeded, false),
-                StatusClass::Retryable => (self.retry_or_dead(hook, job, exchange.retry_after), false),
+                StatusClass::Retryable => {
+                    (self.retry_or_dead(hook, job, exchange.retry_after), false)
+                }
                 StatusClass::Permanent => (Next::Dead, false),
                 StatusClass::Gone => (Next::Dead, true),
             },
@@ -302,8 +350,12 @@ impl Deliverer {
             warn!(webhook = %hook.spec.name, "receiver answered 410 Gone; disabling the webhook");
         }
         match &next {
-            Next::Dead => warn!(webhook = %hook.spec.name, delivery = %job.delivery.id, status = ?exchange.status, error = ?exchange.error, "delivery failed for good"),
-            Next::RetryAt(_) => debug!(webhook = %hook.spec.name, delivery = %job.delivery.id, status = ?exchange.status, error = ?exchange.error, "delivery failed; will retry"),
+            Next::Dead => {
+                warn!(webhook = %hook.spec.name, delivery = %job.delivery.id, status = ?exchange.status, error = ?exchange.error, "delivery failed for good")
+            }
+            Next::RetryAt(_) => {
+                debug!(webhook = %hook.spec.name, delivery = %job.delivery.id, status = ?exchange.status, error = ?exchange.error, "delivery failed; will retry")
+            }
             _ => {}
         }
         let attempt = Attempt {
@@ -318,11 +370,23 @@ impl Deliverer {
             error: exchange.error,
             outcome: outcome_of(&next),
         };
-        Completion { attempt, next, disable_webhook: disable }
+        Completion {
+            attempt,
+            next,
+            disable_webhook: disable,
+        }
     }
 
     /// A completion for an attempt that sent nothing.
-    fn finish(&self, job: &Job, started_at: i64, clock: Instant, request: Option<RequestLog>, error: Option<String>, next: Next) -> Completion {
+    fn finish(
+        &self,
+        job: &Job,
+        started_at: i64,
+        clock: Instant,
+        request: Option<RequestLog>,
+        error: Option<String>,
+        next: Next,
+    ) -> Completion {
         let attempt = Attempt {
             delivery_id: job.delivery.id.clone(),
             attempt_no: job.attempt_no,
@@ -335,7 +399,11 @@ impl Deliverer {
             error,
             outcome: outcome_of(&next),
         };
-        Completion { attempt, next, disable_webhook: false }
+        Completion {
+            attempt,
+            next,
+            disable_webhook: false,
+        }
     }
 
     /// Retry later, unless this was the last attempt allowed.
@@ -356,8 +424,18 @@ impl Deliverer {
     }
 
     /// Sends one request (refreshing an OAuth2 token once on a 401) and reads the answer.
-    async fn exchange(&self, hook: &Webhook, job: &Job, msg_id: &str, request: OutgoingRequest) -> Exchange {
-        let method = request.method.as_deref().unwrap_or(&hook.spec.method).to_owned();
+    async fn exchange(
+        &self,
+        hook: &Webhook,
+        job: &Job,
+        msg_id: &str,
+        request: OutgoingRequest,
+    ) -> Exchange {
+        let method = request
+            .method
+            .as_deref()
+            .unwrap_or(&hook.spec.method)
+            .to_owned();
         let mut log = RequestLog {
             method: method.clone(),
             url: hook.spec.url.clone(),
@@ -392,18 +470,16 @@ impl Deliverer {
         let timeout = Duration::from_millis(hook.spec.timeout_ms);
         let mut refreshed = false;
         loop {
-            let auth_headers = match auth::headers(&self.tokens, &hook.id, &hook.spec.auth).await {
-                Ok(h) => h,
+            let credentials = match auth::credentials(&self.tokens, &hook.id, &hook.spec.auth).await
+            {
+                Ok(c) => c,
                 Err(e) => return fail(log, format!("auth: {e}"), false),
             };
             let mut all = headers.clone();
-            let mut token = None;
-            for (name, value) in auth_headers {
-                if name == http::header::AUTHORIZATION {
-                    token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::to_owned);
-                }
+            for (name, value) in credentials.headers {
                 all.insert(name, value);
             }
+            let token = credentials.oauth_token;
             log.headers = redact(&all, hook);
             let sent = self
                 .http
@@ -442,7 +518,12 @@ impl Deliverer {
             let resp_headers = response
                 .headers()
                 .iter()
-                .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
                 .collect();
             let (body, body_error) = read_capped(response, self.config.log_body_bytes).await;
             return Exchange {
@@ -458,12 +539,23 @@ impl Deliverer {
     }
 
     /// Content type, static headers, the event header and the signature.
-    fn base_headers(&self, hook: &Webhook, job: &Job, msg_id: &str, request: &OutgoingRequest) -> Result<HeaderMap, String> {
+    fn base_headers(
+        &self,
+        hook: &Webhook,
+        job: &Job,
+        msg_id: &str,
+        request: &OutgoingRequest,
+    ) -> Result<HeaderMap, String> {
         let mut headers = HeaderMap::new();
-        let content_type = request.content_type.as_deref().unwrap_or("application/json");
+        let content_type = request
+            .content_type
+            .as_deref()
+            .unwrap_or("application/json");
         let insert = |headers: &mut HeaderMap, name: &str, value: &str| -> Result<(), String> {
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name {name:?}"))?;
-            let value = HeaderValue::from_str(value).map_err(|_| format!("invalid value of header {name}"))?;
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("invalid header name {name:?}"))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| format!("invalid value of header {name}"))?;
             headers.append(name, value);
             Ok(())
         };
@@ -482,7 +574,8 @@ impl Deliverer {
         insert(&mut headers, "webhook-timestamp", &timestamp.to_string())?;
         if hook.spec.signing.enabled {
             if let Some(secret) = &hook.spec.signing.secret {
-                let signature = signing::sign(secret, msg_id, timestamp, &request.body).map_err(|e| format!("signing: {e}"))?;
+                let signature = signing::sign(secret, msg_id, timestamp, &request.body)
+                    .map_err(|e| format!("signing: {e}"))?;
                 insert(&mut headers, "webhook-signature", &signature)?;
             }
         }
@@ -512,7 +605,11 @@ fn outcome_name(outcome: AttemptOutcome) -> &'static str {
 fn target_url(base: &str, request: &OutgoingRequest) -> Result<reqwest::Url, String> {
     let mut url = reqwest::Url::parse(base).map_err(|e| format!("invalid url: {e}"))?;
     if let Some(path) = &request.path {
-        let joined = format!("{}/{}", url.path().trim_end_matches('/'), path.trim_start_matches('/'));
+        let joined = format!(
+            "{}/{}",
+            url.path().trim_end_matches('/'),
+            path.trim_start_matches('/')
+        );
         url.set_path(&joined);
     }
     if let Some(query) = &request.query {
@@ -535,7 +632,11 @@ fn redact(headers: &HeaderMap, hook: &Webhook) -> Vec<(String, String)> {
                 || n == "authorization"
                 || n == "webhook-signature"
                 || secret_header.as_deref() == Some(n);
-            let shown = if hidden { REDACTED.to_owned() } else { String::from_utf8_lossy(value.as_bytes()).into_owned() };
+            let shown = if hidden {
+                REDACTED.to_owned()
+            } else {
+                String::from_utf8_lossy(value.as_bytes()).into_owned()
+            };
             (n.to_owned(), shown)
         })
         .collect()
@@ -560,7 +661,12 @@ async fn read_capped(mut response: reqwest::Response, cap: usize) -> (String, Op
                 }
             }
             Ok(None) => break,
-            Err(e) => return (String::from_utf8_lossy(&buf).into_owned(), Some(format!("reading the response body: {}", error_chain(&e)))),
+            Err(e) => {
+                return (
+                    String::from_utf8_lossy(&buf).into_owned(),
+                    Some(format!("reading the response body: {}", error_chain(&e))),
+                )
+            }
         }
     }
     (String::from_utf8_lossy(&buf).into_owned(), None)

@@ -105,11 +105,15 @@ impl PluginHost {
         host.reload().await?;
         for file in &config.load {
             let wasm = std::fs::read(&file.path).map_err(|e| {
-                PluginError::Invalid(format!("plugins.load {}: {}: {e}", file.name, file.path.display()))
+                PluginError::Invalid(format!(
+                    "plugins.load {}: {}: {e}",
+                    file.name,
+                    file.path.display()
+                ))
             })?;
-            host.upload(&file.name, Bytes::from(wasm)).await.map_err(|e| {
-                PluginError::Invalid(format!("plugins.load {}: {e}", file.name))
-            })?;
+            host.upload(&file.name, Bytes::from(wasm))
+                .await
+                .map_err(|e| PluginError::Invalid(format!("plugins.load {}: {e}", file.name)))?;
         }
         Ok(host)
     }
@@ -131,10 +135,14 @@ impl PluginHost {
                     .store
                     .plugin_wasm(&record.name, v.version)
                     .await?
-                    .ok_or_else(|| PluginError::NotFound(format!("{} v{}", record.name, v.version)))?;
+                    .ok_or_else(|| {
+                        PluginError::NotFound(format!("{} v{}", record.name, v.version))
+                    })?;
                 match self.compile(Bytes::from(wasm), &v.sha256).await {
                     Ok(pre) => self.insert(v, pre),
-                    Err(e) => tracing::error!(plugin = %record.name, version = v.version, error = %e, "stored plugin version cannot be loaded"),
+                    Err(e) => {
+                        tracing::error!(plugin = %record.name, version = v.version, error = %e, "stored plugin version cannot be loaded")
+                    }
                 }
             }
             let mut entries = self.write();
@@ -230,10 +238,20 @@ impl PluginHost {
         let hooks = self.store.webhooks().await?;
         let followers: Vec<&Webhook> = hooks
             .iter()
-            .filter(|h| h.spec.plugin.as_ref().is_some_and(|p| p.name == name && p.version.is_none()))
+            .filter(|h| {
+                h.spec
+                    .plugin
+                    .as_ref()
+                    .is_some_and(|p| p.name == name && p.version.is_none())
+            })
             .collect();
         for hook in &followers {
-            let config = hook.spec.plugin.as_ref().map(|p| p.config.clone()).unwrap_or_default();
+            let config = hook
+                .spec
+                .plugin
+                .as_ref()
+                .map(|p| p.config.clone())
+                .unwrap_or_default();
             self.validate_config_with(&candidate, &config)
                 .await
                 .map_err(|e| PluginError::Invalid(format!("webhook {}: {e}", hook.spec.name)))?;
@@ -261,10 +279,14 @@ impl PluginHost {
     /// Makes `version` active for every webhook that follows the plugin (rollback or pin).
     pub async fn activate(&self, name: &str, version: u32) -> Result<(), PluginError> {
         if self.loaded(name, version).is_none() {
-            return Err(PluginError::NotFound(format!("plugin {name} has no loaded version {version}")));
+            return Err(PluginError::NotFound(format!(
+                "plugin {name} has no loaded version {version}"
+            )));
         }
         if !self.store.set_active_plugin(name, version).await? {
-            return Err(PluginError::NotFound(format!("plugin {name} has no version {version}")));
+            return Err(PluginError::NotFound(format!(
+                "plugin {name} has no version {version}"
+            )));
         }
         if let Some(entry) = self.write().get_mut(name) {
             entry.active = Some(version);
@@ -281,11 +303,19 @@ impl PluginHost {
         self.validate_config_with(&loaded, &plugin.config).await
     }
 
-    async fn validate_config_with(&self, plugin: &LoadedPlugin, config: &serde_json::Value) -> Result<(), String> {
+    async fn validate_config_with(
+        &self,
+        plugin: &LoadedPlugin,
+        config: &serde_json::Value,
+    ) -> Result<(), String> {
         call_validate_config(&self.runtime, plugin, config).await
     }
 
-    async fn smoke_test(&self, plugin: &LoadedPlugin, config: &serde_json::Value) -> Result<(), PluginError> {
+    async fn smoke_test(
+        &self,
+        plugin: &LoadedPlugin,
+        config: &serde_json::Value,
+    ) -> Result<(), PluginError> {
         let event = Event {
             id: "evt_smoke_test".into(),
             event_type: "hookyard.smoke_test".into(),
@@ -303,7 +333,9 @@ impl PluginHost {
         // A plugin error (it rejects the sample) is fine; a trap or a limit is not.
         match self.call_outgoing_raw(plugin, config, hook, &event).await {
             Ok(_) => Ok(()),
-            Err(e) => Err(PluginError::Invalid(format!("smoke call on a sample event failed: {e}"))),
+            Err(e) => Err(PluginError::Invalid(format!(
+                "smoke call on a sample event failed: {e}"
+            ))),
         }
     }
 
@@ -320,7 +352,9 @@ impl PluginHost {
     }
 
     fn observe<T>(&self, result: &Result<T, CallError>, usage: Usage) {
-        self.metrics.plugin_call_duration.observe(usage.duration.as_secs_f64());
+        self.metrics
+            .plugin_call_duration
+            .observe(usage.duration.as_secs_f64());
         let label = match result {
             Ok(_) => "ok",
             Err(e) => e.label(),
@@ -337,15 +371,27 @@ impl PluginHost {
         headers: Vec<(String, String)>,
         body: Vec<u8>,
     ) -> Result<Option<serde_json::Value>, String> {
-        let Some(plugin_ref) = &hook.spec.plugin else { return Ok(None) };
-        let plugin = self.resolve(plugin_ref).ok_or_else(|| format!("plugin {:?} is not loaded", plugin_ref.name))?;
+        let Some(plugin_ref) = &hook.spec.plugin else {
+            return Ok(None);
+        };
+        let plugin = self
+            .resolve(plugin_ref)
+            .ok_or_else(|| format!("plugin {:?} is not loaded", plugin_ref.name))?;
         let config = config_bytes(&plugin_ref.config);
         let (wh, ev) = (wit_webhook(hook), wit_event(event));
-        let resp = types::Response { status, headers, body };
+        let resp = types::Response {
+            status,
+            headers,
+            body,
+        };
         let (result, usage) = self
             .runtime
             .call(&plugin.name, &plugin.pre, move |p, s| {
-                Box::pin(async move { p.hookyard_plugin_handler().call_response(s, &config, &wh, &ev, &resp).await })
+                Box::pin(async move {
+                    p.hookyard_plugin_handler()
+                        .call_response(s, &config, &wh, &ev, &resp)
+                        .await
+                })
             })
             .await;
         self.observe(&result, usage);
@@ -375,7 +421,11 @@ impl PluginHost {
         let (result, usage) = self
             .runtime
             .call(&plugin.name, &plugin.pre, move |p, s| {
-                Box::pin(async move { p.hookyard_plugin_handler().call_inbound(s, &config, &wh, &request).await })
+                Box::pin(async move {
+                    p.hookyard_plugin_handler()
+                        .call_inbound(s, &config, &wh, &request)
+                        .await
+                })
             })
             .await;
         self.observe(&result, usage);
@@ -385,7 +435,11 @@ impl PluginHost {
                 .map(|r| {
                     let parse = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b);
                     match (parse(&r.identifiers), parse(&r.fields)) {
-                        (Ok(identifiers), Ok(fields)) => Ok(InboundRecord { entity: r.entity, identifiers, fields }),
+                        (Ok(identifiers), Ok(fields)) => Ok(InboundRecord {
+                            entity: r.entity,
+                            identifiers,
+                            fields,
+                        }),
                         _ => Err((500, "plugin returned invalid JSON in a record".to_owned())),
                     }
                 })
@@ -399,15 +453,23 @@ impl PluginHost {
 impl Shaper for PluginHost {
     async fn outgoing(&self, hook: &Webhook, event: &Event) -> Result<Shaped, ShapeError> {
         let Some(plugin_ref) = &hook.spec.plugin else {
-            return Ok(Shaped::Send(vec![OutgoingRequest::json(default_body(event))]));
+            return Ok(Shaped::Send(vec![OutgoingRequest::json(default_body(
+                event,
+            ))]));
         };
         let fail = |message: String, action: PluginFailure| ShapeError { message, action };
         let Some(plugin) = self.resolve(plugin_ref) else {
             // Not loaded (yet): retrying later is the only sensible thing whatever the policy.
-            return Err(fail(format!("plugin {:?} is not loaded", plugin_ref.name), PluginFailure::Retry));
+            return Err(fail(
+                format!("plugin {:?} is not loaded", plugin_ref.name),
+                PluginFailure::Retry,
+            ));
         };
         let label = format!("{} v{}", plugin.name, plugin.version);
-        match self.call_outgoing_raw(&plugin, &plugin_ref.config, wit_webhook(hook), event).await {
+        match self
+            .call_outgoing_raw(&plugin, &plugin_ref.config, wit_webhook(hook), event)
+            .await
+        {
             Ok(Ok(types::OutgoingAction::Send(requests))) => Ok(Shaped::Send(
                 requests
                     .into_iter()
@@ -422,7 +484,10 @@ impl Shaper for PluginHost {
                     .collect(),
             )),
             Ok(Ok(types::OutgoingAction::Skip(reason))) => Ok(Shaped::Skip(reason)),
-            Ok(Err(e)) => Err(fail(format!("{label}: {}", plugin_error_text(&e)), plugin_ref.on_error)),
+            Ok(Err(e)) => Err(fail(
+                format!("{label}: {}", plugin_error_text(&e)),
+                plugin_ref.on_error,
+            )),
             Err(e) => Err(fail(format!("{label}: {e}"), plugin_ref.on_error)),
         }
     }
@@ -445,7 +510,13 @@ impl runtime::OutputSize for types::OutgoingAction {
         match self {
             types::OutgoingAction::Send(rs) => rs
                 .iter()
-                .map(|r| r.body.len() + r.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>())
+                .map(|r| {
+                    r.body.len()
+                        + r.headers
+                            .iter()
+                            .map(|(k, v)| k.len() + v.len())
+                            .sum::<usize>()
+                })
                 .sum(),
             types::OutgoingAction::Skip(reason) => reason.len(),
         }
@@ -460,7 +531,9 @@ impl runtime::OutputSize for Option<Vec<u8>> {
 
 impl runtime::OutputSize for Vec<types::InboundRecord> {
     fn output_size(&self) -> usize {
-        self.iter().map(|r| r.identifiers.len() + r.fields.len()).sum()
+        self.iter()
+            .map(|r| r.identifiers.len() + r.fields.len())
+            .sum()
     }
 }
 
@@ -498,7 +571,11 @@ pub fn wit_webhook(hook: &Webhook) -> types::Webhook {
 }
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 100 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    !name.is_empty()
+        && name.len() <= 100
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -512,12 +589,19 @@ pub async fn call_outgoing(
     config: &serde_json::Value,
     hook: types::Webhook,
     event: &Event,
-) -> (Result<Result<types::OutgoingAction, types::PluginError>, CallError>, Usage) {
+) -> (
+    Result<Result<types::OutgoingAction, types::PluginError>, CallError>,
+    Usage,
+) {
     let config = config_bytes(config);
     let ev = wit_event(event);
     runtime
         .call(&plugin.name, &plugin.pre, move |p, s| {
-            Box::pin(async move { p.hookyard_plugin_handler().call_outgoing(s, &config, &hook, &ev).await })
+            Box::pin(async move {
+                p.hookyard_plugin_handler()
+                    .call_outgoing(s, &config, &hook, &ev)
+                    .await
+            })
         })
         .await
 }
@@ -531,7 +615,11 @@ pub async fn call_validate_config(
     let config = config_bytes(config);
     let (result, _) = runtime
         .call(&plugin.name, &plugin.pre, move |p, s| {
-            Box::pin(async move { p.hookyard_plugin_handler().call_validate_config(s, &config).await })
+            Box::pin(async move {
+                p.hookyard_plugin_handler()
+                    .call_validate_config(s, &config)
+                    .await
+            })
         })
         .await;
     match result {
@@ -547,7 +635,10 @@ pub fn load_file(runtime: &Runtime, path: &Path) -> Result<LoadedPlugin, String>
     let sha256 = hex(&Sha256::digest(&wasm));
     let compiled = runtime.load(&wasm, &sha256).map_err(|e| e.to_string())?;
     Ok(LoadedPlugin {
-        name: path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+        name: path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         version: 0,
         sha256,
         pre: compiled.pre,

@@ -263,7 +263,9 @@ impl Runtime {
                 "expected a component binary (a core module, a precompiled artifact or other bytes were given)".into(),
             ));
         }
-        let path = self.cache_dir.join(format!("{sha256}-{}.cwasm", self.compat));
+        let path = self
+            .cache_dir
+            .join(format!("{sha256}-{}.cwasm", self.compat));
         let mut compiled_now = false;
         if !path.exists() {
             let artifact = self
@@ -287,7 +289,8 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-        let pre = PluginPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let pre =
+            PluginPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         Ok(Compiled { pre, compiled_now })
     }
 
@@ -348,7 +351,8 @@ impl Runtime {
             f(&instance, &mut store).await
         };
         // Epochs cannot interrupt time spent in host calls; the outer timeout covers that.
-        let result = tokio::time::timeout(Duration::from_millis(timeout_ms) + EPOCH_TICK * 4, result).await;
+        let result =
+            tokio::time::timeout(Duration::from_millis(timeout_ms) + EPOCH_TICK * 4, result).await;
         let usage = Usage {
             duration: started.elapsed(),
             peak_memory: store.data().limiter.peak,
@@ -359,7 +363,10 @@ impl Runtime {
             Ok(Ok(value)) => {
                 let size = value.output_size();
                 if size > self.limits.max_output_bytes {
-                    Err(CallError::OutputTooLarge(size, self.limits.max_output_bytes))
+                    Err(CallError::OutputTooLarge(
+                        size,
+                        self.limits.max_output_bytes,
+                    ))
                 } else {
                     Ok(value)
                 }
@@ -396,7 +403,7 @@ fn engine_config(limits: &PluginsConfig, pooling: bool) -> WasmConfig {
     config.cranelift_opt_level(wasmtime::OptLevel::Speed);
     if pooling {
         let n = limits.max_concurrent_calls as u32;
-        let memory = (limits.memory_limit_mb * 1024 * 1024) as usize;
+        let memory = limits.memory_limit_mb * 1024 * 1024;
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(n)
             .total_core_instances(n * 16)

@@ -20,7 +20,10 @@ use crate::webhooks::{self, InvalidSpec};
 /// The admin routes (without the token layer, added by the caller).
 pub fn routes() -> Router<Shared> {
     Router::new()
-        .route("/admin/v1/webhooks", get(list_webhooks).post(create_webhook))
+        .route(
+            "/admin/v1/webhooks",
+            get(list_webhooks).post(create_webhook),
+        )
         .route(
             "/admin/v1/webhooks/{id}",
             get(get_webhook)
@@ -61,7 +64,12 @@ async fn check(state: &Shared, spec: &mut WebhookSpec) -> Result<(), ApiError> {
                 .validate_ref(plugin)
                 .await
                 .map_err(|m| ApiError::invalid_field("plugin", m))?,
-            None => return Err(ApiError::invalid_field("plugin", "plugins are not available in this gateway")),
+            None => {
+                return Err(ApiError::invalid_field(
+                    "plugin",
+                    "plugins are not available in this gateway",
+                ))
+            }
         }
     }
     Ok(())
@@ -112,7 +120,11 @@ async fn get_webhook(
     Ok(Json(shown(&find(&state, &id).await?)))
 }
 
-async fn save(state: &Shared, old: Webhook, mut spec: WebhookSpec) -> Result<Json<Value>, ApiError> {
+async fn save(
+    state: &Shared,
+    old: Webhook,
+    mut spec: WebhookSpec,
+) -> Result<Json<Value>, ApiError> {
     webhooks::carry_secrets(&mut spec, &old.spec);
     check(state, &mut spec).await?;
     let hook = Webhook {
@@ -147,7 +159,10 @@ async fn patch_webhook(
     let body = body.map_err(body_error)?;
     let patch: Value = parse_json(&body)?;
     if !patch.is_object() {
-        return Err(ApiError::invalid_field("", "a merge patch must be a JSON object"));
+        return Err(ApiError::invalid_field(
+            "",
+            "a merge patch must be a JSON object",
+        ));
     }
     let old = find(&state, &id).await?;
     let mut merged = serde_json::to_value(&old.spec).unwrap_or(Value::Null);
@@ -216,9 +231,8 @@ async fn list_deliveries(
     State(state): State<Shared>,
     query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = query.map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())
-    })?;
+    let Query(q) = query
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
     let webhook_id = match q.webhook {
         Some(w) => Some(find(&state, &w).await?.id),
         None => None,
@@ -242,7 +256,9 @@ async fn list_deliveries(
         cursor: q.cursor,
     };
     let page = state.store.deliveries(&filter).await?;
-    Ok(Json(json!({ "items": page.items, "next_cursor": page.next_cursor })))
+    Ok(Json(
+        json!({ "items": page.items, "next_cursor": page.next_cursor }),
+    ))
 }
 
 async fn get_delivery(
@@ -269,7 +285,10 @@ async fn replay_delivery(
         .await?
         .ok_or_else(|| ApiError::not_found("delivery"))?;
     state.wake.notify_one();
-    Ok((StatusCode::ACCEPTED, Json(serde_json::to_value(&delivery).unwrap_or(Value::Null))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::to_value(&delivery).unwrap_or(Value::Null)),
+    ))
 }
 
 #[cfg(test)]

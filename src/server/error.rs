@@ -41,7 +41,11 @@ impl ApiError {
 
     /// 404.
     pub fn not_found(what: &str) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
 
     /// 401.
@@ -84,7 +88,11 @@ impl IntoResponse for ApiError {
         if let Some(field) = self.field {
             error["field"] = serde_json::Value::String(field);
         }
-        (self.status, axum::Json(serde_json::json!({ "error": error }))).into_response()
+        (
+            self.status,
+            axum::Json(serde_json::json!({ "error": error })),
+        )
+            .into_response()
     }
 }
 
@@ -112,12 +120,17 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 /// Deserialises a parsed JSON value, with 422 naming the field on failure.
 pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
+        // The root is "." in serde_path_to_error; the API names it with an empty field.
+        let path = match e.path().to_string() {
+            root if root == "." => String::new(),
+            path => path,
+        };
         let inner = e.into_inner().to_string();
-        // serde names a missing or unknown field in its message; point at it.
+        // For a missing field the path ends at its parent; serde names the field in its message.
+        // (For an unknown field the path already ends with it.)
         let field = named_field(&inner)
             .map(|f| {
-                if path == "." {
+                if path.is_empty() {
                     f
                 } else {
                     format!("{path}.{f}")
@@ -129,8 +142,6 @@ pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Ap
 }
 
 fn named_field(message: &str) -> Option<String> {
-    let rest = message
-        .strip_prefix("missing field `")
-        .or_else(|| message.strip_prefix("unknown field `"))?;
+    let rest = message.strip_prefix("missing field `")?;
     Some(rest.split('`').next()?.to_owned())
 }

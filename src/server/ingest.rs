@@ -27,9 +27,9 @@ pub async fn one(
     let event: NewEvent = parse_json(&body)?;
     let prepared = prepare(&state, event, "")?;
     let mut results = commit(&state, vec![prepared]).await?;
-    let result = results.pop().ok_or_else(|| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no result")
-    })?;
+    let result = results
+        .pop()
+        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no result"))?;
     Ok((StatusCode::ACCEPTED, Json(result)))
 }
 
@@ -47,13 +47,20 @@ pub async fn batch(
     if items.len() > max {
         return Err(ApiError::invalid_field(
             "",
-            format!("the batch holds {} events; at most {max} are allowed", items.len()),
+            format!(
+                "the batch holds {} events; at most {max} are allowed",
+                items.len()
+            ),
         ));
     }
     let mut prepared = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let event: NewEvent = from_value(item).map_err(|mut e| {
-            e.field = Some(format!("[{i}]{}", e.field.map(|f| format!(".{f}")).unwrap_or_default()));
+            let inner = e.field.take().filter(|f| !f.is_empty());
+            e.field = Some(format!(
+                "[{i}]{}",
+                inner.map(|f| format!(".{f}")).unwrap_or_default()
+            ));
             e
         })?;
         prepared.push(prepare(&state, event, &format!("[{i}]."))?);

@@ -57,7 +57,10 @@ pub fn public_router(state: Shared) -> Router {
     let ingest = Router::new()
         .route("/v1/events", post(ingest::one))
         .route("/v1/events/batch", post(ingest::batch))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_ingest_token));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_ingest_token,
+        ));
     Router::new()
         .merge(ingest)
         .route("/healthz", get(healthz))
@@ -72,7 +75,10 @@ pub fn public_router(state: Shared) -> Router {
 pub fn admin_router(state: Shared) -> Router {
     admin::routes()
         .merge(plugins::routes(state.config.plugins.max_upload_bytes))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin_token))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_admin_token,
+        ))
         .route("/admin/v1/openapi.json", get(openapi::document))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
@@ -97,7 +103,11 @@ pub fn bearer_ok(headers: &HeaderMap, expected: &str) -> bool {
     given.as_bytes().ct_eq(expected.as_bytes()).into()
 }
 
-async fn require_ingest_token(State(state): State<Shared>, request: Request, next: Next) -> Response {
+async fn require_ingest_token(
+    State(state): State<Shared>,
+    request: Request,
+    next: Next,
+) -> Response {
     if bearer_ok(request.headers(), &state.config.server.ingest_token) {
         next.run(request).await
     } else {
@@ -105,7 +115,11 @@ async fn require_ingest_token(State(state): State<Shared>, request: Request, nex
     }
 }
 
-async fn require_admin_token(State(state): State<Shared>, request: Request, next: Next) -> Response {
+async fn require_admin_token(
+    State(state): State<Shared>,
+    request: Request,
+    next: Next,
+) -> Response {
     if bearer_ok(request.headers(), &state.config.server.admin_token) {
         next.run(request).await
     } else {
@@ -119,8 +133,12 @@ async fn healthz() -> impl IntoResponse {
 
 async fn readyz(State(state): State<Shared>) -> Response {
     if !state.ready.load(Ordering::Relaxed) {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "shutting down")
-            .into_response();
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "shutting down",
+        )
+        .into_response();
     }
     match state.store.queue_stats(now_ms()).await {
         Ok(_) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),

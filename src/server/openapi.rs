@@ -16,7 +16,8 @@ fn op(summary: &str, tag: &str, responses: Value) -> Value {
 }
 
 fn with_body(mut operation: Value, schema: Value) -> Value {
-    operation["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": schema}}});
+    operation["requestBody"] =
+        json!({"required": true, "content": {"application/json": {"schema": schema}}});
     operation
 }
 
@@ -31,12 +32,7 @@ fn ok(description: &str, schema: Value) -> Value {
 fn errors(codes: &[u16]) -> serde_json::Map<String, Value> {
     codes
         .iter()
-        .map(|c| {
-            (
-                c.to_string(),
-                ok("Error", reference("Error")),
-            )
-        })
+        .map(|c| (c.to_string(), ok("Error", reference("Error"))))
         .collect()
 }
 
@@ -56,7 +52,10 @@ pub fn spec() -> Value {
     paths.insert("/v1/events/batch".into(), json!({"post": with_body(op("Ingest events, committed together", "ingest",
         responses(("202", ok("Committed", json!({"type": "object", "properties": {"accepted": {"type": "integer"}, "events": {"type": "array", "items": reference("IngestResult")}}}))), &[400, 401, 413, 422, 503])),
         json!({"type": "array", "items": reference("NewEvent")}))}));
-    paths.insert("/healthz".into(), json!({"get": op("Liveness", "operations", json!({"200": {"description": "Alive"}}))}));
+    paths.insert(
+        "/healthz".into(),
+        json!({"get": op("Liveness", "operations", json!({"200": {"description": "Alive"}}))}),
+    );
     paths.insert("/readyz".into(), json!({"get": op("Readiness: the store answers and shutdown has not begun", "operations", json!({"200": {"description": "Ready"}, "503": {"description": "Not ready"}}))}));
     paths.insert("/metrics".into(), json!({"get": op("Prometheus metrics (OpenMetrics text)", "operations", json!({"200": {"description": "Metrics"}}))}));
     paths.insert("/admin/v1/webhooks".into(), json!({

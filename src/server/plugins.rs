@@ -31,7 +31,9 @@ pub fn routes(max_upload_bytes: usize) -> Router<Shared> {
 impl From<PluginError> for ApiError {
     fn from(e: PluginError) -> Self {
         match e {
-            PluginError::Invalid(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_plugin", m),
+            PluginError::Invalid(m) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_plugin", m)
+            }
             PluginError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
             PluginError::Store(e) => ApiError::store(e),
         }
@@ -40,7 +42,11 @@ impl From<PluginError> for ApiError {
 
 fn host(state: &Shared) -> Result<&Arc<PluginHost>, ApiError> {
     state.plugins.as_ref().ok_or_else(|| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "plugins_disabled", "plugins are not available in this gateway")
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "plugins_disabled",
+            "plugins are not available in this gateway",
+        )
     })
 }
 
@@ -49,7 +55,10 @@ async fn list(State(state): State<Shared>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({ "items": records })))
 }
 
-async fn one(State(state): State<Shared>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn one(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let record = state
         .store
         .plugins()
@@ -73,7 +82,10 @@ async fn upload(
         error
     })?;
     let version = host(&state)?.upload(&name, body).await?;
-    Ok((StatusCode::CREATED, Json(serde_json::to_value(version).unwrap_or(Value::Null))))
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::to_value(version).unwrap_or(Value::Null)),
+    ))
 }
 
 #[derive(Deserialize)]

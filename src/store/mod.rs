@@ -45,7 +45,8 @@ use crate::model::{
     Page, QueueStats, Webhook,
 };
 
-#[cfg(test)] mod conformance;
+#[cfg(test)]
+mod conformance;
 pub mod sqlite;
 
 /// Errors of a store.

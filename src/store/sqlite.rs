@@ -58,7 +58,8 @@ const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 
 /// Schema migrations; `PRAGMA user_version` is how many have run.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE webhooks (
     id         TEXT PRIMARY KEY NOT NULL,
     name       TEXT NOT NULL UNIQUE,
@@ -117,7 +118,8 @@ CREATE TABLE attempts (
     outcome          TEXT NOT NULL,
     PRIMARY KEY (delivery_id, attempt_no)
 );
-"#, r#"
+"#,
+    r#"
 CREATE TABLE plugin_versions (
     name       TEXT NOT NULL,
     version    INTEGER NOT NULL,
@@ -133,7 +135,8 @@ CREATE TABLE plugins (
     name   TEXT PRIMARY KEY NOT NULL,
     active INTEGER
 );
-"#];
+"#,
+];
 
 /// The columns [`delivery_row`] reads, in its order.
 macro_rules! delivery_cols {
@@ -1347,7 +1350,9 @@ impl Store for SqliteStore {
         let name = name.to_owned();
         self.read(move |conn| {
             Ok(conn
-                .prepare_cached("SELECT wasm FROM plugin_versions WHERE name = ?1 AND version = ?2")?
+                .prepare_cached(
+                    "SELECT wasm FROM plugin_versions WHERE name = ?1 AND version = ?2",
+                )?
                 .query_row(params![name, version], |r| r.get(0))
                 .optional()?)
         })

@@ -36,8 +36,10 @@ async fn crud_by_id_and_by_name() {
     let dir = temp_dir();
     let gw = TestGateway::start(test_config(dir.path())).await;
     let created = gw
-        .create_webhook(json!({"name": "crm", "description": "first", "events": ["user.*"],
-                               "url": "https://crm.example.com/hook"}))
+        .create_webhook(
+            json!({"name": "crm", "description": "first", "events": ["user.*"],
+                               "url": "https://crm.example.com/hook"}),
+        )
         .await;
     let id = created["id"].as_str().unwrap().to_owned();
     assert!(id.starts_with("wh_"), "{id}");
@@ -47,7 +49,9 @@ async fn crud_by_id_and_by_name() {
     assert_eq!(created["timeout_ms"], 10000);
     assert_eq!(created["retry"]["max_attempts"], 8);
 
-    let (status, by_id) = gw.admin("GET", &format!("/admin/v1/webhooks/{id}"), None).await;
+    let (status, by_id) = gw
+        .admin("GET", &format!("/admin/v1/webhooks/{id}"), None)
+        .await;
     assert_eq!(status, 200);
     let (status, by_name) = gw.admin("GET", "/admin/v1/webhooks/crm", None).await;
     assert_eq!(status, 200);
@@ -65,8 +69,10 @@ async fn crud_by_id_and_by_name() {
         .admin(
             "PUT",
             "/admin/v1/webhooks/crm",
-            Some(json!({"name": "crm", "events": ["location.*"], "url": "https://crm.example.com/v2",
-                        "timeout_ms": 3000})),
+            Some(
+                json!({"name": "crm", "events": ["location.*"], "url": "https://crm.example.com/v2",
+                        "timeout_ms": 3000}),
+            ),
         )
         .await;
     assert_eq!(status, 200, "{put}");
@@ -100,9 +106,13 @@ async fn crud_by_id_and_by_name() {
     let (status, body) = gw.admin("DELETE", "/admin/v1/webhooks/crm2", None).await;
     assert_eq!(status, 204);
     assert_eq!(body, Value::Null);
-    let (status, body) = gw.admin("GET", &format!("/admin/v1/webhooks/{id}"), None).await;
+    let (status, body) = gw
+        .admin("GET", &format!("/admin/v1/webhooks/{id}"), None)
+        .await;
     assert_error(status, &body, 404, "not_found");
-    let (status, _) = gw.admin("DELETE", &format!("/admin/v1/webhooks/{id}"), None).await;
+    let (status, _) = gw
+        .admin("DELETE", &format!("/admin/v1/webhooks/{id}"), None)
+        .await;
     assert_eq!(status, 404);
     let (_, list) = gw.admin("GET", "/admin/v1/webhooks", None).await;
     assert_eq!(list["items"], json!([]));
@@ -172,17 +182,26 @@ async fn secrets_are_masked_on_every_read() {
     for spec in specs {
         let created = gw.create_webhook(spec).await;
         check(&created);
-        ids.push((created["id"].as_str().unwrap().to_owned(), created["name"].as_str().unwrap().to_owned()));
+        ids.push((
+            created["id"].as_str().unwrap().to_owned(),
+            created["name"].as_str().unwrap().to_owned(),
+        ));
     }
     for (id, name) in &ids {
         for key in [id, name] {
-            let (status, hook) = gw.admin("GET", &format!("/admin/v1/webhooks/{key}"), None).await;
+            let (status, hook) = gw
+                .admin("GET", &format!("/admin/v1/webhooks/{key}"), None)
+                .await;
             assert_eq!(status, 200);
             check(&hook);
         }
         // A harmless PATCH answers the webhook masked too.
         let (status, hook) = gw
-            .admin("PATCH", &format!("/admin/v1/webhooks/{id}"), Some(json!({"description": "x"})))
+            .admin(
+                "PATCH",
+                &format!("/admin/v1/webhooks/{id}"),
+                Some(json!({"description": "x"})),
+            )
             .await;
         assert_eq!(status, 200, "{hook}");
         check(&hook);
@@ -206,7 +225,11 @@ async fn patch_enabled_keeps_secrets() {
     }))
     .await;
     let (status, off) = gw
-        .admin("PATCH", "/admin/v1/webhooks/toggle", Some(json!({"enabled": false})))
+        .admin(
+            "PATCH",
+            "/admin/v1/webhooks/toggle",
+            Some(json!({"enabled": false})),
+        )
         .await;
     assert_eq!(status, 200, "{off}");
     assert_eq!(off["enabled"], false);
@@ -215,7 +238,11 @@ async fn patch_enabled_keeps_secrets() {
     assert_eq!(body["deliveries"], 0);
 
     let (status, on) = gw
-        .admin("PATCH", "/admin/v1/webhooks/toggle", Some(json!({"enabled": true})))
+        .admin(
+            "PATCH",
+            "/admin/v1/webhooks/toggle",
+            Some(json!({"enabled": true})),
+        )
         .await;
     assert_eq!(status, 200, "{on}");
     assert_eq!(on["enabled"], true);
@@ -223,7 +250,9 @@ async fn patch_enabled_keeps_secrets() {
     assert_eq!(body["deliveries"], 1);
     let got = rx.wait_for(1).await;
     let basic = got[0].header("authorization").unwrap();
-    let decoded = STANDARD.decode(basic.strip_prefix("Basic ").unwrap()).unwrap();
+    let decoded = STANDARD
+        .decode(basic.strip_prefix("Basic ").unwrap())
+        .unwrap();
     assert_eq!(String::from_utf8(decoded).unwrap(), "svc:keep-me-pw");
     verify_signature(&got[0], SECRET);
     assert_eq!(got[0].json()["data"], 2);
@@ -275,8 +304,10 @@ async fn put_changing_auth_type_with_masked_secret_is_refused() {
         .admin(
             "PUT",
             "/admin/v1/webhooks/switch",
-            Some(json!({"name": "switch", "events": ["*"], "url": rx.url("/"),
-                        "auth": {"type": "bearer", "token": MASKED}})),
+            Some(
+                json!({"name": "switch", "events": ["*"], "url": rx.url("/"),
+                        "auth": {"type": "bearer", "token": MASKED}}),
+            ),
         )
         .await;
     assert_error(status, &body, 422, "invalid_field");
@@ -309,11 +340,20 @@ async fn duplicate_name_is_a_conflict() {
     assert_error(status, &body, 409, "conflict");
     // Renaming onto a taken name is a conflict too.
     let (status, body) = gw
-        .admin("PATCH", "/admin/v1/webhooks/two", Some(json!({"name": "one"})))
+        .admin(
+            "PATCH",
+            "/admin/v1/webhooks/two",
+            Some(json!({"name": "one"})),
+        )
         .await;
     assert_error(status, &body, 409, "conflict");
     let (_, list) = gw.admin("GET", "/admin/v1/webhooks", None).await;
-    let names: Vec<&str> = list["items"].as_array().unwrap().iter().map(|h| h["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["one", "two"]);
     let (_, one) = gw.admin("GET", "/admin/v1/webhooks/one", None).await;
     assert_eq!(one["url"], "https://a.example/");
@@ -336,33 +376,59 @@ async fn invalid_definitions_name_the_field() {
         (with("events", json!([])), "events"),
         (with("bogus", json!(1)), "bogus"),
         (with("timeout_ms", json!(0)), "timeout_ms"),
-        (with("headers", json!({"bad header": "x"})), "headers.bad header"),
-        (with("headers", json!({"webhook-id": "x"})), "headers.webhook-id"),
+        (
+            with("headers", json!({"bad header": "x"})),
+            "headers.bad header",
+        ),
+        (
+            with("headers", json!({"webhook-id": "x"})),
+            "headers.webhook-id",
+        ),
         (with("name", json!("has space")), "name"),
-        (with("retry", json!({"max_attempts": 0})), "retry.max_attempts"),
+        (
+            with("retry", json!({"max_attempts": 0})),
+            "retry.max_attempts",
+        ),
         (with("max_concurrency", json!(0)), "max_concurrency"),
-        (with("signing", json!({"secret": "not-whsec"})), "signing.secret"),
+        (
+            with("signing", json!({"secret": "not-whsec"})),
+            "signing.secret",
+        ),
         (json!({"name": "v", "events": ["*"]}), "url"),
     ];
     for (spec, field) in cases {
-        let (status, body) = gw.admin("POST", "/admin/v1/webhooks", Some(spec.clone())).await;
+        let (status, body) = gw
+            .admin("POST", "/admin/v1/webhooks", Some(spec.clone()))
+            .await;
         assert_error(status, &body, 422, "invalid_field");
         assert_eq!(body["error"]["field"], field, "spec {spec} answered {body}");
     }
     // Updates are validated the same way.
     gw.create_webhook(base.clone()).await;
     let (status, body) = gw
-        .admin("PATCH", "/admin/v1/webhooks/v", Some(json!({"timeout_ms": 0})))
+        .admin(
+            "PATCH",
+            "/admin/v1/webhooks/v",
+            Some(json!({"timeout_ms": 0})),
+        )
         .await;
     assert_error(status, &body, 422, "invalid_field");
     assert_eq!(body["error"]["field"], "timeout_ms");
     let (status, body) = gw
-        .admin("PUT", "/admin/v1/webhooks/v", Some(with("events", json!([]))))
+        .admin(
+            "PUT",
+            "/admin/v1/webhooks/v",
+            Some(with("events", json!([]))),
+        )
         .await;
     assert_error(status, &body, 422, "invalid_field");
     assert_eq!(body["error"]["field"], "events");
     let (_, list) = gw.admin("GET", "/admin/v1/webhooks", None).await;
-    assert_eq!(list["items"].as_array().unwrap().len(), 1, "no invalid webhook was stored");
+    assert_eq!(
+        list["items"].as_array().unwrap().len(),
+        1,
+        "no invalid webhook was stored"
+    );
     let (_, v) = gw.admin("GET", "/admin/v1/webhooks/v", None).await;
     assert_eq!(v["timeout_ms"], 10000);
     gw.stop().await;
@@ -395,16 +461,24 @@ async fn delete_makes_pending_deliveries_dead() {
     let (status, _) = gw.admin("GET", "/admin/v1/webhooks/gone", None).await;
     assert_eq!(status, 404);
     for id in &ids {
-        eventually(Duration::from_secs(5), "deleted webhook's delivery is dead", || async {
-            let d = gw.delivery(id).await;
-            (d["status"] == "dead").then_some(())
-        })
+        eventually(
+            Duration::from_secs(5),
+            "deleted webhook's delivery is dead",
+            || async {
+                let d = gw.delivery(id).await;
+                (d["status"] == "dead").then_some(())
+            },
+        )
         .await;
     }
     // Dead for good: no more attempts reach the receiver.
     let seen = rx.count();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(rx.count(), seen, "a deleted webhook's deliveries are still being sent");
+    assert_eq!(
+        rx.count(),
+        seen,
+        "a deleted webhook's deliveries are still being sent"
+    );
     for id in &ids {
         assert_eq!(gw.delivery(id).await["status"], "dead");
     }
@@ -445,7 +519,11 @@ async fn webhook_log_pages_cover_everything_once() {
     assert_eq!(sizes, [10, 10, 5]);
     let unique: HashSet<&String> = seen.iter().collect();
     assert_eq!(unique.len(), 25, "a delivery was listed twice");
-    let delivered: HashSet<String> = rx.received().iter().map(|r| r.header("webhook-id").unwrap()).collect();
+    let delivered: HashSet<String> = rx
+        .received()
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap())
+        .collect();
     assert_eq!(unique, delivered.iter().collect::<HashSet<_>>());
     // Newest first.
     let mut sorted = seen.clone();
@@ -466,7 +544,13 @@ async fn webhook_log_filters() {
     let bad = gw
         .create_webhook(json!({"name": "bad", "events": ["order.*"], "url": bad_rx.url("/")}))
         .await;
-    for t in ["order.placed", "order.placed", "order.cancelled", "order.placed", "order.cancelled"] {
+    for t in [
+        "order.placed",
+        "order.placed",
+        "order.cancelled",
+        "order.placed",
+        "order.cancelled",
+    ] {
         gw.post_event(json!({"type": t, "data": {}})).await;
     }
     gw.wait_for_status("good", "succeeded", 5).await;
@@ -475,16 +559,32 @@ async fn webhook_log_filters() {
     let count = |items: &[Value]| items.len();
     let dead = gw.deliveries("status=dead").await;
     assert_eq!(count(&dead), 5);
-    assert!(dead.iter().all(|d| d["webhook_id"] == bad["id"] && d["status"] == "dead"));
+    assert!(dead
+        .iter()
+        .all(|d| d["webhook_id"] == bad["id"] && d["status"] == "dead"));
     let ok = gw.deliveries("status=succeeded").await;
     assert_eq!(count(&ok), 5);
     assert!(ok.iter().all(|d| d["webhook_id"] == good["id"]));
     let placed = gw.deliveries("event_type=order.placed").await;
     assert_eq!(count(&placed), 6);
     assert!(placed.iter().all(|d| d["event_type"] == "order.placed"));
-    assert_eq!(count(&gw.deliveries("event_type=order.cancelled&webhook=bad&status=dead").await), 2);
-    assert_eq!(count(&gw.deliveries("event_type=order.cancelled&webhook=bad&status=succeeded").await), 0);
-    let by_id = gw.deliveries(&format!("webhook={}", good["id"].as_str().unwrap())).await;
+    assert_eq!(
+        count(
+            &gw.deliveries("event_type=order.cancelled&webhook=bad&status=dead")
+                .await
+        ),
+        2
+    );
+    assert_eq!(
+        count(
+            &gw.deliveries("event_type=order.cancelled&webhook=bad&status=succeeded")
+                .await
+        ),
+        0
+    );
+    let by_id = gw
+        .deliveries(&format!("webhook={}", good["id"].as_str().unwrap()))
+        .await;
     assert_eq!(count(&by_id), 5);
     assert_eq!(count(&gw.deliveries("webhook=good").await), 5);
     assert_eq!(count(&gw.deliveries("event_type=order.shipped").await), 0);
@@ -492,10 +592,14 @@ async fn webhook_log_filters() {
     assert_eq!(dead_one["last_status"], 400);
     assert_eq!(dead_one["attempts"], 1);
 
-    let (status, body) = gw.admin("GET", "/admin/v1/deliveries?status=bogus", None).await;
+    let (status, body) = gw
+        .admin("GET", "/admin/v1/deliveries?status=bogus", None)
+        .await;
     assert_error(status, &body, 422, "invalid_field");
     assert_eq!(body["error"]["field"], "status");
-    let (status, body) = gw.admin("GET", "/admin/v1/deliveries?webhook=nope", None).await;
+    let (status, body) = gw
+        .admin("GET", "/admin/v1/deliveries?webhook=nope", None)
+        .await;
     assert_error(status, &body, 404, "not_found");
     gw.stop().await;
 }
@@ -504,13 +608,17 @@ async fn webhook_log_filters() {
 async fn unknown_delivery_is_404() {
     let dir = temp_dir();
     let gw = TestGateway::start(test_config(dir.path())).await;
-    let (status, body) = gw.admin("GET", "/admin/v1/deliveries/msg_doesnotexist", None).await;
+    let (status, body) = gw
+        .admin("GET", "/admin/v1/deliveries/msg_doesnotexist", None)
+        .await;
     assert_error(status, &body, 404, "not_found");
     let (status, body) = gw
         .admin("POST", "/admin/v1/deliveries/msg_doesnotexist/replay", None)
         .await;
     assert_error(status, &body, 404, "not_found");
-    let (status, body) = gw.admin("POST", "/admin/v1/webhooks/nope/replay", None).await;
+    let (status, body) = gw
+        .admin("POST", "/admin/v1/webhooks/nope/replay", None)
+        .await;
     assert_error(status, &body, 404, "not_found");
     gw.stop().await;
 }
@@ -527,14 +635,30 @@ async fn openapi_document_lists_only_served_routes() {
     let delivery_id = delivered[0]["id"].as_str().unwrap().to_owned();
 
     let http = gw.client();
-    let r = http.get(gw.admin_url("/admin/v1/openapi.json")).send().await.unwrap();
+    let r = http
+        .get(gw.admin_url("/admin/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap();
     let (status, doc) = status_json(r).await;
     assert_eq!(status, 200, "{doc}");
-    assert!(doc["openapi"].as_str().unwrap_or_default().starts_with("3.1"), "{}", doc["openapi"]);
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
     assert!(doc["info"]["title"].is_string());
     let paths = doc["paths"].as_object().unwrap();
     assert!(paths.len() >= 12, "only {} paths documented", paths.len());
-    for p in ["/v1/events", "/admin/v1/webhooks/{id}", "/admin/v1/deliveries", "/metrics"] {
+    for p in [
+        "/v1/events",
+        "/admin/v1/webhooks/{id}",
+        "/admin/v1/deliveries",
+        "/metrics",
+    ] {
         assert!(paths.contains_key(p), "{p} missing");
     }
 
@@ -559,7 +683,13 @@ async fn openapi_document_lists_only_served_routes() {
         // Any other parameter gets a placeholder: the route must still exist.
         let concrete = concrete
             .split('/')
-            .map(|seg| if seg.starts_with('{') { "placeholder" } else { seg })
+            .map(|seg| {
+                if seg.starts_with('{') {
+                    "placeholder"
+                } else {
+                    seg
+                }
+            })
             .collect::<Vec<_>>()
             .join("/");
         let (url, token) = if concrete.starts_with("/admin/") {
@@ -570,21 +700,36 @@ async fn openapi_document_lists_only_served_routes() {
         let body = match (method, path.as_str()) {
             ("post", "/v1/events") => Some(json!({"type": "t", "data": {}})),
             ("post", "/v1/events/batch") => Some(json!([{"type": "t", "data": {}}])),
-            ("post", "/admin/v1/webhooks") => Some(json!({"name": "oa-new", "events": ["x"], "url": "https://a.example/"})),
-            ("put", "/admin/v1/webhooks/{id}") => Some(json!({"name": "oa", "events": ["*"], "url": rx.url("/")})),
+            ("post", "/admin/v1/webhooks") => {
+                Some(json!({"name": "oa-new", "events": ["x"], "url": "https://a.example/"}))
+            }
+            ("put", "/admin/v1/webhooks/{id}") => {
+                Some(json!({"name": "oa", "events": ["*"], "url": rx.url("/")}))
+            }
             ("patch", "/admin/v1/webhooks/{id}") => Some(json!({"description": "patched"})),
             _ => None,
         };
-        let mut req = http.request(method.to_uppercase().parse().unwrap(), &url).bearer_auth(token);
+        let mut req = http
+            .request(method.to_uppercase().parse().unwrap(), &url)
+            .bearer_auth(token);
         if let Some(b) = &body {
             req = req.json(b);
         }
         let (status, answer) = status_json(req.send().await.unwrap()).await;
-        assert_ne!(answer, fallback, "{method} {concrete} is documented but not routed");
-        assert_ne!(status, 405, "{method} {concrete} is documented but the method is not served");
+        assert_ne!(
+            answer, fallback,
+            "{method} {concrete} is documented but not routed"
+        );
+        assert_ne!(
+            status, 405,
+            "{method} {concrete} is documented but the method is not served"
+        );
         // Routes with only the known parameters get real ids and valid bodies: they succeed.
         if !concrete.contains("placeholder") {
-            assert!(status.is_success(), "{method} {concrete} answered {status}: {answer}");
+            assert!(
+                status.is_success(),
+                "{method} {concrete} answered {status}: {answer}"
+            );
         }
     }
     gw.stop().await;
@@ -609,7 +754,8 @@ async fn admin_routes_need_the_admin_token() {
                 req = req.bearer_auth(t);
             }
             if method == "POST" {
-                req = req.json(&json!({"name": "sneaky", "events": ["*"], "url": "https://a.example/"}));
+                req = req
+                    .json(&json!({"name": "sneaky", "events": ["*"], "url": "https://a.example/"}));
             }
             let (status, body) = status_json(req.send().await.unwrap()).await;
             assert_error(status, &body, 401, "unauthorized");
@@ -624,14 +770,24 @@ async fn admin_routes_need_the_admin_token() {
         .unwrap();
     assert_eq!(r.status(), 401);
     let (_, list) = gw.admin("GET", "/admin/v1/webhooks", None).await;
-    assert_eq!(list["items"], json!([]), "an unauthorised POST created a webhook");
+    assert_eq!(
+        list["items"],
+        json!([]),
+        "an unauthorised POST created a webhook"
+    );
     gw.stop().await;
 }
 
 /// The value of the sample `name` (with labels, exactly as exposed) in a scrape.
 fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.split(' ').next()?.parse().ok())
+    text.lines().find_map(|l| {
+        l.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    })
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -644,22 +800,30 @@ async fn metrics_after_traffic() {
     let oauth_rx = Receiver::protected_by(&tokens).await;
     gw.create_webhook(json!({"name": "m-ok", "events": ["a"], "url": ok_rx.url("/")}))
         .await;
-    gw.create_webhook(json!({"name": "m-stuck", "events": ["a"], "url": stuck_rx.url("/"),
-                             "retry": {"max_attempts": 100}}))
-        .await;
+    gw.create_webhook(
+        json!({"name": "m-stuck", "events": ["a"], "url": stuck_rx.url("/"),
+                             "retry": {"max_attempts": 100}}),
+    )
+    .await;
     gw.create_webhook(json!({"name": "m-oauth", "events": ["o"], "url": oauth_rx.url("/"),
                              "auth": {"type": "oauth2_client_credentials", "token_url": tokens.url(),
                                       "client_id": "c", "client_secret": "s"}}))
         .await;
     let before = gw.metrics().await;
-    assert_eq!(sample(&before, "hookyard_events_accepted_total"), Some(0.0), "{before}");
+    assert_eq!(
+        sample(&before, "hookyard_events_accepted_total"),
+        Some(0.0),
+        "{before}"
+    );
 
     for _ in 0..3 {
         gw.post_event(json!({"type": "a", "data": {}})).await;
     }
     // A duplicate is not counted.
-    gw.post_event(json!({"id": "m-dup", "type": "none", "data": {}})).await;
-    gw.post_event(json!({"id": "m-dup", "type": "none", "data": {}})).await;
+    gw.post_event(json!({"id": "m-dup", "type": "none", "data": {}}))
+        .await;
+    gw.post_event(json!({"id": "m-dup", "type": "none", "data": {}}))
+        .await;
     gw.wait_for_status("m-ok", "succeeded", 3).await;
     eventually(Duration::from_secs(10), "retries of m-stuck", || async {
         (stuck_rx.count() >= 6).then_some(())
@@ -667,18 +831,48 @@ async fn metrics_after_traffic() {
     .await;
 
     let text = gw.metrics().await;
-    assert_eq!(sample(&text, "hookyard_events_accepted_total"), Some(4.0), "{text}");
-    assert_eq!(sample(&text, r#"hookyard_delivery_attempts_total{outcome="succeeded"}"#), Some(3.0), "{text}");
-    let retries = sample(&text, r#"hookyard_delivery_attempts_total{outcome="retry"}"#).unwrap_or(0.0);
+    assert_eq!(
+        sample(&text, "hookyard_events_accepted_total"),
+        Some(4.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"hookyard_delivery_attempts_total{outcome="succeeded"}"#
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    let retries = sample(
+        &text,
+        r#"hookyard_delivery_attempts_total{outcome="retry"}"#,
+    )
+    .unwrap_or(0.0);
     assert!(retries >= 5.0, "retries {retries}: {text}");
     assert_eq!(sample(&text, "hookyard_queue_depth"), Some(3.0), "{text}");
-    let age = sample(&text, "hookyard_queue_oldest_due_age_seconds").expect("oldest due age exposed");
-    assert!((0.0..5.0).contains(&age), "implausible oldest due age {age}");
-    let count = sample(&text, "hookyard_delivery_attempt_duration_seconds_count").expect("histogram count");
-    let sum = sample(&text, "hookyard_delivery_attempt_duration_seconds_sum").expect("histogram sum");
-    assert!(count >= 3.0 + retries - 1.0, "{count} attempts timed, {retries} retries: {text}");
-    assert!(sum > 0.0 && sum < count * 1.0, "implausible duration sum {sum} for {count} attempts");
-    assert!(text.contains("hookyard_delivery_attempt_duration_seconds_bucket{le="), "{text}");
+    let age =
+        sample(&text, "hookyard_queue_oldest_due_age_seconds").expect("oldest due age exposed");
+    assert!(
+        (0.0..5.0).contains(&age),
+        "implausible oldest due age {age}"
+    );
+    let count =
+        sample(&text, "hookyard_delivery_attempt_duration_seconds_count").expect("histogram count");
+    let sum =
+        sample(&text, "hookyard_delivery_attempt_duration_seconds_sum").expect("histogram sum");
+    assert!(
+        count >= 3.0 + retries - 1.0,
+        "{count} attempts timed, {retries} retries: {text}"
+    );
+    assert!(
+        sum > 0.0 && sum < count * 1.0,
+        "implausible duration sum {sum} for {count} attempts"
+    );
+    assert!(
+        text.contains("hookyard_delivery_attempt_duration_seconds_bucket{le="),
+        "{text}"
+    );
     assert!(text.contains("# TYPE hookyard_queue_depth gauge"), "{text}");
 
     // OAuth2: one token fetched for two deliveries.
@@ -686,9 +880,26 @@ async fn metrics_after_traffic() {
     gw.post_event(json!({"type": "o", "data": {}})).await;
     gw.wait_for_status("m-oauth", "succeeded", 2).await;
     let text = gw.metrics().await;
-    assert_eq!(sample(&text, r#"hookyard_oauth_token_fetches_total{outcome="ok"}"#), Some(1.0), "{text}");
-    assert_eq!(sample(&text, r#"hookyard_oauth_token_fetches_total{outcome="error"}"#), None, "{text}");
-    assert_eq!(sample(&text, r#"hookyard_delivery_attempts_total{outcome="succeeded"}"#), Some(5.0));
+    assert_eq!(
+        sample(&text, r#"hookyard_oauth_token_fetches_total{outcome="ok"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"hookyard_oauth_token_fetches_total{outcome="error"}"#
+        ),
+        None,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"hookyard_delivery_attempts_total{outcome="succeeded"}"#
+        ),
+        Some(5.0)
+    );
     assert_eq!(sample(&text, "hookyard_events_accepted_total"), Some(6.0));
     gw.stop().await;
 }

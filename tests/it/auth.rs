@@ -14,7 +14,10 @@ use crate::common::*;
 fn assert_no_secrets(value: &Value, secrets: &[&str]) {
     let text = value.to_string();
     for secret in secrets {
-        assert!(!text.contains(secret), "secret {secret:?} leaked into: {text}");
+        assert!(
+            !text.contains(secret),
+            "secret {secret:?} leaked into: {text}"
+        );
     }
 }
 
@@ -44,14 +47,21 @@ async fn api_key_custom_header_arrives_and_is_redacted_in_log() {
         "auth": {"type": "api_key", "header": "X-Partner-Key", "value": "pk-live-4711"}
     }))
     .await;
-    gw.post_event(json!({"type": "user.created", "data": {}})).await;
+    gw.post_event(json!({"type": "user.created", "data": {}}))
+        .await;
     let got = rx.wait_for(1).await;
-    assert_eq!(got[0].header("x-partner-key").as_deref(), Some("pk-live-4711"));
+    assert_eq!(
+        got[0].header("x-partner-key").as_deref(),
+        Some("pk-live-4711")
+    );
     assert_eq!(got[0].header("authorization"), None);
 
     let detail = only_delivery(&gw, "ak").await;
     let attempt = &detail["attempts"][0];
-    assert_eq!(logged_header(attempt, "x-partner-key").as_deref(), Some("[redacted]"));
+    assert_eq!(
+        logged_header(attempt, "x-partner-key").as_deref(),
+        Some("[redacted]")
+    );
     assert_no_secrets(&detail, &["pk-live-4711"]);
     gw.stop().await;
 }
@@ -66,14 +76,24 @@ async fn bearer_token_arrives_and_is_redacted_in_log() {
         "auth": {"type": "bearer", "token": "vpn-secret-token-99"}
     }))
     .await;
-    gw.post_event(json!({"type": "user.created", "data": {}})).await;
+    gw.post_event(json!({"type": "user.created", "data": {}}))
+        .await;
     let got = rx.wait_for(1).await;
-    assert_eq!(got[0].header("authorization").as_deref(), Some("Bearer vpn-secret-token-99"));
+    assert_eq!(
+        got[0].header("authorization").as_deref(),
+        Some("Bearer vpn-secret-token-99")
+    );
 
     let detail = only_delivery(&gw, "br").await;
     let attempt = &detail["attempts"][0];
-    assert_eq!(logged_header(attempt, "authorization").as_deref(), Some("[redacted]"));
-    assert_eq!(logged_header(attempt, "webhook-signature").as_deref(), Some("[redacted]"));
+    assert_eq!(
+        logged_header(attempt, "authorization").as_deref(),
+        Some("[redacted]")
+    );
+    assert_eq!(
+        logged_header(attempt, "webhook-signature").as_deref(),
+        Some("[redacted]")
+    );
     assert_no_secrets(&detail, &["vpn-secret-token-99"]);
     gw.stop().await;
 }
@@ -88,7 +108,8 @@ async fn basic_credentials_arrive_decoded() {
         "auth": {"type": "basic", "username": "svc-hr", "password": "p@ss w:rd"}
     }))
     .await;
-    gw.post_event(json!({"type": "user.created", "data": {}})).await;
+    gw.post_event(json!({"type": "user.created", "data": {}}))
+        .await;
     let got = rx.wait_for(1).await;
     let header = got[0].header("authorization").unwrap();
     let encoded = header.strip_prefix("Basic ").expect("Basic scheme");
@@ -96,7 +117,10 @@ async fn basic_credentials_arrive_decoded() {
     assert_eq!(decoded, "svc-hr:p@ss w:rd");
 
     let detail = only_delivery(&gw, "ba").await;
-    assert_eq!(logged_header(&detail["attempts"][0], "authorization").as_deref(), Some("[redacted]"));
+    assert_eq!(
+        logged_header(&detail["attempts"][0], "authorization").as_deref(),
+        Some("[redacted]")
+    );
     assert_no_secrets(&detail, &["p@ss w:rd", encoded]);
     gw.stop().await;
 }
@@ -114,9 +138,13 @@ async fn oauth2_password_grant_with_client_credentials() {
                  "scope": "users.write users.read"}
     }))
     .await;
-    gw.post_event(json!({"type": "user.created", "data": {}})).await;
+    gw.post_event(json!({"type": "user.created", "data": {}}))
+        .await;
     let got = rx.wait_for(1).await;
-    assert_eq!(got[0].header("authorization").as_deref(), Some("Bearer tok-1"));
+    assert_eq!(
+        got[0].header("authorization").as_deref(),
+        Some("Bearer tok-1")
+    );
 
     let grants = tokens.grants();
     assert_eq!(grants.len(), 1, "{grants:?}");
@@ -139,7 +167,10 @@ async fn oauth2_password_grant_with_client_credentials() {
     );
 
     let detail = only_delivery(&gw, "op").await;
-    assert_eq!(logged_header(&detail["attempts"][0], "authorization").as_deref(), Some("[redacted]"));
+    assert_eq!(
+        logged_header(&detail["attempts"][0], "authorization").as_deref(),
+        Some("[redacted]")
+    );
     assert_no_secrets(&detail, &["tok-1", "owner-pw-123", "client-sec-456"]);
     gw.stop().await;
 }
@@ -155,7 +186,8 @@ async fn oauth2_password_grant_without_client_sends_no_client_auth() {
         "auth": {"type": "oauth2_password", "token_url": tokens.url(), "username": "jdoe", "password": "pw"}
     }))
     .await;
-    gw.post_event(json!({"type": "user.created", "data": {}})).await;
+    gw.post_event(json!({"type": "user.created", "data": {}}))
+        .await;
     rx.wait_for(1).await;
     let g = &tokens.grants()[0];
     assert_eq!(g.param("grant_type"), Some("password"));
@@ -177,9 +209,13 @@ async fn oauth2_client_credentials_grant() {
                  "client_id": "machine-1", "client_secret": "cc-secret-789", "scope": "events"}
     }))
     .await;
-    gw.post_event(json!({"type": "user.created", "data": {}})).await;
+    gw.post_event(json!({"type": "user.created", "data": {}}))
+        .await;
     let got = rx.wait_for(1).await;
-    assert_eq!(got[0].header("authorization").as_deref(), Some("Bearer tok-1"));
+    assert_eq!(
+        got[0].header("authorization").as_deref(),
+        Some("Bearer tok-1")
+    );
     let grants = tokens.grants();
     assert_eq!(grants.len(), 1);
     let g = &grants[0];
@@ -215,23 +251,39 @@ async fn oauth2_token_is_fetched_once_for_concurrent_deliveries_and_refreshed_on
         "auth": {"type": "oauth2_password", "token_url": tokens.url(), "username": "u", "password": "pw-cache"}
     }))
     .await;
-    let batch: Vec<Value> = (0..30).map(|i| json!({"type": "user.updated", "data": {"i": i}})).collect();
+    let batch: Vec<Value> = (0..30)
+        .map(|i| json!({"type": "user.updated", "data": {"i": i}}))
+        .collect();
     let (status, body) = gw.post_batch(json!(batch)).await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["accepted"], 30);
     let got = rx.wait_for(30).await;
-    assert!(got.iter().all(|r| r.header("authorization").as_deref() == Some("Bearer tok-1")));
-    assert_eq!(tokens.issued(), 1, "30 concurrent deliveries must share one token fetch");
+    assert!(got
+        .iter()
+        .all(|r| r.header("authorization").as_deref() == Some("Bearer tok-1")));
+    assert_eq!(
+        tokens.issued(),
+        1,
+        "30 concurrent deliveries must share one token fetch"
+    );
     gw.wait_for_status("cache", "succeeded", 30).await;
 
     // The token is revoked early: the next deliveries get a 401, refresh once and resend.
     tokens.revoke_all();
-    let batch: Vec<Value> = (0..10).map(|i| json!({"type": "user.updated", "data": {"j": i}})).collect();
+    let batch: Vec<Value> = (0..10)
+        .map(|i| json!({"type": "user.updated", "data": {"j": i}}))
+        .collect();
     let (status, _) = gw.post_batch(json!(batch)).await;
     assert_eq!(status, 202);
     let got = rx.wait_for(40).await;
-    assert!(got[30..].iter().all(|r| r.header("authorization").as_deref() == Some("Bearer tok-2")));
-    assert_eq!(tokens.issued(), 2, "one refresh for all the 401s, not one per delivery");
+    assert!(got[30..]
+        .iter()
+        .all(|r| r.header("authorization").as_deref() == Some("Bearer tok-2")));
+    assert_eq!(
+        tokens.issued(),
+        2,
+        "one refresh for all the 401s, not one per delivery"
+    );
     assert!(tokens.rejected() >= 1, "the stale token was never refused");
     let items = gw.wait_for_status("cache", "succeeded", 40).await;
     assert_eq!(items.len(), 40);
@@ -260,20 +312,36 @@ async fn token_server_down_retries_then_dead_without_leaking_password() {
                  "password": "never-show-this-pw", "client_id": "c", "client_secret": "never-show-this-cs"}
     }))
     .await;
-    gw.post_event(json!({"type": "user.created", "data": {}})).await;
+    gw.post_event(json!({"type": "user.created", "data": {}}))
+        .await;
     let dead = gw.wait_for_status("down", "dead", 1).await;
     let detail = gw.delivery(dead[0]["id"].as_str().unwrap()).await;
     let attempts = detail["attempts"].as_array().unwrap();
-    assert_eq!(attempts.len(), 3, "a down token server is retried: {detail}");
+    assert_eq!(
+        attempts.len(),
+        3,
+        "a down token server is retried: {detail}"
+    );
     assert_eq!(attempts[0]["outcome"], "retry");
     assert_eq!(attempts[2]["outcome"], "dead");
-    let error = detail["last_error"].as_str().unwrap_or_default().to_lowercase();
-    assert!(error.contains("token"), "error does not mention the token: {error}");
+    let error = detail["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(
+        error.contains("token"),
+        "error does not mention the token: {error}"
+    );
     // The token server is on an allow-listed address: the failure is that it is down, not SSRF.
-    assert!(!error.contains("ssrf"), "a down token server is reported as SSRF: {error}");
+    assert!(
+        !error.contains("ssrf"),
+        "a down token server is reported as SSRF: {error}"
+    );
     assert_eq!(rx.count(), 0, "nothing is sent without a token");
     assert_no_secrets(&detail, &["never-show-this-pw", "never-show-this-cs"]);
-    let (_, log) = gw.admin("GET", "/admin/v1/deliveries?webhook=down", None).await;
+    let (_, log) = gw
+        .admin("GET", "/admin/v1/deliveries?webhook=down", None)
+        .await;
     assert_no_secrets(&log, &["never-show-this-pw", "never-show-this-cs"]);
     gw.stop().await;
 }

@@ -50,8 +50,14 @@ async fn bad_input_gets_json_errors_and_loses_nothing() {
         (batch.clone(), INGEST_TOKEN),
         (hooks.clone(), ADMIN_TOKEN),
     ] {
-        for body in [&b"{\"type\": "[..], b"not json", b"", b"{\"type\":\"t\",\"data\":1}}"] {
-            let (status, answer) = raw(&gw, "POST", url.clone(), Some(token), Some(body.to_vec())).await;
+        for body in [
+            &b"{\"type\": "[..],
+            b"not json",
+            b"",
+            b"{\"type\":\"t\",\"data\":1}}",
+        ] {
+            let (status, answer) =
+                raw(&gw, "POST", url.clone(), Some(token), Some(body.to_vec())).await;
             assert_error(status, &answer, 400, "invalid_json");
         }
     }
@@ -71,7 +77,11 @@ async fn bad_input_gets_json_errors_and_loses_nothing() {
 
     // Oversized bodies: 413 (the test config allows 65536 bytes).
     let big = serde_json::to_vec(&json!({"type": "t", "data": "x".repeat(70_000)})).unwrap();
-    for (url, token) in [(events.clone(), INGEST_TOKEN), (batch.clone(), INGEST_TOKEN), (hooks.clone(), ADMIN_TOKEN)] {
+    for (url, token) in [
+        (events.clone(), INGEST_TOKEN),
+        (batch.clone(), INGEST_TOKEN),
+        (hooks.clone(), ADMIN_TOKEN),
+    ] {
         let (status, answer) = raw(&gw, "POST", url, Some(token), Some(big.clone())).await;
         assert_error(status, &answer, 413, "body_too_large");
     }
@@ -83,7 +93,10 @@ async fn bad_input_gets_json_errors_and_loses_nothing() {
         (json!({"type": 5, "data": {}}), "type"),
         (json!({"type": "t"}), "data"),
         (json!({"type": "t", "data": {}, "extra": 1}), "extra"),
-        (json!({"type": "t", "data": {}, "occurred_at": "yesterday"}), "occurred_at"),
+        (
+            json!({"type": "t", "data": {}, "occurred_at": "yesterday"}),
+            "occurred_at",
+        ),
         (json!({"type": "t", "data": {}, "id": ""}), "id"),
     ] {
         let (status, answer) = gw.post_event(body.clone()).await;
@@ -109,7 +122,10 @@ async fn bad_input_gets_json_errors_and_loses_nothing() {
     for (bad, field) in [
         (json!({"id": "b-1", "data": {}}), "[1].type"),
         (json!({"id": "b-1", "type": " ", "data": {}}), "[1].type"),
-        (json!({"id": "b-1", "type": "t", "data": {}, "zzz": 0}), "[1].zzz"),
+        (
+            json!({"id": "b-1", "type": "t", "data": {}, "zzz": 0}),
+            "[1].zzz",
+        ),
         (json!("not an event"), "[1]"),
     ] {
         let (status, answer) = gw
@@ -136,7 +152,10 @@ async fn bad_input_gets_json_errors_and_loses_nothing() {
         .post_event(json!({"id": "b-0", "type": "user.created", "data": {"n": "late"}}))
         .await;
     assert_eq!(status, 202, "{answer}");
-    assert_eq!(answer["duplicate"], false, "a refused batch left b-0 behind");
+    assert_eq!(
+        answer["duplicate"], false,
+        "a refused batch left b-0 behind"
+    );
     assert_eq!(answer["deliveries"], 1);
 
     // The early event and the new one are delivered; nothing else is.

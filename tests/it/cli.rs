@@ -15,7 +15,9 @@ fn hookyard(dir: &Path) -> Command {
             cmd.env_remove(k);
         }
     }
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     cmd
 }
 
@@ -78,7 +80,11 @@ allow_networks = ["127.0.0.1/32"]
 fn unknown_config_key_exits_64_with_one_line() {
     let dir = temp_dir();
     let file = dir.path().join("bad.toml");
-    std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:0\"\nlisten_typo = 1\n").unwrap();
+    std::fs::write(
+        &file,
+        "[server]\nlisten = \"127.0.0.1:0\"\nlisten_typo = 1\n",
+    )
+    .unwrap();
     let mut cmd = hookyard(dir.path());
     cmd.args(["serve", "--config"]).arg(&file);
     let out = run(cmd, "serve with a bad config");
@@ -86,7 +92,10 @@ fn unknown_config_key_exits_64_with_one_line() {
     let lines = stderr_lines(&out);
     assert_eq!(lines.len(), 1, "stderr is not one line: {lines:?}");
     assert!(lines[0].contains("listen_typo"), "{lines:?}");
-    assert!(!dir.path().join("hookyard-data").exists(), "a refused config still created data");
+    assert!(
+        !dir.path().join("hookyard-data").exists(),
+        "a refused config still created data"
+    );
 }
 
 #[test]
@@ -113,18 +122,29 @@ fn check_config_accepts_a_valid_file() {
     assert!(stderr_lines(&out).is_empty(), "{out:?}");
     // Environment overrides are checked too: a valid one is fine, a bad value is not.
     let mut cmd = hookyard(dir.path());
-    cmd.args(["check-config", "--config"]).arg(&file).env("HOOKYARD_DELIVERY_CONCURRENCY", "8");
+    cmd.args(["check-config", "--config"])
+        .arg(&file)
+        .env("HOOKYARD_DELIVERY_CONCURRENCY", "8");
     assert_eq!(run(cmd, "check-config with env").status.code(), Some(0));
     let mut cmd = hookyard(dir.path());
-    cmd.args(["check-config", "--config"]).arg(&file).env("HOOKYARD_DELIVERY_CONCURRENCY", "0");
-    assert_eq!(run(cmd, "check-config with concurrency 0").status.code(), Some(64));
+    cmd.args(["check-config", "--config"])
+        .arg(&file)
+        .env("HOOKYARD_DELIVERY_CONCURRENCY", "0");
+    assert_eq!(
+        run(cmd, "check-config with concurrency 0").status.code(),
+        Some(64)
+    );
 }
 
 #[test]
 fn non_loopback_listen_without_tokens_exits_64() {
     let dir = temp_dir();
     let file = dir.path().join("open.toml");
-    std::fs::write(&file, format!("[server]\nlisten = \"0.0.0.0:{}\"\n", free_port())).unwrap();
+    std::fs::write(
+        &file,
+        format!("[server]\nlisten = \"0.0.0.0:{}\"\n", free_port()),
+    )
+    .unwrap();
     let mut cmd = hookyard(dir.path());
     cmd.args(["serve", "--config"]).arg(&file);
     let out = run(cmd, "serve on 0.0.0.0 without tokens");
@@ -166,10 +186,18 @@ async fn sigterm_stops_the_server_cleanly() {
     let mut guard = Guard(Some(child));
 
     let http = reqwest::Client::new();
-    eventually(Duration::from_secs(10), "hookyard serve answers /healthz", || async {
-        let r = http.get(format!("http://127.0.0.1:{public}/healthz")).send().await.ok()?;
-        r.status().is_success().then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "hookyard serve answers /healthz",
+        || async {
+            let r = http
+                .get(format!("http://127.0.0.1:{public}/healthz"))
+                .send()
+                .await
+                .ok()?;
+            r.status().is_success().then_some(())
+        },
+    )
     .await;
     let r = http
         .get(format!("http://127.0.0.1:{admin}/admin/v1/webhooks"))
@@ -178,16 +206,29 @@ async fn sigterm_stops_the_server_cleanly() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "the admin listener is up");
-    assert!(dir.path().join("data/hookyard.db").exists(), "the store is under the working directory");
+    assert!(
+        dir.path().join("data/hookyard.db").exists(),
+        "the store is under the working directory"
+    );
 
-    let kill = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let kill = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(kill.success());
     let child = guard.0.take().unwrap();
-    let out = tokio::task::spawn_blocking(move || wait_at_most(child, Duration::from_secs(7), "after SIGTERM"))
-        .await
-        .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        wait_at_most(child, Duration::from_secs(7), "after SIGTERM")
+    })
+    .await
+    .unwrap();
     let status: ExitStatus = out.status;
-    assert_eq!(status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The listeners are closed.
     assert!(http
         .get(format!("http://127.0.0.1:{public}/healthz"))

@@ -23,8 +23,10 @@ async fn delivers_signed_default_envelope_with_headers() {
         .await;
     assert_eq!(hook["signing"]["secret"], "********");
     let (status, body) = gw
-        .post_event(json!({"type": "user.created", "data": {"username": "jdoe"}, "context": {"by": "admin"},
-                           "occurred_at": "2026-11-26T10:00:00Z"}))
+        .post_event(
+            json!({"type": "user.created", "data": {"username": "jdoe"}, "context": {"by": "admin"},
+                           "occurred_at": "2026-11-26T10:00:00Z"}),
+        )
         .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["deliveries"], 1);
@@ -39,8 +41,14 @@ async fn delivers_signed_default_envelope_with_headers() {
                "data": {"username": "jdoe"}, "context": {"by": "admin"}})
     );
     assert_eq!(req.header("x-source").as_deref(), Some("hookyard"));
-    assert_eq!(req.header("x-defguard-event").as_deref(), Some("user_created"));
-    assert_eq!(req.header("content-type").as_deref(), Some("application/json"));
+    assert_eq!(
+        req.header("x-defguard-event").as_deref(),
+        Some("user_created")
+    );
+    assert_eq!(
+        req.header("content-type").as_deref(),
+        Some("application/json")
+    );
     let id = req.header("webhook-id").unwrap();
     let ts = req.header("webhook-timestamp").unwrap();
     let sig = req.header("webhook-signature").unwrap();
@@ -53,7 +61,9 @@ async fn delivers_signed_default_envelope_with_headers() {
     let items = gw.wait_for_status("defguard", "succeeded", 1).await;
     assert_eq!(items[0]["id"], id.as_str());
     // Events of other types do not match.
-    let (_, body) = gw.post_event(json!({"type": "location.created", "data": {}})).await;
+    let (_, body) = gw
+        .post_event(json!({"type": "location.created", "data": {}}))
+        .await;
     assert_eq!(body["deliveries"], 0);
     gw.stop().await;
 }
@@ -63,14 +73,28 @@ async fn retries_honour_retry_after_then_succeed_with_stable_id() {
     let dir = temp_dir();
     let gw = TestGateway::start(test_config(dir.path())).await;
     let rx = Receiver::start().await;
-    rx.script([Reply::status(503).header("Retry-After", "1"), Reply::status(500)]);
-    gw.create_webhook(json!({"name": "r", "events": ["*"], "url": rx.url("/")})).await;
-    gw.post_event(json!({"type": "user.updated", "data": {}})).await;
+    rx.script([
+        Reply::status(503).header("Retry-After", "1"),
+        Reply::status(500),
+    ]);
+    gw.create_webhook(json!({"name": "r", "events": ["*"], "url": rx.url("/")}))
+        .await;
+    gw.post_event(json!({"type": "user.updated", "data": {}}))
+        .await;
     let got = rx.wait_for(3).await;
     let gap = got[1].at - got[0].at;
-    assert!(gap >= Duration::from_millis(950), "Retry-After: 1 not honoured, gap {gap:?}");
-    let ids: Vec<_> = got.iter().map(|r| r.header("webhook-id").unwrap()).collect();
-    assert!(ids.iter().all(|i| *i == ids[0]), "webhook-id changed across retries: {ids:?}");
+    assert!(
+        gap >= Duration::from_millis(950),
+        "Retry-After: 1 not honoured, gap {gap:?}"
+    );
+    let ids: Vec<_> = got
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap())
+        .collect();
+    assert!(
+        ids.iter().all(|i| *i == ids[0]),
+        "webhook-id changed across retries: {ids:?}"
+    );
     let items = gw.wait_for_status("r", "succeeded", 1).await;
     let detail = gw.delivery(items[0]["id"].as_str().unwrap()).await;
     let attempts = detail["attempts"].as_array().unwrap();
@@ -87,7 +111,10 @@ async fn dead_after_max_attempts_then_replayed() {
     let gw = TestGateway::start(test_config(dir.path())).await;
     let rx = Receiver::start().await;
     rx.set_default(Reply::status(500).body("boom"));
-    gw.create_webhook(json!({"name": "d", "events": ["*"], "url": rx.url("/"), "retry": {"max_attempts": 3}})).await;
+    gw.create_webhook(
+        json!({"name": "d", "events": ["*"], "url": rx.url("/"), "retry": {"max_attempts": 3}}),
+    )
+    .await;
     for i in 0..2 {
         gw.post_event(json!({"type": "t", "data": {"i": i}})).await;
     }
@@ -107,14 +134,21 @@ async fn dead_after_max_attempts_then_replayed() {
 
     // A single delivery can be replayed too, even after success.
     let id = dead[0]["id"].as_str().unwrap();
-    let (status, _) = gw.admin("POST", &format!("/admin/v1/deliveries/{id}/replay"), None).await;
+    let (status, _) = gw
+        .admin("POST", &format!("/admin/v1/deliveries/{id}/replay"), None)
+        .await;
     assert_eq!(status, 202);
     rx.wait_for(9).await;
     let detail = gw.delivery(id).await;
-    eventually(Duration::from_secs(10), "replayed delivery succeeded", || async {
-        let d = gw.delivery(id).await;
-        (d["status"] == "succeeded" && d["attempts"].as_array().unwrap().len() == 5).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "replayed delivery succeeded",
+        || async {
+            let d = gw.delivery(id).await;
+            (d["status"] == "succeeded" && d["attempts"].as_array().unwrap().len() == 5)
+                .then_some(())
+        },
+    )
     .await;
     assert_eq!(detail["webhook_id"], dead[0]["webhook_id"]);
     gw.stop().await;
@@ -126,7 +160,10 @@ async fn non_retryable_4xx_fails_at_once_and_410_disables() {
     let gw = TestGateway::start(test_config(dir.path())).await;
     let rx = Receiver::start().await;
     rx.script([Reply::status(400), Reply::status(410)]);
-    gw.create_webhook(json!({"name": "g", "events": ["*"], "url": rx.url("/"), "max_concurrency": 1})).await;
+    gw.create_webhook(
+        json!({"name": "g", "events": ["*"], "url": rx.url("/"), "max_concurrency": 1}),
+    )
+    .await;
     gw.post_event(json!({"type": "t", "data": 1})).await;
     gw.wait_for_status("g", "dead", 1).await;
     assert_eq!(rx.count(), 1, "a 400 is not retried");
@@ -135,7 +172,10 @@ async fn non_retryable_4xx_fails_at_once_and_410_disables() {
     let (_, hook) = gw.admin("GET", "/admin/v1/webhooks/g", None).await;
     assert_eq!(hook["enabled"], false, "410 disables the webhook");
     let (_, body) = gw.post_event(json!({"type": "t", "data": 3})).await;
-    assert_eq!(body["deliveries"], 0, "a disabled webhook gets no deliveries");
+    assert_eq!(
+        body["deliveries"], 0,
+        "a disabled webhook gets no deliveries"
+    );
     gw.stop().await;
 }
 
@@ -146,7 +186,8 @@ async fn redirects_are_not_followed() {
     let rx = Receiver::start().await;
     let target = Receiver::start().await;
     rx.script([Reply::status(302).header("Location", &target.url("/elsewhere"))]);
-    gw.create_webhook(json!({"name": "redir", "events": ["*"], "url": rx.url("/")})).await;
+    gw.create_webhook(json!({"name": "redir", "events": ["*"], "url": rx.url("/")}))
+        .await;
     gw.post_event(json!({"type": "t", "data": {}})).await;
     gw.wait_for_status("redir", "dead", 1).await;
     assert_eq!(target.count(), 0);

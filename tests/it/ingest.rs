@@ -62,7 +62,10 @@ async fn batch_of_fifty_is_accepted_and_delivered() {
         assert_eq!(e["duplicate"], false);
     }
     let got = rx.wait_for(50).await;
-    let seen: HashSet<i64> = got.iter().map(|r| r.json()["data"]["i"].as_i64().unwrap()).collect();
+    let seen: HashSet<i64> = got
+        .iter()
+        .map(|r| r.json()["data"]["i"].as_i64().unwrap())
+        .collect();
     assert_eq!(seen, (0..50).collect::<HashSet<_>>());
     gw.wait_for_status("bulk", "succeeded", 50).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -96,7 +99,11 @@ async fn batch_with_a_repeated_id_enqueues_it_once() {
     gw.wait_for_status("rep", "succeeded", 2).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(rx.count(), 2);
-    let mut data: Vec<i64> = rx.received().iter().map(|r| r.json()["data"].as_i64().unwrap()).collect();
+    let mut data: Vec<i64> = rx
+        .received()
+        .iter()
+        .map(|r| r.json()["data"].as_i64().unwrap())
+        .collect();
     data.sort();
     assert_eq!(data, vec![1, 2], "the first of the repeated ids wins");
     gw.stop().await;
@@ -106,7 +113,11 @@ async fn batch_with_a_repeated_id_enqueues_it_once() {
 async fn globs_select_the_subscribed_webhooks() {
     let dir = temp_dir();
     let gw = TestGateway::start(test_config(dir.path())).await;
-    let (users, all, exact) = (Receiver::start().await, Receiver::start().await, Receiver::start().await);
+    let (users, all, exact) = (
+        Receiver::start().await,
+        Receiver::start().await,
+        Receiver::start().await,
+    );
     gw.create_webhook(json!({"name": "users", "events": ["user.*"], "url": users.url("/")}))
         .await;
     gw.create_webhook(json!({"name": "all", "events": ["*"], "url": all.url("/")}))
@@ -114,7 +125,12 @@ async fn globs_select_the_subscribed_webhooks() {
     gw.create_webhook(json!({"name": "exact", "events": ["user.created"], "url": exact.url("/")}))
         .await;
     let mut fanout = Vec::new();
-    for t in ["user.created", "user.deleted", "location.created", "user.created"] {
+    for t in [
+        "user.created",
+        "user.deleted",
+        "location.created",
+        "user.created",
+    ] {
         let (status, body) = gw.post_event(json!({"type": t, "data": {}})).await;
         assert_eq!(status, 202);
         fanout.push(body["deliveries"].as_u64().unwrap());
@@ -134,11 +150,19 @@ async fn globs_select_the_subscribed_webhooks() {
         t.sort();
         t
     };
-    assert_eq!(types(&users), ["user.created", "user.created", "user.deleted"]);
+    assert_eq!(
+        types(&users),
+        ["user.created", "user.created", "user.deleted"]
+    );
     assert_eq!(types(&exact), ["user.created", "user.created"]);
     assert_eq!(
         types(&all),
-        ["location.created", "user.created", "user.created", "user.deleted"]
+        [
+            "location.created",
+            "user.created",
+            "user.created",
+            "user.deleted"
+        ]
     );
     gw.stop().await;
 }
@@ -151,10 +175,14 @@ async fn disabled_webhook_gets_nothing() {
     gw.create_webhook(json!({"name": "on", "events": ["*"], "url": on.url("/")}))
         .await;
     let hook = gw
-        .create_webhook(json!({"name": "off", "events": ["*"], "url": off.url("/"), "enabled": false}))
+        .create_webhook(
+            json!({"name": "off", "events": ["*"], "url": off.url("/"), "enabled": false}),
+        )
         .await;
     assert_eq!(hook["enabled"], false);
-    let (_, body) = gw.post_event(json!({"type": "user.created", "data": {}})).await;
+    let (_, body) = gw
+        .post_event(json!({"type": "user.created", "data": {}}))
+        .await;
     assert_eq!(body["deliveries"], 1);
     on.wait_for(1).await;
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -9,4 +9,5 @@ mod cli;
 mod delivery;
 mod durability;
 mod ingest;
+mod plugins;
 mod ssrf;

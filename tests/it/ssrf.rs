@@ -9,7 +9,9 @@ use crate::common::*;
 
 /// Posts one event for webhook `name` and returns its delivery once dead, with attempts.
 async fn dead_delivery(gw: &TestGateway, name: &str) -> Value {
-    let (status, body) = gw.post_event(json!({"type": format!("{name}.t"), "data": {}})).await;
+    let (status, body) = gw
+        .post_event(json!({"type": format!("{name}.t"), "data": {}}))
+        .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["deliveries"], 1);
     let dead = gw.wait_for_status(name, "dead", 1).await;
@@ -22,7 +24,10 @@ fn assert_refused_once(detail: &Value) {
     assert_eq!(attempts[0]["outcome"], "dead");
     assert_eq!(attempts[0]["response_status"], Value::Null);
     let error = detail["last_error"].as_str().unwrap_or_default();
-    assert!(error.contains("SSRF"), "error does not mention SSRF: {error}");
+    assert!(
+        error.contains("SSRF"),
+        "error does not mention SSRF: {error}"
+    );
     assert_eq!(attempts[0]["error"], detail["last_error"]);
 }
 
@@ -32,10 +37,15 @@ async fn loopback_outside_the_allow_list_is_refused() {
     let gw = TestGateway::start(test_config(dir.path())).await;
     // A real listener on 127.0.0.2, so a connection would be seen.
     let other = Receiver::start_on("127.0.0.2").await;
-    let port = other.as_ref().map(|r| r.addr.port()).unwrap_or_else(closed_port);
-    gw.create_webhook(json!({"name": "lo2", "events": ["lo2.*"], "url": format!("http://127.0.0.2:{port}/"),
-                             "retry": {"max_attempts": 5}}))
-        .await;
+    let port = other
+        .as_ref()
+        .map(|r| r.addr.port())
+        .unwrap_or_else(closed_port);
+    gw.create_webhook(
+        json!({"name": "lo2", "events": ["lo2.*"], "url": format!("http://127.0.0.2:{port}/"),
+                             "retry": {"max_attempts": 5}}),
+    )
+    .await;
     let detail = dead_delivery(&gw, "lo2").await;
     assert_refused_once(&detail);
     assert!(detail["last_error"].as_str().unwrap().contains("127.0.0.2"));
@@ -50,10 +60,15 @@ async fn ipv6_loopback_is_refused() {
     let dir = temp_dir();
     let gw = TestGateway::start(test_config(dir.path())).await;
     let v6 = Receiver::start_on("::1").await;
-    let port = v6.as_ref().map(|r| r.addr.port()).unwrap_or_else(closed_port);
-    gw.create_webhook(json!({"name": "v6", "events": ["v6.*"], "url": format!("http://[::1]:{port}/"),
-                             "retry": {"max_attempts": 5}}))
-        .await;
+    let port = v6
+        .as_ref()
+        .map(|r| r.addr.port())
+        .unwrap_or_else(closed_port);
+    gw.create_webhook(
+        json!({"name": "v6", "events": ["v6.*"], "url": format!("http://[::1]:{port}/"),
+                             "retry": {"max_attempts": 5}}),
+    )
+    .await;
     let detail = dead_delivery(&gw, "v6").await;
     assert_refused_once(&detail);
     if let Some(v6) = v6 {
@@ -83,7 +98,10 @@ async fn host_names_are_judged_by_what_they_resolve_to() {
         .await;
     let detail = dead_delivery(&gw, "lh").await;
     assert_refused_once(&detail);
-    assert!(detail["last_error"].as_str().unwrap().contains("localhost"), "{detail}");
+    assert!(
+        detail["last_error"].as_str().unwrap().contains("localhost"),
+        "{detail}"
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(rx.arrived(), 0, "the receiver behind localhost was reached");
     gw.stop().await;
@@ -93,9 +111,11 @@ async fn host_names_are_judged_by_what_they_resolve_to() {
 async fn private_address_is_refused_without_connecting() {
     let dir = temp_dir();
     let gw = TestGateway::start(test_config(dir.path())).await;
-    gw.create_webhook(json!({"name": "ten", "events": ["ten.*"], "url": "http://10.0.0.1/",
-                             "timeout_ms": 5000, "retry": {"max_attempts": 5}}))
-        .await;
+    gw.create_webhook(
+        json!({"name": "ten", "events": ["ten.*"], "url": "http://10.0.0.1/",
+                             "timeout_ms": 5000, "retry": {"max_attempts": 5}}),
+    )
+    .await;
     let posted = Instant::now();
     let (status, _) = gw.post_event(json!({"type": "ten.t", "data": {}})).await;
     assert_eq!(status, 202);
@@ -113,6 +133,9 @@ async fn private_address_is_refused_without_connecting() {
         "address 10.0.0.1 of host 10.0.0.1 is not allowed (SSRF protection)"
     );
     let took = detail["attempts"][0]["duration_ms"].as_u64().unwrap();
-    assert!(took < 100, "the refusal took {took} ms: was a connection tried?");
+    assert!(
+        took < 100,
+        "the refusal took {took} ms: was a connection tried?"
+    );
     gw.stop().await;
 }

@@ -217,6 +217,15 @@ pub fn default_outgoing(ev: &Event) -> Result<OutgoingAction, PluginError> {
     Ok(OutgoingAction::Send(vec![json_request(default_body(ev)?)]))
 }
 
+/// Whether the event's data asks a test fixture to misbehave (`"misbehave": true`). Test
+/// fixtures use it to fail only on chosen events, like a plugin with an input-dependent bug.
+pub fn misbehave(ev: &Event) -> bool {
+    serde_json::from_slice::<serde_json::Value>(&ev.data)
+        .ok()
+        .and_then(|v| v.get("misbehave").and_then(serde_json::Value::as_bool))
+        .unwrap_or(false)
+}
+
 /// The default inbound mapping: the body must be a JSON object; it becomes one record of the
 /// webhook's entity with identifiers `{}` and the object as its fields. Malformed JSON is
 /// rejected with 400, any other JSON value with 422.

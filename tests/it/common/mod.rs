@@ -137,7 +137,9 @@ impl TestGateway {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
-            task.await.expect("gateway task").expect("gateway stopped cleanly");
+            task.await
+                .expect("gateway task")
+                .expect("gateway stopped cleanly");
         }
     }
 
@@ -163,7 +165,12 @@ impl TestGateway {
     }
 
     /// An admin request with the admin token.
-    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut req = self
             .http
             .request(method.parse().unwrap(), self.admin_url(path))
@@ -183,7 +190,9 @@ impl TestGateway {
 
     /// The Webhook Log entry of a delivery, with attempts.
     pub async fn delivery(&self, id: &str) -> Value {
-        let (status, body) = self.admin("GET", &format!("/admin/v1/deliveries/{id}"), None).await;
+        let (status, body) = self
+            .admin("GET", &format!("/admin/v1/deliveries/{id}"), None)
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body
     }
@@ -191,7 +200,11 @@ impl TestGateway {
     /// Deliveries matching a query string (`webhook=x&status=dead`).
     pub async fn deliveries(&self, query: &str) -> Vec<Value> {
         let (status, body) = self
-            .admin("GET", &format!("/admin/v1/deliveries?{query}&limit=1000"), None)
+            .admin(
+                "GET",
+                &format!("/admin/v1/deliveries?{query}&limit=1000"),
+                None,
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body["items"].as_array().cloned().unwrap_or_default()
@@ -199,10 +212,16 @@ impl TestGateway {
 
     /// Waits until `n` deliveries of `webhook` have `status`.
     pub async fn wait_for_status(&self, webhook: &str, status: &str, n: usize) -> Vec<Value> {
-        eventually(Duration::from_secs(20), &format!("{n} {status} deliveries of {webhook}"), || async {
-            let items = self.deliveries(&format!("webhook={webhook}&status={status}")).await;
-            (items.len() >= n).then_some(items)
-        })
+        eventually(
+            Duration::from_secs(20),
+            &format!("{n} {status} deliveries of {webhook}"),
+            || async {
+                let items = self
+                    .deliveries(&format!("webhook={webhook}&status={status}"))
+                    .await;
+                (items.len() >= n).then_some(items)
+            },
+        )
         .await
     }
 
@@ -225,7 +244,14 @@ impl TestGateway {
     }
 
     pub async fn metrics(&self) -> String {
-        self.http.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 }
 
@@ -240,7 +266,11 @@ impl Drop for TestGateway {
 pub async fn status_json(r: reqwest::Response) -> (StatusCode, Value) {
     let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
     let text = r.text().await.unwrap();
-    let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
     (status, body)
 }
 
@@ -259,7 +289,9 @@ impl Received {
         serde_json::from_slice(&self.body).unwrap()
     }
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).map(|v| v.to_str().unwrap().to_owned())
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
     }
 }
 
@@ -275,7 +307,12 @@ pub struct Reply {
 
 impl Reply {
     pub fn status(status: u16) -> Reply {
-        Reply { status, headers: vec![], body: String::new(), delay: None }
+        Reply {
+            status,
+            headers: vec![],
+            body: String::new(),
+            delay: None,
+        }
     }
     pub fn header(mut self, name: &str, value: &str) -> Reply {
         self.headers.push((name.into(), value.into()));
@@ -333,8 +370,13 @@ impl Receiver {
     }
 
     fn serve_on(listener: TcpListener, tokens: Option<Arc<TokenState>>) -> Receiver {
-        let state = Arc::new(ReceiverState { tokens, ..Default::default() });
-        let app = axum::Router::new().fallback(receive).with_state(state.clone());
+        let state = Arc::new(ReceiverState {
+            tokens,
+            ..Default::default()
+        });
+        let app = axum::Router::new()
+            .fallback(receive)
+            .with_state(state.clone());
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Receiver { addr, state }
@@ -375,24 +417,34 @@ impl Receiver {
 
     /// Waits until at least `n` requests arrived; returns them all.
     pub async fn wait_for(&self, n: usize) -> Vec<Received> {
-        eventually(Duration::from_secs(20), &format!("{n} requests at the receiver"), || async {
-            let got = self.received();
-            (got.len() >= n).then_some(got)
-        })
+        eventually(
+            Duration::from_secs(20),
+            &format!("{n} requests at the receiver"),
+            || async {
+                let got = self.received();
+                (got.len() >= n).then_some(got)
+            },
+        )
         .await
     }
 }
 
 async fn receive(State(state): State<Arc<ReceiverState>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
     state.arrived.fetch_add(1, Ordering::SeqCst);
     if state.hang.load(Ordering::SeqCst) {
         std::future::pending::<()>().await;
     }
     let received = Received {
         method: parts.method.to_string(),
-        path: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
         headers: parts.headers.clone(),
         body,
         at: Instant::now(),
@@ -422,9 +474,10 @@ async fn receive(State(state): State<Arc<ReceiverState>>, request: Request) -> R
     }
     let mut response = (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response();
     for (k, v) in reply.headers {
-        response
-            .headers_mut()
-            .insert(axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        response.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
     }
     response
 }
@@ -438,7 +491,10 @@ pub struct Grant {
 
 impl Grant {
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.form
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -509,7 +565,9 @@ async fn token(State(state): State<Arc<TokenState>>, headers: HeaderMap, body: B
     let form: Vec<(String, String)> = form_urlencoded_pairs(&body);
     state.grants.lock().unwrap().push(Grant {
         form: form.clone(),
-        authorization: headers.get("authorization").map(|v| v.to_str().unwrap().to_owned()),
+        authorization: headers
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_owned()),
     });
     if state.fail.load(Ordering::SeqCst) {
         return (StatusCode::INTERNAL_SERVER_ERROR, "down").into_response();
@@ -527,7 +585,11 @@ async fn token(State(state): State<Arc<TokenState>>, headers: HeaderMap, body: B
 
 fn form_urlencoded_pairs(body: &[u8]) -> Vec<(String, String)> {
     reqwest::Url::parse(&format!("http://x/?{}", String::from_utf8_lossy(body)))
-        .map(|u| u.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
+        .map(|u| {
+            u.query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -552,7 +614,9 @@ pub fn assert_error(status: StatusCode, body: &Value, want_status: u16, want_cod
     assert_eq!(status.as_u16(), want_status, "{body}");
     assert_eq!(body["error"]["code"], want_code, "{body}");
     assert!(
-        body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
         "error message missing: {body}"
     );
 }
