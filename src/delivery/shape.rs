@@ -66,25 +66,6 @@ pub trait Shaper: Send + Sync + 'static {
     async fn outgoing(&self, hook: &Webhook, event: &Event) -> Result<Shaped, ShapeError>;
 }
 
-/// The shaper used without a plugin host: the default envelope for every webhook, and a clear
-/// error for webhooks that name a plugin.
-pub struct DefaultShaper;
-
-#[async_trait]
-impl Shaper for DefaultShaper {
-    async fn outgoing(&self, hook: &Webhook, event: &Event) -> Result<Shaped, ShapeError> {
-        match &hook.spec.plugin {
-            None => Ok(Shaped::Send(vec![OutgoingRequest::json(default_body(
-                event,
-            ))])),
-            Some(plugin) => Err(ShapeError {
-                message: format!("plugin {:?} is not available in this gateway", plugin.name),
-                action: PluginFailure::Retry,
-            }),
-        }
-    }
-}
-
 /// The default envelope: `{"type", "timestamp", "data", "context"}`.
 pub fn default_body(event: &Event) -> Vec<u8> {
     #[derive(serde::Serialize)]

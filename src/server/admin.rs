@@ -279,6 +279,18 @@ async fn replay_delivery(
     State(state): State<Shared>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let (delivery, _) = state
+        .store
+        .delivery(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("delivery"))?;
+    if state.store.webhook(&delivery.webhook_id).await?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "webhook_deleted",
+            "the delivery's webhook was deleted; it cannot be sent again",
+        ));
+    }
     let delivery = state
         .store
         .replay_delivery(&id, now_ms())

@@ -1042,6 +1042,14 @@ pub(crate) async fn queue_stats(store: Arc<dyn Store>) {
     assert!(complete(store, "w", &job, Next::Succeeded, Some(200)).await);
     let s = store.queue_stats(T0 + 2_000).await.unwrap();
     assert_eq!((s.pending, s.due, s.oldest_due_age_ms), (2, 1, 1_000));
+
+    // A paused (disabled) webhook's backlog is pending but neither due nor overdue.
+    let mut paused = add_webhook(store, "paused").await;
+    ingest_one(store, "evt-4", T0 - 10_000, &[&paused]).await;
+    paused.spec.enabled = false;
+    assert!(store.update_webhook(&paused).await.unwrap());
+    let s = store.queue_stats(T0 + 2_000).await.unwrap();
+    assert_eq!((s.pending, s.due, s.oldest_due_age_ms), (3, 1, 1_000));
 }
 
 /// What was committed survives closing and reopening the store. `open` opens the same database

@@ -123,7 +123,9 @@ pub trait Store: Send + Sync + 'static {
     async fn replay_delivery(&self, id: &str, now: Millis) -> Result<Option<Delivery>>;
     /// Replays every `dead` delivery of a webhook; returns how many.
     async fn replay_dead(&self, webhook_id: &str, now: Millis) -> Result<u64>;
-    /// Queue depth and age, for `/metrics`.
+    /// Queue depth and age, for `/metrics`. `pending` counts every pending delivery; `due` and the
+    /// oldest due age count only those a worker may claim (their webhook exists and is enabled),
+    /// so a paused webhook's backlog does not look like a stuck queue.
     async fn queue_stats(&self, now: Millis) -> Result<QueueStats>;
 
     /// Stores a plugin version: the next version number of `name`, or the existing version when

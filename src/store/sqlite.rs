@@ -1246,9 +1246,12 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             let (pending, due, oldest): (u64, u64, Option<Millis>) = conn
                 .prepare_cached(
-                    "SELECT COUNT(*), COALESCE(SUM(next_attempt_at <= ?1), 0), \
-                     MIN(next_attempt_at) \
-                     FROM deliveries INDEXED BY deliveries_queue WHERE status = 'pending'",
+                    "SELECT COUNT(*), \
+                     COALESCE(SUM(d.next_attempt_at <= ?1 AND w.enabled = 1), 0), \
+                     MIN(CASE WHEN w.enabled = 1 THEN d.next_attempt_at END) \
+                     FROM deliveries d INDEXED BY deliveries_queue \
+                     LEFT JOIN webhooks w ON w.id = d.webhook_id \
+                     WHERE d.status = 'pending'",
                 )?
                 .query_row([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             let oldest_due_age_ms = match oldest {
