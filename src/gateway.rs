@@ -79,8 +79,12 @@ pub async fn run_with_store(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    let mut config = config;
+    // The effective address (the configured port may be 0), for inbound URLs.
+    config.server.listen = listeners.public.local_addr()?;
     let config = Arc::new(config);
     apply_declared_webhooks(&config, store.as_ref()).await?;
+    crate::sink::apply(&config, store.as_ref()).await?;
     let directory = Arc::new(WebhookDirectory::load(store.as_ref()).await?);
     let metrics = Arc::new(Metrics::new());
     let plugins = Arc::new(
@@ -143,6 +147,7 @@ pub async fn run_with_store(
         wake,
         ready: AtomicBool::new(true),
         plugins: Some(plugins),
+        replays: Default::default(),
     });
     let public = server::public_router(state.clone());
     let admin = server::admin_router(state.clone());
@@ -196,13 +201,13 @@ fn serve(
 async fn apply_declared_webhooks(config: &Config, store: &dyn Store) -> Result<(), Error> {
     for (index, spec) in config.webhooks.iter().enumerate() {
         let spec = spec.clone();
-        webhooks::validate(&spec, config.max_timeout_ms()).map_err(|error| {
-            Error::DeclaredWebhook {
+        webhooks::validate(&spec, config.max_timeout_ms())
+            .and_then(|()| webhooks::check_name_free(&spec.name))
+            .map_err(|error| Error::DeclaredWebhook {
                 index,
                 name: spec.name.clone(),
                 error,
-            }
-        })?;
+            })?;
         let now = now_ms();
         match store.webhook(&spec.name).await? {
             Some(old) if old.spec.name == spec.name => {

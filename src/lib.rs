@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod model;
 pub mod plugin;
 pub mod server;
+pub mod sink;
 pub mod store;
 pub mod webhooks;
 

@@ -77,9 +77,13 @@ pub struct WebhookSpec {
     /// The plugin that shapes this webhook's requests (none: the default body).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin: Option<PluginRef>,
-    /// Inbound side: a third party pushing to hookyard (two-way sync).
+    /// Inbound side: a third party pushing to `POST /v1/inbound/{name}` (two-way sync).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub inbound: Option<Value>,
+    pub inbound: Option<InboundConfig>,
+    /// Response write-back: how the fields the plugin maps from a successful delivery's
+    /// response are addressed when they go to the sink.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writeback: Option<WritebackConfig>,
     /// Retry policy.
     #[serde(default)]
     pub retry: RetryPolicy,
@@ -198,6 +202,129 @@ impl AuthConfig {
     }
 }
 
+/// The inbound side of a webhook.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InboundConfig {
+    /// Accept pushes (on by default once the section exists).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// How the caller proves who it is. Required: no configured secret means no access.
+    pub auth: InboundAuth,
+    /// The internal entity the records are about (`user`, `location`).
+    #[serde(default = "default_entity")]
+    pub entity: String,
+    /// Create records that do not exist yet: records go to the sink as `upsert`, not `update`.
+    #[serde(default)]
+    pub jit_provisioning: bool,
+    /// Without a plugin: the body fields that identify the record.
+    #[serde(default = "default_identify_by")]
+    pub identify_by: Vec<String>,
+}
+
+fn default_entity() -> String {
+    "record".to_owned()
+}
+
+fn default_identify_by() -> Vec<String> {
+    vec!["id".to_owned()]
+}
+
+/// How an inbound caller authenticates.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum InboundAuth {
+    /// A header carrying a shared key.
+    ApiKey {
+        /// Header name.
+        #[serde(default = "default_api_key_header")]
+        header: String,
+        /// The key (secret).
+        value: String,
+    },
+    /// `Authorization: Bearer <token>`.
+    Bearer {
+        /// The token (secret).
+        token: String,
+    },
+    /// `Authorization: Basic ...`.
+    Basic {
+        /// User name.
+        username: String,
+        /// Password (secret).
+        password: String,
+    },
+    /// A Standard Webhooks signature (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
+    StandardWebhooks {
+        /// `whsec_...` (secret).
+        secret: String,
+        /// Largest accepted clock difference, in seconds.
+        #[serde(default = "default_tolerance")]
+        tolerance_secs: i64,
+    },
+}
+
+fn default_tolerance() -> i64 {
+    300
+}
+
+impl InboundAuth {
+    /// Every secret field, mutably.
+    pub fn secrets_mut(&mut self) -> Vec<&mut String> {
+        match self {
+            InboundAuth::ApiKey { value, .. } => vec![value],
+            InboundAuth::Bearer { token } => vec![token],
+            InboundAuth::Basic { password, .. } => vec![password],
+            InboundAuth::StandardWebhooks { secret, .. } => vec![secret],
+        }
+    }
+
+    /// The `type` tag.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            InboundAuth::ApiKey { .. } => "api_key",
+            InboundAuth::Bearer { .. } => "bearer",
+            InboundAuth::Basic { .. } => "basic",
+            InboundAuth::StandardWebhooks { .. } => "standard_webhooks",
+        }
+    }
+}
+
+/// How write-backs from a webhook's responses address the internal record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WritebackConfig {
+    /// The entity; default: the inbound entity, else the event type's first segment
+    /// (`user.created` -> `user`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity: Option<String>,
+    /// Event data fields that identify the record, as the event identified it; default `["id"]`.
+    #[serde(default = "default_identify_by")]
+    pub identify_by: Vec<String>,
+}
+
+/// What hookyard sends to the internal system's sink: one change to one record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SinkMessage {
+    /// The webhook it came from (name).
+    pub webhook: String,
+    /// The webhook's id.
+    pub webhook_id: String,
+    /// Where it came from: `response` (a write-back) or `inbound` (a third party's push).
+    pub source: String,
+    /// The entity (`user`, `location`).
+    pub entity: String,
+    /// `update`, or `upsert` under JIT provisioning.
+    pub operation: String,
+    /// The fields that identify the record.
+    pub identifiers: Value,
+    /// The mapped fields.
+    pub fields: Value,
+    /// For write-backs: the event whose delivery was answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+}
+
 /// Standard Webhooks signing of deliveries.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -277,6 +404,11 @@ impl WebhookSpec {
         let mut spec = self.clone();
         for secret in spec.auth.secrets_mut() {
             *secret = MASK.to_owned();
+        }
+        if let Some(inbound) = spec.inbound.as_mut() {
+            for secret in inbound.auth.secrets_mut() {
+                *secret = MASK.to_owned();
+            }
         }
         if let Some(secret) = spec.signing.secret.as_mut() {
             *secret = MASK.to_owned();
@@ -531,6 +663,9 @@ pub struct Completion {
     pub next: Next,
     /// Also disable the delivery's webhook (the receiver answered 410 Gone).
     pub disable_webhook: bool,
+    /// Events to commit in the same transaction (write-backs to the sink), so a crash cannot
+    /// record the delivery as done and lose its write-back.
+    pub followups: Vec<EventToIngest>,
 }
 
 /// Filters of the Webhook Log.

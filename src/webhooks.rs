@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use crate::model::{AuthConfig, Webhook, WebhookSpec, MASK};
+use crate::model::{AuthConfig, InboundAuth, InboundConfig, Webhook, WebhookSpec, MASK};
 use crate::store::{self, Store};
 
 #[derive(Default)]
@@ -54,6 +54,15 @@ impl WebhookDirectory {
     /// A webhook by id.
     pub fn get(&self, id: &str) -> Option<Arc<Webhook>> {
         self.current().by_id.get(id).cloned()
+    }
+
+    /// A webhook by name.
+    pub fn named(&self, name: &str) -> Option<Arc<Webhook>> {
+        self.current()
+            .all
+            .iter()
+            .find(|h| h.spec.name == name)
+            .cloned()
     }
 
     /// The enabled webhooks subscribed to `event_type`.
@@ -143,6 +152,20 @@ pub fn validate(spec: &WebhookSpec, max_timeout_ms: u64) -> Result<(), InvalidSp
             .map_err(|_| invalid("event_header", "not a valid header name"))?;
     }
     validate_auth(&spec.auth)?;
+    if let Some(inbound) = &spec.inbound {
+        validate_inbound(inbound, spec.plugin.is_some())?;
+    }
+    if let Some(writeback) = &spec.writeback {
+        if writeback.identify_by.is_empty() || writeback.identify_by.iter().any(|f| f.is_empty()) {
+            return Err(invalid(
+                "writeback.identify_by",
+                "must list at least one non-empty field",
+            ));
+        }
+        if writeback.entity.as_deref().is_some_and(str::is_empty) {
+            return Err(invalid("writeback.entity", "must not be empty"));
+        }
+    }
     if let Some(secret) = &spec.signing.secret {
         if crate::delivery::signing::sign(secret, "msg", 0, b"").is_err() {
             return Err(invalid(
@@ -232,6 +255,68 @@ fn validate_auth(auth: &AuthConfig) -> Result<(), InvalidSpec> {
     Ok(())
 }
 
+fn validate_inbound(inbound: &InboundConfig, has_plugin: bool) -> Result<(), InvalidSpec> {
+    if inbound.entity.trim().is_empty() {
+        return Err(invalid("inbound.entity", "must not be empty"));
+    }
+    if !has_plugin
+        && (inbound.identify_by.is_empty() || inbound.identify_by.iter().any(|f| f.is_empty()))
+    {
+        return Err(invalid(
+            "inbound.identify_by",
+            "must list the body fields that identify a record (or use a plugin)",
+        ));
+    }
+    let not_empty = |field: &str, v: &str| {
+        if v.is_empty() {
+            Err(invalid(
+                format!("inbound.auth.{field}"),
+                "must not be empty",
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    match &inbound.auth {
+        InboundAuth::ApiKey { header, value } => {
+            http::HeaderName::from_bytes(header.as_bytes())
+                .map_err(|_| invalid("inbound.auth.header", "not a valid header name"))?;
+            not_empty("value", value)?;
+        }
+        InboundAuth::Bearer { token } => not_empty("token", token)?,
+        InboundAuth::Basic { username, password } => {
+            not_empty("username", username)?;
+            not_empty("password", password)?;
+        }
+        InboundAuth::StandardWebhooks {
+            secret,
+            tolerance_secs,
+        } => {
+            if crate::delivery::signing::sign(secret, "msg", 0, b"").is_err() {
+                return Err(invalid(
+                    "inbound.auth.secret",
+                    "must be whsec_ followed by base64",
+                ));
+            }
+            if !(1..=3600).contains(tolerance_secs) {
+                return Err(invalid("inbound.auth.tolerance_secs", "must be 1 to 3600"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses names the gateway keeps for itself.
+pub fn check_name_free(name: &str) -> Result<(), InvalidSpec> {
+    if name == crate::sink::SINK_WEBHOOK {
+        return Err(invalid(
+            "name",
+            "is reserved for the sink (configured in [sink])",
+        ));
+    }
+    Ok(())
+}
+
 /// Fills in what an admin may leave out on update: a secret given as [`MASK`] (or a signing
 /// secret left out) keeps the old value, when the auth type is unchanged.
 pub fn carry_secrets(new: &mut WebhookSpec, old: &WebhookSpec) {
@@ -243,6 +328,21 @@ pub fn carry_secrets(new: &mut WebhookSpec, old: &WebhookSpec) {
         let news = new.auth.secrets_mut();
         if news.len() == olds.len() {
             for (n, o) in news.into_iter().zip(olds) {
+                if n == MASK {
+                    *n = o.clone();
+                }
+            }
+        }
+    }
+    if let (Some(new_in), Some(old_in)) = (new.inbound.as_mut(), old.inbound.as_ref()) {
+        if new_in.auth.kind() == old_in.auth.kind() {
+            let mut old_auth = old_in.auth.clone();
+            for (n, o) in new_in
+                .auth
+                .secrets_mut()
+                .into_iter()
+                .zip(old_auth.secrets_mut())
+            {
                 if n == MASK {
                     *n = o.clone();
                 }

@@ -55,6 +55,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Where state lives.
     pub store: StoreConfig,
+    /// The internal system's endpoint for write-backs and inbound records.
+    pub sink: SinkConfig,
     /// How deliveries are sent.
     pub delivery: DeliveryConfig,
     /// WebAssembly plugins.
@@ -80,10 +82,28 @@ pub struct ServerConfig {
     pub ingest_token: String,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Public base URL for inbound URLs; empty: `http://<listen>`.
+    pub public_url: String,
     /// Most events in one batch.
     pub max_batch_events: usize,
     /// Drain time for in-flight deliveries at shutdown, in seconds.
     pub shutdown_grace_secs: u64,
+}
+
+/// `[sink]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Endpoint; empty: no sink.
+    pub url: String,
+    /// Credentials.
+    pub auth: crate::model::AuthConfig,
+    /// Signing secret; empty: unsigned.
+    pub signing_secret: String,
+    /// Request timeout, in milliseconds.
+    pub timeout_ms: u64,
+    /// Attempts before a message is dead.
+    pub max_attempts: u32,
 }
 
 /// `[store]`.
@@ -306,6 +326,15 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The base of inbound URLs.
+    pub fn public_url(&self) -> String {
+        if self.server.public_url.is_empty() {
+            format!("http://{}", self.server.listen)
+        } else {
+            self.server.public_url.trim_end_matches('/').to_owned()
+        }
     }
 
     /// Whether a webhook timeout fits in the lease (a lease must outlive the attempt).

@@ -59,11 +59,42 @@ pub struct ShapeError {
     pub action: PluginFailure,
 }
 
-/// Turns an event into requests for a webhook.
+/// Turns an event into requests for a webhook, and a webhook's answer into fields to write back.
 #[async_trait]
 pub trait Shaper: Send + Sync + 'static {
     /// Shapes `event` for `hook`.
     async fn outgoing(&self, hook: &Webhook, event: &Event) -> Result<Shaped, ShapeError>;
+
+    /// The fields to write back from a successful answer to `event`'s delivery (a JSON
+    /// object), or none. Without a plugin there is nothing to write back.
+    async fn response(
+        &self,
+        _hook: &Webhook,
+        _event: &Event,
+        _answer: Answer<'_>,
+    ) -> Result<Option<serde_json::Value>, String> {
+        Ok(None)
+    }
+}
+
+/// A receiver's answer, as the response phase sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: &'a [(String, String)],
+    /// Body (up to the write-back cap).
+    pub body: &'a [u8],
+}
+
+/// The body without a plugin: a sink message's data as is, else the default envelope.
+pub fn plain_body(hook: &Webhook, event: &Event) -> Vec<u8> {
+    if crate::sink::is_sink(hook) {
+        serde_json::to_vec(&event.data).unwrap_or_default()
+    } else {
+        default_body(event)
+    }
 }
 
 /// The default envelope: `{"type", "timestamp", "data", "context"}`.

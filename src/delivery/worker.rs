@@ -21,17 +21,21 @@ use crate::auth::{self, TokenCache};
 use crate::config::DeliveryConfig;
 use crate::delivery::client::{self, SsrfPolicy};
 use crate::delivery::retry::{self, Backoff, StatusClass};
-use crate::delivery::shape::{OutgoingRequest, Shaped, Shaper};
+use crate::delivery::shape::{Answer, OutgoingRequest, Shaped, Shaper};
 use crate::delivery::signing;
 use crate::metrics::Metrics;
 use crate::model::{
-    now_ms, Attempt, AttemptOutcome, Completion, Job, Next, PluginFailure, RequestLog, Webhook,
+    now_ms, Attempt, AttemptOutcome, Completion, EventToIngest, Job, Next, PluginFailure,
+    RequestLog, SinkMessage, Webhook,
 };
 use crate::store::{ClaimRequest, Store};
 use crate::webhooks::WebhookDirectory;
 
 /// Headers whose values the Webhook Log never shows.
 const REDACTED: &str = "[redacted]";
+
+/// How much of a response body the response phase (write-back) may see.
+const WRITEBACK_BODY_CAP: usize = 1 << 20;
 
 /// Deliveries claimed per round trip to the store, at most.
 const CLAIM_BATCH: usize = 256;
@@ -63,7 +67,10 @@ struct Exchange {
     request: RequestLog,
     status: Option<u16>,
     headers: Vec<(String, String)>,
+    /// The body as the log keeps it (truncated).
     body: Option<String>,
+    /// The body as read, up to the write-back cap, for the response phase.
+    raw_body: Vec<u8>,
     error: Option<String>,
     retry_after: Option<Duration>,
     /// Refused before sending (SSRF, bad URL): retrying cannot help.
@@ -123,10 +130,17 @@ impl Deliverer {
         tokio::pin!(shutdown);
         let poll = Duration::from_millis(self.config.poll_interval_ms);
         loop {
-            let claimed = tokio::select! {
+            // Waiting for a free slot may be cut short by shutdown; claiming may not: a claim
+            // the store committed must be started (or released), or its deliveries would sit
+            // leased to this stopped process until the lease expires.
+            let first = tokio::select! {
                 _ = &mut shutdown => break,
-                n = self.dispatch_once() => n,
+                permit = self.slots.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
             };
+            let claimed = self.dispatch_once(first).await;
             if claimed == 0 {
                 tokio::select! {
                     _ = &mut shutdown => break,
@@ -145,13 +159,9 @@ impl Deliverer {
         }
     }
 
-    /// Claims one batch and starts it. Returns how many deliveries were claimed.
-    async fn dispatch_once(self: &Arc<Self>) -> usize {
-        // Wait for a free slot before claiming, so claimed work never waits on this process.
-        let first = match self.slots.clone().acquire_owned().await {
-            Ok(p) => p,
-            Err(_) => return 0,
-        };
+    /// Claims one batch and starts it, `first` being a free slot taken beforehand so claimed
+    /// work never waits on this process. Returns how many deliveries were claimed.
+    async fn dispatch_once(self: &Arc<Self>, first: OwnedSemaphorePermit) -> usize {
         let free = self.slots.available_permits() + 1;
         let exclude: Vec<String> = self
             .per_webhook
@@ -247,6 +257,7 @@ impl Deliverer {
         };
         let outcome = completion.attempt.outcome;
         let disable = completion.disable_webhook;
+        let followups = !completion.followups.is_empty();
         Metrics::count(&self.metrics.deliveries, outcome_name(outcome));
         match self.store.complete(&self.owner, completion).await {
             Ok(true) => {}
@@ -256,6 +267,9 @@ impl Deliverer {
             Err(e) => {
                 warn!(delivery = %job.delivery.id, error = %e, "recording an attempt failed; the delivery returns after its lease")
             }
+        }
+        if followups {
+            self.wake.notify_one();
         }
         if disable {
             if let Err(e) = self.webhooks.reload(self.store.as_ref()).await {
@@ -358,6 +372,11 @@ impl Deliverer {
             }
             _ => {}
         }
+        let (followups, writeback_error) = if next == Next::Succeeded {
+            self.writeback(hook, job, &exchange).await
+        } else {
+            (Vec::new(), None)
+        };
         let attempt = Attempt {
             delivery_id: job.delivery.id.clone(),
             attempt_no: job.attempt_no,
@@ -367,13 +386,14 @@ impl Deliverer {
             response_status: exchange.status,
             response_headers: exchange.headers,
             response_body: exchange.body,
-            error: exchange.error,
+            error: exchange.error.or(writeback_error),
             outcome: outcome_of(&next),
         };
         Completion {
             attempt,
             next,
             disable_webhook: disable,
+            followups,
         }
     }
 
@@ -403,7 +423,87 @@ impl Deliverer {
             attempt,
             next,
             disable_webhook: false,
+            followups: Vec::new(),
         }
+    }
+
+    /// The response phase: fields the plugin maps from the answer become a sink `update` of the
+    /// record the event was about, committed with the completion. Returns the follow-up events
+    /// and, when the write-back could not be made, why (for the attempt's log entry).
+    async fn writeback(
+        &self,
+        hook: &Webhook,
+        job: &Job,
+        exchange: &Exchange,
+    ) -> (Vec<EventToIngest>, Option<String>) {
+        if hook.spec.plugin.is_none() {
+            return (Vec::new(), None);
+        }
+        let answer = Answer {
+            status: exchange.status.unwrap_or(0),
+            headers: &exchange.headers,
+            body: &exchange.raw_body,
+        };
+        let fields = match self.shaper.response(hook, &job.event, answer).await {
+            Ok(Some(fields)) if fields.as_object().is_some_and(|f| !f.is_empty()) => fields,
+            Ok(_) => return (Vec::new(), None),
+            Err(e) => {
+                return (
+                    Vec::new(),
+                    Some(format!("write-back: response phase failed: {e}")),
+                )
+            }
+        };
+        let Some(sink) = self
+            .webhooks
+            .named(crate::sink::SINK_WEBHOOK)
+            .filter(|s| s.spec.enabled)
+        else {
+            return (
+                Vec::new(),
+                Some("write-back: no [sink] is configured; fields dropped".into()),
+            );
+        };
+        let settings = hook.spec.writeback.clone().unwrap_or_default();
+        let identify_by = if settings.identify_by.is_empty() {
+            vec!["id".to_owned()]
+        } else {
+            settings.identify_by
+        };
+        let mut identifiers = serde_json::Map::new();
+        for field in &identify_by {
+            if let Some(value) = crate::sink::lookup(&job.event.data, field) {
+                identifiers.insert(field.clone(), value.clone());
+            }
+        }
+        if identifiers.is_empty() {
+            return (
+                Vec::new(),
+                Some(format!("write-back: the event's data has none of the identifying fields {identify_by:?}")),
+            );
+        }
+        let entity = settings
+            .entity
+            .or_else(|| hook.spec.inbound.as_ref().map(|i| i.entity.clone()))
+            .unwrap_or_else(|| {
+                job.event
+                    .event_type
+                    .split('.')
+                    .next()
+                    .unwrap_or("record")
+                    .to_owned()
+            });
+        let message = SinkMessage {
+            webhook: hook.spec.name.clone(),
+            webhook_id: hook.id.clone(),
+            source: "response".into(),
+            entity,
+            operation: "update".into(),
+            identifiers: serde_json::Value::Object(identifiers),
+            fields,
+            event_id: Some(job.event.id.clone()),
+        };
+        (vec![crate::sink::message(&sink.id, &message)], None)
     }
 
     /// Retry later, unless this was the last attempt allowed.
@@ -447,6 +547,7 @@ impl Deliverer {
             status: None,
             headers: Vec::new(),
             body: None,
+            raw_body: Vec::new(),
             error: Some(error),
             retry_after: None,
             refused,
@@ -525,12 +626,18 @@ impl Deliverer {
                     )
                 })
                 .collect();
-            let (body, body_error) = read_capped(response, self.config.log_body_bytes).await;
+            let cap = if hook.spec.plugin.is_some() {
+                WRITEBACK_BODY_CAP.max(self.config.log_body_bytes)
+            } else {
+                self.config.log_body_bytes
+            };
+            let (raw_body, body_error) = read_capped(response, cap).await;
             return Exchange {
                 request: log,
                 status: Some(status),
                 headers: resp_headers,
-                body: Some(body),
+                body: Some(truncate(&raw_body, self.config.log_body_bytes)),
+                raw_body,
                 error: body_error,
                 retry_after,
                 refused: false,
@@ -649,7 +756,7 @@ fn truncate(body: &[u8], cap: usize) -> String {
 }
 
 /// Reads at most `cap` bytes of a response body (the rest is dropped unread).
-async fn read_capped(mut response: reqwest::Response, cap: usize) -> (String, Option<String>) {
+async fn read_capped(mut response: reqwest::Response, cap: usize) -> (Vec<u8>, Option<String>) {
     let mut buf = Vec::new();
     loop {
         match response.chunk().await {
@@ -663,13 +770,13 @@ async fn read_capped(mut response: reqwest::Response, cap: usize) -> (String, Op
             Ok(None) => break,
             Err(e) => {
                 return (
-                    String::from_utf8_lossy(&buf).into_owned(),
+                    buf,
                     Some(format!("reading the response body: {}", error_chain(&e))),
                 )
             }
         }
     }
-    (String::from_utf8_lossy(&buf).into_owned(), None)
+    (buf, None)
 }
 
 /// An error and its sources on one line.

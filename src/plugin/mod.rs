@@ -23,7 +23,9 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::config::PluginsConfig;
-use crate::delivery::shape::{default_body, rfc3339, OutgoingRequest, ShapeError, Shaped, Shaper};
+use crate::delivery::shape::{
+    plain_body, rfc3339, Answer, OutgoingRequest, ShapeError, Shaped, Shaper,
+};
 use crate::metrics::Metrics;
 use crate::model::{now_ms, Event, PluginFailure, PluginRef, Webhook};
 use crate::store::{self, PluginVersion, Store};
@@ -363,17 +365,17 @@ impl PluginHost {
     }
 
     /// Response phase: fields to write back from a third party's answer (none: nothing).
-    pub async fn response(
+    pub async fn response_fields(
         &self,
         hook: &Webhook,
         event: &Event,
-        status: u16,
-        headers: Vec<(String, String)>,
-        body: Vec<u8>,
+        answer: Answer<'_>,
     ) -> Result<Option<serde_json::Value>, String> {
         let Some(plugin_ref) = &hook.spec.plugin else {
             return Ok(None);
         };
+        let (status, headers, body) =
+            (answer.status, answer.headers.to_vec(), answer.body.to_vec());
         let plugin = self
             .resolve(plugin_ref)
             .ok_or_else(|| format!("plugin {:?} is not loaded", plugin_ref.name))?;
@@ -451,10 +453,19 @@ impl PluginHost {
 
 #[async_trait]
 impl Shaper for PluginHost {
+    async fn response(
+        &self,
+        hook: &Webhook,
+        event: &Event,
+        answer: Answer<'_>,
+    ) -> Result<Option<serde_json::Value>, String> {
+        self.response_fields(hook, event, answer).await
+    }
+
     async fn outgoing(&self, hook: &Webhook, event: &Event) -> Result<Shaped, ShapeError> {
         let Some(plugin_ref) = &hook.spec.plugin else {
-            return Ok(Shaped::Send(vec![OutgoingRequest::json(default_body(
-                event,
+            return Ok(Shaped::Send(vec![OutgoingRequest::json(plain_body(
+                hook, event,
             ))]));
         };
         let fail = |message: String, action: PluginFailure| ShapeError { message, action };

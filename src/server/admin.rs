@@ -43,13 +43,26 @@ impl From<InvalidSpec> for ApiError {
     }
 }
 
-fn shown(hook: &Webhook) -> Value {
-    serde_json::to_value(hook.redacted()).unwrap_or(Value::Null)
+fn shown(state: &Shared, hook: &Webhook) -> Value {
+    let mut value = serde_json::to_value(hook.redacted()).unwrap_or(Value::Null);
+    if hook.spec.inbound.is_some() {
+        value["inbound_url"] = Value::String(format!(
+            "{}/v1/inbound/{}",
+            state.config.public_url(),
+            hook.spec.name
+        ));
+    }
+    value
 }
 
 /// Validates a spec against the gateway's limits and refuses leftover masks.
 async fn check(state: &Shared, spec: &mut WebhookSpec) -> Result<(), ApiError> {
-    for secret in spec.auth.secrets_mut() {
+    let inbound_secrets = spec
+        .inbound
+        .as_mut()
+        .map(|i| i.auth.secrets_mut())
+        .unwrap_or_default();
+    for secret in spec.auth.secrets_mut().into_iter().chain(inbound_secrets) {
         if secret == MASK {
             return Err(ApiError::invalid_field(
                 "auth",
@@ -58,6 +71,13 @@ async fn check(state: &Shared, spec: &mut WebhookSpec) -> Result<(), ApiError> {
         }
     }
     webhooks::validate(spec, state.config.max_timeout_ms())?;
+    webhooks::check_name_free(&spec.name)?;
+    if spec.inbound.as_ref().is_some_and(|i| i.enabled) && state.config.sink.url.is_empty() {
+        return Err(ApiError::invalid_field(
+            "inbound",
+            "inbound webhooks need a sink: set [sink] url in the config",
+        ));
+    }
     if let Some(plugin) = &spec.plugin {
         match &state.plugins {
             Some(host) => host
@@ -83,6 +103,19 @@ async fn find(state: &Shared, id: &str) -> Result<Webhook, ApiError> {
         .ok_or_else(|| ApiError::not_found("webhook"))
 }
 
+/// A webhook an admin may change: not the sink, which the config manages.
+async fn find_editable(state: &Shared, id: &str) -> Result<Webhook, ApiError> {
+    let hook = find(state, id).await?;
+    if crate::sink::is_sink(&hook) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "managed_by_config",
+            "the sink's webhook is managed by the [sink] config",
+        ));
+    }
+    Ok(hook)
+}
+
 async fn reload(state: &Shared) -> Result<(), ApiError> {
     state.webhooks.reload(state.store.as_ref()).await?;
     Ok(())
@@ -104,12 +137,12 @@ async fn create_webhook(
     };
     state.store.insert_webhook(&hook).await?;
     reload(&state).await?;
-    Ok((StatusCode::CREATED, Json(shown(&hook))))
+    Ok((StatusCode::CREATED, Json(shown(&state, &hook))))
 }
 
 async fn list_webhooks(State(state): State<Shared>) -> Result<Json<Value>, ApiError> {
     let hooks = state.store.webhooks().await?;
-    let items: Vec<Value> = hooks.iter().map(shown).collect();
+    let items: Vec<Value> = hooks.iter().map(|h| shown(&state, h)).collect();
     Ok(Json(json!({ "items": items })))
 }
 
@@ -117,7 +150,7 @@ async fn get_webhook(
     State(state): State<Shared>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(shown(&find(&state, &id).await?)))
+    Ok(Json(shown(&state, &find(&state, &id).await?)))
 }
 
 async fn save(
@@ -136,7 +169,7 @@ async fn save(
         return Err(ApiError::not_found("webhook"));
     }
     reload(state).await?;
-    Ok(Json(shown(&hook)))
+    Ok(Json(shown(state, &hook)))
 }
 
 async fn put_webhook(
@@ -145,8 +178,15 @@ async fn put_webhook(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let body = body.map_err(body_error)?;
-    let old = find(&state, &id).await?;
-    let spec: WebhookSpec = parse_json(&body)?;
+    let old = find_editable(&state, &id).await?;
+    // What a GET shows can be PUT back: the read-only fields are ignored.
+    let mut value: Value = parse_json(&body)?;
+    if let Some(fields) = value.as_object_mut() {
+        for read_only in ["id", "created_at", "updated_at", "inbound_url"] {
+            fields.remove(read_only);
+        }
+    }
+    let spec: WebhookSpec = from_value(value)?;
     save(&state, old, spec).await
 }
 
@@ -164,7 +204,7 @@ async fn patch_webhook(
             "a merge patch must be a JSON object",
         ));
     }
-    let old = find(&state, &id).await?;
+    let old = find_editable(&state, &id).await?;
     let mut merged = serde_json::to_value(&old.spec).unwrap_or(Value::Null);
     merge_patch(&mut merged, patch);
     let spec: WebhookSpec = from_value(merged)?;
@@ -195,7 +235,7 @@ async fn delete_webhook(
     State(state): State<Shared>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let hook = find(&state, &id).await?;
+    let hook = find_editable(&state, &id).await?;
     if !state.store.delete_webhook(&hook.id).await? {
         return Err(ApiError::not_found("webhook"));
     }

@@ -82,6 +82,12 @@ fn prepare(state: &Shared, event: NewEvent, at: &str) -> Result<EventToIngest, A
             format!("type must be 1 to {MAX_ID_LEN} characters"),
         ));
     }
+    if event_type.starts_with(crate::sink::RESERVED_EVENT_PREFIX) {
+        return Err(ApiError::invalid_field(
+            format!("{at}type"),
+            "event types starting with \"hookyard.\" are reserved",
+        ));
+    }
     if let Some(id) = &event.id {
         if id.is_empty() || id.len() > MAX_ID_LEN {
             return Err(ApiError::invalid_field(

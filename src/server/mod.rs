@@ -25,6 +25,7 @@ use crate::webhooks::WebhookDirectory;
 
 pub mod admin;
 pub mod error;
+pub mod inbound;
 pub mod ingest;
 pub mod openapi;
 pub mod plugins;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// The plugin registry (none when plugins are off).
     pub plugins: Option<Arc<PluginHost>>,
+    /// Signed inbound pushes already accepted.
+    pub replays: inbound::ReplayGuard,
 }
 
 /// Shared state of the routers.
@@ -63,6 +66,7 @@ pub fn public_router(state: Shared) -> Router {
         ));
     Router::new()
         .merge(ingest)
+        .route("/v1/inbound/{webhook}", post(inbound::receive))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

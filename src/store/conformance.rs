@@ -136,6 +136,7 @@ fn completion(job: &Job, next: Next, status: Option<u16>) -> Completion {
         attempt: attempt(job, &next, status),
         next,
         disable_webhook: false,
+        followups: Vec::new(),
     }
 }
 

@@ -110,8 +110,9 @@ pub trait Store: Send + Sync + 'static {
     async fn claim(&self, req: ClaimRequest) -> Result<Vec<Job>>;
     /// Gives leased deliveries back without an attempt (e.g. their webhook is saturated here).
     async fn release(&self, owner: &str, delivery_ids: &[String]) -> Result<()>;
-    /// Logs an attempt and moves its delivery on. Returns false when `owner` no longer held the
-    /// lease: the attempt is logged but the delivery is left to its new owner.
+    /// Logs an attempt and moves its delivery on, and commits its follow-up events (write-backs)
+    /// in the same transaction. Returns false when `owner` no longer held the lease: the attempt
+    /// is logged but the delivery is left to its new owner and the follow-ups are dropped.
     async fn complete(&self, owner: &str, completion: Completion) -> Result<bool>;
 
     /// The Webhook Log, newest first.

@@ -905,6 +905,22 @@ struct EncodedCompletion {
     response_headers: String,
     next: Next,
     disable_webhook: bool,
+    /// Committed with the completion, only when the lease was held.
+    followups: Vec<EncodedEvent>,
+}
+
+fn encode_events(events: Vec<EventToIngest>) -> Result<Vec<EncodedEvent>> {
+    events
+        .into_iter()
+        .map(|e| {
+            Ok(EncodedEvent {
+                data: to_json(&e.event.data)?,
+                context: to_json(&e.event.context)?,
+                event: e.event,
+                deliveries: e.deliveries,
+            })
+        })
+        .collect()
 }
 
 fn complete_in(conn: &Connection, owner: &str, c: &EncodedCompletion) -> Result<bool> {
@@ -1119,17 +1135,7 @@ impl Store for SqliteStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let encoded = events
-            .into_iter()
-            .map(|e| {
-                Ok(EncodedEvent {
-                    data: to_json(&e.event.data)?,
-                    context: to_json(&e.event.context)?,
-                    event: e.event,
-                    deliveries: e.deliveries,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let encoded = encode_events(events)?;
         self.write(move |conn| ingest_in(conn, &encoded)).await
     }
 
@@ -1174,9 +1180,16 @@ impl Store for SqliteStore {
             attempt: completion.attempt,
             next: completion.next,
             disable_webhook: completion.disable_webhook,
+            followups: encode_events(completion.followups)?,
         };
-        self.write(move |conn| complete_in(conn, &owner, &encoded))
-            .await
+        self.write(move |conn| {
+            let held = complete_in(conn, &owner, &encoded)?;
+            if held && !encoded.followups.is_empty() {
+                ingest_in(conn, &encoded.followups)?;
+            }
+            Ok(held)
+        })
+        .await
     }
 
     async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Page<Delivery>> {
@@ -1577,6 +1590,7 @@ mod tests {
             },
             next: Next::Dead,
             disable_webhook: true,
+            followups: Vec::new(),
         };
         assert!(store.complete("w", completion).await.expect("complete"));
 

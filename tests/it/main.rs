@@ -8,6 +8,8 @@ mod bad_input;
 mod cli;
 mod delivery;
 mod durability;
+mod examples;
 mod ingest;
 mod plugins;
 mod ssrf;
+mod sync;

@@ -1,0 +1,297 @@
+//! `POST /v1/inbound/{webhook}`: a third party pushes changes to hookyard.
+//!
+//! The caller is verified by the webhook's inbound auth (secrets compared in constant time; a
+//! Standard Webhooks signature within its tolerance, each `webhook-id` accepted once). The body
+//! (JSON, or form-encoded) goes through the plugin's inbound phase, or without a plugin becomes
+//! one record per object identified by `inbound.identify_by`. Every record becomes a sink
+//! message (`update`, or `upsert` under JIT provisioning), all committed together before the 202.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::Json;
+use base64::Engine as _;
+use serde_json::{json, Map, Value};
+use subtle::ConstantTimeEq;
+
+use super::error::{body_error, ApiError};
+use super::Shared;
+use crate::model::{now_ms, InboundAuth, InboundConfig, SinkMessage, Webhook};
+use crate::plugin::bindings::types;
+use crate::plugin::InboundRecord;
+
+/// Remembers the `webhook-id`s of accepted signed pushes for as long as their timestamps could
+/// still pass the tolerance, so a captured request cannot be replayed.
+#[derive(Default)]
+pub struct ReplayGuard {
+    /// (webhook id, message id) -> when the entry may be forgotten (unix seconds).
+    seen: Mutex<HashMap<(String, String), i64>>,
+}
+
+impl ReplayGuard {
+    /// Records `msg_id`; false when it was seen already.
+    fn first_time(&self, webhook_id: &str, msg_id: &str, forget_at: i64, now: i64) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() > 10_000 {
+            seen.retain(|_, until| *until > now);
+        }
+        let key = (webhook_id.to_owned(), msg_id.to_owned());
+        match seen.get(&key) {
+            Some(until) if *until > now => false,
+            _ => {
+                seen.insert(key, forget_at);
+                true
+            }
+        }
+    }
+}
+
+fn equal(a: &str, b: &str) -> bool {
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// Checks the caller against the webhook's inbound auth.
+fn verify(
+    state: &Shared,
+    hook: &Webhook,
+    auth: &InboundAuth,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let denied = |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
+    match auth {
+        InboundAuth::ApiKey { header, value } => {
+            if !equal(header_str(headers, header), value) {
+                return Err(denied("missing or wrong API key"));
+            }
+        }
+        InboundAuth::Bearer { token } => {
+            let given = header_str(headers, header::AUTHORIZATION.as_str())
+                .strip_prefix("Bearer ")
+                .unwrap_or("");
+            if !equal(given, token) {
+                return Err(denied("missing or wrong bearer token"));
+            }
+        }
+        InboundAuth::Basic { username, password } => {
+            let decoded = header_str(headers, header::AUTHORIZATION.as_str())
+                .strip_prefix("Basic ")
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                .and_then(|b| String::from_utf8(b).ok())
+                .unwrap_or_default();
+            let (user, pass) = decoded.split_once(':').unwrap_or(("", ""));
+            // Both compared, always, so the time taken does not tell which one was wrong.
+            let ok = equal(user, username) & equal(pass, password);
+            if !ok {
+                return Err(denied("missing or wrong credentials"));
+            }
+        }
+        InboundAuth::StandardWebhooks {
+            secret,
+            tolerance_secs,
+        } => {
+            let msg_id = header_str(headers, "webhook-id");
+            let timestamp = header_str(headers, "webhook-timestamp");
+            let signature = header_str(headers, "webhook-signature");
+            let now = now_ms() / 1000;
+            crate::delivery::signing::verify(
+                secret,
+                msg_id,
+                timestamp,
+                signature,
+                body,
+                now,
+                *tolerance_secs,
+            )
+            .map_err(|e| denied(&format!("signature: {e}")))?;
+            if msg_id.is_empty() {
+                return Err(denied("signature: webhook-id is missing"));
+            }
+            let forget_at = timestamp.parse::<i64>().unwrap_or(now) + tolerance_secs + 1;
+            if !state.replays.first_time(&hook.id, msg_id, forget_at, now) {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "replayed",
+                    "this webhook-id was already accepted",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The body as JSON bytes: JSON as is, a form turned into an object of strings.
+fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let content_type = header_str(headers, header::CONTENT_TYPE.as_str());
+    if content_type.starts_with("application/x-www-form-urlencoded") {
+        let object: Map<String, Value> = form_urlencoded::parse(body)
+            .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+            .collect();
+        return Ok(serde_json::to_vec(&object).unwrap_or_default());
+    }
+    serde_json::from_slice::<serde::de::IgnoredAny>(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))?;
+    Ok(body.to_vec())
+}
+
+/// Without a plugin: each object of the body is a record, identified by `identify_by`.
+fn plain_records(inbound: &InboundConfig, body: &[u8]) -> Result<Vec<InboundRecord>, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))?;
+    let objects = match value {
+        Value::Array(items) => items,
+        other => vec![other],
+    };
+    objects
+        .into_iter()
+        .enumerate()
+        .map(|(i, object)| {
+            if !object.is_object() {
+                return Err(ApiError::invalid_field(
+                    format!("[{i}]"),
+                    "a record must be a JSON object",
+                ));
+            }
+            let mut identifiers = Map::new();
+            for field in &inbound.identify_by {
+                match crate::sink::lookup(&object, field) {
+                    Some(v) if !v.is_null() => {
+                        identifiers.insert(field.clone(), v.clone());
+                    }
+                    _ => {
+                        return Err(ApiError::invalid_field(
+                            field.clone(),
+                            format!("missing identifier field {field}"),
+                        ))
+                    }
+                }
+            }
+            Ok(InboundRecord {
+                entity: None,
+                identifiers: Value::Object(identifiers),
+                fields: object,
+            })
+        })
+        .collect()
+}
+
+/// `POST /v1/inbound/{webhook}`.
+pub async fn receive(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+    method: Method,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let not_found = || ApiError::not_found("inbound webhook");
+    let hook = state.webhooks.named(&name).ok_or_else(not_found)?;
+    let inbound = match &hook.spec.inbound {
+        Some(inbound) if inbound.enabled && hook.spec.enabled => inbound,
+        _ => return Err(not_found()),
+    };
+    let body = body.map_err(body_error)?;
+    verify(&state, &hook, &inbound.auth, &headers, &body)?;
+    let body = json_body(&headers, &body)?;
+
+    let records = match (&hook.spec.plugin, &state.plugins) {
+        (Some(_), Some(plugins)) => {
+            let request = types::InboundRequest {
+                method: method.to_string(),
+                path: format!("/v1/inbound/{name}"),
+                query: query.unwrap_or_default(),
+                headers: headers
+                    .iter()
+                    .filter(|(k, _)| *k != header::AUTHORIZATION)
+                    .map(|(k, v)| {
+                        (
+                            k.to_string(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect(),
+                body,
+                content_type: Some("application/json".to_owned()),
+            };
+            plugins
+                .inbound(&hook, request)
+                .await
+                .map_err(|(status, message)| {
+                    let status = StatusCode::from_u16(status)
+                        .ok()
+                        .filter(|s| s.is_client_error() || s.is_server_error())
+                        .unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+                    ApiError::new(status, "rejected", message)
+                })?
+        }
+        (Some(_), None) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "plugins_disabled",
+                "plugins are not available in this gateway",
+            ))
+        }
+        (None, _) => plain_records(inbound, &body)?,
+    };
+
+    let sink = state
+        .webhooks
+        .named(crate::sink::SINK_WEBHOOK)
+        .filter(|s| s.spec.enabled)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_sink",
+                "no [sink] is configured; nothing was stored",
+            )
+        })?;
+    let operation = if inbound.jit_provisioning {
+        "upsert"
+    } else {
+        "update"
+    };
+    let mut events = Vec::with_capacity(records.len());
+    for (i, record) in records.into_iter().enumerate() {
+        let has_identifier = record
+            .identifiers
+            .as_object()
+            .is_some_and(|o| !o.is_empty());
+        if !has_identifier {
+            return Err(ApiError::invalid_field(
+                format!("[{i}]"),
+                "the record has no identifier fields",
+            ));
+        }
+        let message = SinkMessage {
+            webhook: hook.spec.name.clone(),
+            webhook_id: hook.id.clone(),
+            source: "inbound".into(),
+            entity: record.entity.unwrap_or_else(|| inbound.entity.clone()),
+            operation: operation.into(),
+            identifiers: record.identifiers,
+            fields: record.fields,
+            event_id: None,
+        };
+        events.push(crate::sink::message(&sink.id, &message));
+    }
+    let count = events.len();
+    if count > 0 {
+        state.store.ingest(events).await?;
+        state.wake.notify_one();
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "accepted": count, "operation": operation })),
+    ))
+}
