@@ -135,7 +135,8 @@ async fn inbound_auth_types_accept_the_right_secret_only() {
             base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
         )
     };
-    let cases: Vec<(&str, Value, Vec<(&str, String)>, Vec<(&str, String)>)> = vec![
+    type Headers = Vec<(&'static str, String)>;
+    let cases: Vec<(&str, Value, Headers, Headers)> = vec![
         (
             "key",
             json!({"type": "api_key", "header": "X-API-Key", "value": "k-1"}),
