@@ -16,8 +16,11 @@
 //!   [`delivery::client`] (the SSRF-safe HTTP client), [`delivery::signing`] (Standard
 //!   Webhooks), [`delivery::retry`] (backoff and status classes) and [`delivery::worker`] (the
 //!   claim-and-send loop).
+//! - [`plugin`]: WebAssembly plugins: the one `bindgen!`, the engine and sandboxed calls, the
+//!   registry of versions with hot swap and rollback.
+//! - [`sink`]: the internal system's endpoint for write-backs and inbound records.
 //! - [`auth`]: credentials for outgoing requests, with the OAuth2 token cache.
-//! - [`server`]: the public (ingest, health, metrics) and admin HTTP APIs.
+//! - [`server`]: the public (ingest, inbound, health, metrics) and admin HTTP APIs.
 //! - [`metrics`]: the Prometheus registry.
 //!
 //! [`run`] is the entry point: it takes bound listeners and a shutdown future, so tests run the
