@@ -293,6 +293,16 @@ impl Config {
                 "delivery.poll_interval_ms must be positive".into(),
             ));
         }
+        if !self.sink.url.is_empty() {
+            let ok = reqwest::Url::parse(&self.sink.url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+            if !ok {
+                return Err(Error::Invalid(format!(
+                    "sink.url {:?} is not an http or https URL",
+                    self.sink.url
+                )));
+            }
+        }
         let p = &self.plugins;
         if p.memory_limit_mb == 0 || p.timeout_ms == 0 || p.max_concurrent_calls == 0 {
             return Err(Error::Invalid(

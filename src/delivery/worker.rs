@@ -377,6 +377,9 @@ impl Deliverer {
         } else {
             (Vec::new(), None)
         };
+        if let Some(error) = &writeback_error {
+            warn!(webhook = %hook.spec.name, delivery = %job.delivery.id, %error, "delivered, but its write-back was not made");
+        }
         let attempt = Attempt {
             delivery_id: job.delivery.id.clone(),
             attempt_no: job.attempt_no,

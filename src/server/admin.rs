@@ -32,6 +32,7 @@ pub fn routes() -> Router<Shared> {
                 .delete(delete_webhook),
         )
         .route("/admin/v1/webhooks/{id}/replay", post(replay_webhook))
+        .route("/admin/v1/webhooks/{id}/secret", get(signing_secret))
         .route("/admin/v1/deliveries", get(list_deliveries))
         .route("/admin/v1/deliveries/{id}", get(get_delivery))
         .route("/admin/v1/deliveries/{id}/replay", post(replay_delivery))
@@ -137,7 +138,25 @@ async fn create_webhook(
     };
     state.store.insert_webhook(&hook).await?;
     reload(&state).await?;
-    Ok((StatusCode::CREATED, Json(shown(&state, &hook))))
+    // The creator sees the signing secret once, so receivers can verify signatures; later reads
+    // mask it (GET .../secret shows it to an admin on purpose).
+    let mut body = shown(&state, &hook);
+    if let Some(secret) = &hook.spec.signing.secret {
+        body["signing"]["secret"] = Value::String(secret.clone());
+    }
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+/// `GET /admin/v1/webhooks/{id}/secret`: the signing secret receivers verify with.
+async fn signing_secret(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let hook = find(&state, &id).await?;
+    Ok(Json(json!({
+        "enabled": hook.spec.signing.enabled,
+        "secret": hook.spec.signing.secret,
+    })))
 }
 
 async fn list_webhooks(State(state): State<Shared>) -> Result<Json<Value>, ApiError> {

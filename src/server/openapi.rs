@@ -72,6 +72,9 @@ pub fn spec() -> Value {
     paths.insert("/admin/v1/webhooks/{id}".into(), one);
     paths.insert("/admin/v1/webhooks/{id}/replay".into(), json!({"parameters": id_param, "post":
         op("Re-send every dead delivery of a webhook", "webhooks", responses(("202", ok("Replayed", json!({"type": "object", "properties": {"replayed": {"type": "integer"}}}))), &[401, 404]))}));
+    paths.insert("/admin/v1/webhooks/{id}/secret".into(), json!({"parameters": [{"name": "id", "in": "path", "required": true, "description": "Id or name", "schema": {"type": "string"}}], "get":
+        op("The webhook's signing secret (whsec_...), for receivers to verify signatures; the create response shows it once too", "webhooks",
+            responses(("200", ok("Secret", json!({"type": "object", "properties": {"enabled": {"type": "boolean"}, "secret": {"type": ["string", "null"]}}}))), &[401, 404]))}));
     let q = |name: &str, description: &str| json!({"name": name, "in": "query", "required": false, "description": description, "schema": {"type": "string"}});
     paths.insert("/admin/v1/deliveries".into(), json!({"get": {
         "summary": "The Webhook Log, newest first", "tags": ["deliveries"],
@@ -153,6 +156,7 @@ mod tests {
             "/admin/v1/webhooks",
             "/admin/v1/webhooks/{id}",
             "/admin/v1/webhooks/{id}/replay",
+            "/admin/v1/webhooks/{id}/secret",
             "/admin/v1/deliveries",
             "/admin/v1/deliveries/{id}",
             "/admin/v1/deliveries/{id}/replay",

@@ -21,7 +21,10 @@ async fn delivers_signed_default_envelope_with_headers() {
             "signing": {"secret": SECRET}
         }))
         .await;
-    assert_eq!(hook["signing"]["secret"], "********");
+    // Shown once on create; masked on every read after.
+    assert_eq!(hook["signing"]["secret"], SECRET);
+    let (_, read) = gw.admin("GET", "/admin/v1/webhooks/defguard", None).await;
+    assert_eq!(read["signing"]["secret"], "********");
     let (status, body) = gw
         .post_event(
             json!({"type": "user.created", "data": {"username": "jdoe"}, "context": {"by": "admin"},

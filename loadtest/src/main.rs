@@ -1,0 +1,169 @@
+//! `hookyard-loadtest`: the end-to-end load test of hookyard on one machine.
+//!
+//! It starts the gateway (embedded SQLite, fsync on) and a loopback receiver in this process,
+//! drives load open loop at a fixed rate and closed loop at the maximum rate, and prints one
+//! markdown row per scenario and phase: events accepted/s, deliveries/s, accept-to-delivery lag
+//! (the receiver subtracts the `sent_at_ns` the generator put in the event from the same
+//! monotonic clock), errors, lost and duplicated deliveries (counted by event and by
+//! `webhook-id`), the gateway's RSS idle and under load, and its CPU. A baseline (the generator
+//! against the receiver alone) runs first; rates are also shown as a share of it.
+//! See `docs/LOADTEST.md`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+mod clock;
+mod gateway;
+mod generator;
+mod perf;
+mod procfs;
+mod receiver;
+mod report;
+mod scenarios;
+
+use scenarios::{Phases, Runner, Settings, ALL};
+
+/// The end-to-end load test of hookyard.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// The gateway binary (a release build).
+    #[arg(long, default_value = "target/release/hookyard")]
+    gateway_bin: PathBuf,
+    /// The field-map plugin, for the field-map scenario.
+    #[arg(
+        long,
+        default_value = "plugins/target/wasm32-wasip2/release/field_map.wasm"
+    )]
+    field_map: PathBuf,
+    /// Scenarios to run, comma-separated, or `all`: ingest, e2e, field-map, fanout, outage,
+    /// hang. The baseline always runs first.
+    #[arg(long, default_value = "all", value_delimiter = ',')]
+    scenario: Vec<String>,
+    /// Seconds of load in each phase (the outage scenario adds its outage to it).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Fixed rate in events per second for every fixed-rate phase (default: half the maximum
+    /// the scenario just measured; outage and hang use the e2e fixed rate).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Which phases to run.
+    #[arg(long, value_enum, default_value_t = Phases::Both)]
+    phases: Phases,
+    /// Open loop: connections (the bound on ingest requests in flight).
+    #[arg(long, default_value_t = 256)]
+    connections: usize,
+    /// Closed loop (maximum rate): concurrent senders of single events.
+    #[arg(long, default_value_t = 64)]
+    max_connections: usize,
+    /// Events per request in the batched ingest phase.
+    #[arg(long, default_value_t = 100)]
+    batch_size: u64,
+    /// Closed loop: concurrent senders of batches.
+    #[arg(long, default_value_t = 8)]
+    batch_connections: usize,
+    /// Webhooks subscribed to the one event type of the fan-out scenario.
+    #[arg(long, default_value_t = 10)]
+    fanout: usize,
+    /// Seconds the receiver answers 503 in the outage scenario.
+    #[arg(long, default_value_t = 30.0)]
+    outage_secs: f64,
+    /// Events per second during the outage scenario (default: the e2e fixed rate).
+    #[arg(long)]
+    outage_rate: Option<f64>,
+    /// Longest wait, in seconds, for the queue to drain after a phase's load.
+    #[arg(long, default_value_t = 120.0)]
+    drain_timeout: f64,
+    /// The gateway's `delivery.retry_base_ms` (first retry delay).
+    #[arg(long, default_value_t = 500)]
+    retry_base_ms: u64,
+    /// The gateway's `delivery.retry_factor`.
+    #[arg(long, default_value_t = 2.0)]
+    retry_factor: f64,
+    /// The gateway's `delivery.retry_max_ms` (longest retry delay).
+    #[arg(long, default_value_t = 5000)]
+    retry_max_ms: u64,
+    /// The gateway's `log.level`.
+    #[arg(long, default_value = "warn")]
+    log_level: String,
+    /// Count the gateway's SQLite syncs per phase with `perf stat` (needs perf).
+    #[arg(long)]
+    perf_stat: bool,
+    /// Write a `perf record` CPU profile of each phase into this directory (needs perf).
+    #[arg(long)]
+    perf_record: Option<PathBuf>,
+    /// Also write the tables to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    clock::origin();
+    let mut scenarios: Vec<String> = Vec::new();
+    for s in &cli.scenario {
+        if s == "all" {
+            scenarios.extend(ALL.iter().map(|s| s.to_string()));
+        } else if ALL.contains(&s.as_str()) {
+            scenarios.push(s.clone());
+        } else {
+            anyhow::bail!("unknown scenario {s:?} (known: {}, all)", ALL.join(", "));
+        }
+    }
+    if !cli.gateway_bin.is_file() {
+        anyhow::bail!(
+            "no gateway binary at {} (cargo build --release, or --gateway-bin)",
+            cli.gateway_bin.display()
+        );
+    }
+    if scenarios.iter().any(|s| s == "field-map") && !cli.field_map.is_file() {
+        anyhow::bail!(
+            "no field-map plugin at {} (bash scripts/build-plugins.sh, or --field-map)",
+            cli.field_map.display()
+        );
+    }
+    if let Some(dir) = &cli.perf_record {
+        std::fs::create_dir_all(dir)?;
+    }
+    let settings = Settings {
+        gateway: gateway::Options {
+            bin: cli.gateway_bin.clone(),
+            field_map: Some(cli.field_map.clone()),
+            retry_base_ms: cli.retry_base_ms,
+            retry_factor: cli.retry_factor,
+            retry_max_ms: cli.retry_max_ms,
+            log_level: cli.log_level.clone(),
+        },
+        duration: Duration::from_secs_f64(cli.duration),
+        rate: cli.rate,
+        phases: cli.phases,
+        connections: cli.connections,
+        max_connections: cli.max_connections,
+        batch_size: cli.batch_size.max(1),
+        batch_connections: cli.batch_connections,
+        fanout: cli.fanout,
+        outage: Duration::from_secs_f64(cli.outage_secs),
+        outage_rate: cli.outage_rate,
+        drain_timeout: Duration::from_secs_f64(cli.drain_timeout),
+        perf_stat: cli.perf_stat,
+        perf_record: cli.perf_record.clone(),
+    };
+    let mut runner = Runner::new(settings).await?;
+    eprintln!("baseline: generator → receiver");
+    runner.baseline().await?;
+    for name in &scenarios {
+        eprintln!("{name}:");
+        if let Err(e) = runner.scenario(name).await {
+            eprintln!("  {name} failed: {e:#}");
+        }
+    }
+    let table = report::markdown(&runner.rows, runner.ceiling);
+    println!("{table}");
+    if let Some(path) = &cli.out {
+        std::fs::write(path, &table)?;
+    }
+    Ok(())
+}
