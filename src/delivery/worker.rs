@@ -244,7 +244,17 @@ impl Deliverer {
     async fn deliver(&self, job: Job) {
         let started_at = now_ms();
         let clock = Instant::now();
-        let completion = match self.webhooks.get(&job.delivery.webhook_id) {
+        let id = &job.delivery.webhook_id;
+        let mut hook = self.webhooks.get(id);
+        if hook.is_none() {
+            // The claim saw the webhook in the store: it may be newer than this process's view
+            // (created through another process). Look again before giving up on it.
+            if let Err(e) = self.webhooks.reload(self.store.as_ref()).await {
+                warn!(error = %e, "reloading webhooks failed");
+            }
+            hook = self.webhooks.get(id);
+        }
+        let completion = match hook {
             None => self.finish(
                 &job,
                 started_at,
