@@ -53,6 +53,21 @@ pub fn spec() -> Value {
         responses(("202", ok("Committed", json!({"type": "object", "properties": {"accepted": {"type": "integer"}, "events": {"type": "array", "items": reference("IngestResult")}}}))), &[400, 401, 413, 422, 503])),
         json!({"type": "array", "items": reference("NewEvent")}))}));
     paths.insert(
+        "/v1/inbound/{webhook}".into(),
+        json!({
+            "parameters": [{"name": "webhook", "in": "path", "required": true, "schema": {"type": "string"}}],
+            "post": {
+                "summary": "A third party's push (JSON or form-encoded), verified by the webhook's inbound auth; its records go to the sink",
+                "tags": ["inbound"],
+                "security": [],
+                "responses": responses(
+                    ("202", ok("Stored", json!({"type": "object", "properties": {"accepted": {"type": "integer"}, "operation": {"enum": ["update", "upsert"]}}}))),
+                    &[400, 401, 404, 409, 413, 422, 503],
+                ),
+            },
+        }),
+    );
+    paths.insert(
         "/healthz".into(),
         json!({"get": op("Liveness", "operations", json!({"200": {"description": "Alive"}}))}),
     );
