@@ -19,11 +19,6 @@ pub fn now_ns() -> u64 {
     origin().elapsed().as_nanos() as u64
 }
 
-/// The clock reading of `at`, in nanoseconds since [`origin`] (0 before it).
-pub fn ns_of(at: Instant) -> u64 {
-    at.saturating_duration_since(origin()).as_nanos() as u64
-}
-
 /// The instant of a clock reading.
 pub fn instant_of(ns: u64) -> Instant {
     origin() + Duration::from_nanos(ns)

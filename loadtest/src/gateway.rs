@@ -38,6 +38,8 @@ pub struct Options {
     pub retry_max_ms: u64,
     /// `log.level`.
     pub log_level: String,
+    /// Extra environment (`HOOKYARD_*` overrides).
+    pub env: Vec<(String, String)>,
 }
 
 /// A running gateway. Killed when dropped.
@@ -50,12 +52,68 @@ pub struct Gateway {
     pub admin: SocketAddr,
     /// From spawning the process to the first `200` of `/readyz`.
     pub startup: Duration,
+    options: Options,
     dir: tempfile::TempDir,
 }
 
 fn free_port() -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?)
+}
+
+/// Starts `hookyard serve` on the config in `dir` (appending to its log) and waits until
+/// `/readyz` answers 200: the child, its pid and how long that took.
+async fn spawn_ready(
+    options: &Options,
+    dir: &Path,
+    public: SocketAddr,
+) -> anyhow::Result<(Child, u32, Duration)> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("gateway.log"))?;
+    let spawned = Instant::now();
+    let mut child = Command::new(&options.bin)
+        .arg("serve")
+        .arg("--config")
+        .arg(dir.join("hookyard.toml"))
+        .current_dir(dir)
+        .envs(options.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", options.bin.display()))?;
+    let pid = child.id().context("the gateway exited at once")?;
+    loop {
+        if let Ok((status, _)) = one_shot(public, Method::GET, "/readyz", None, Bytes::new()).await
+        {
+            if status.is_success() {
+                return Ok((child, pid, spawned.elapsed()));
+            }
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "the gateway exited ({status}) before it was ready:\n{}",
+                log_tail(dir)
+            );
+        }
+        if spawned.elapsed() > READY_TIMEOUT {
+            bail!(
+                "the gateway was not ready after {READY_TIMEOUT:?}:\n{}",
+                log_tail(dir)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// The last lines of the gateway's log in `dir`.
+fn log_tail(dir: &Path) -> String {
+    let text = std::fs::read_to_string(dir.join("gateway.log")).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 fn toml_str(path: &Path) -> String {
@@ -74,9 +132,10 @@ impl Gateway {
         let plugins = match &options.field_map {
             Some(path) => format!(
                 "[[plugins.load]]\nname = \"field-map\"\npath = {}\n",
-                toml_str(&std::fs::canonicalize(path).with_context(|| {
-                    format!("the field-map plugin {}", path.display())
-                })?)
+                toml_str(
+                    &std::fs::canonicalize(path)
+                        .with_context(|| { format!("the field-map plugin {}", path.display()) })?
+                )
             ),
             None => String::new(),
         };
@@ -112,66 +171,34 @@ level = "{level}"
             cache = toml_str(&dir.path().join("plugin-cache")),
             level = options.log_level,
         );
-        let config_path = dir.path().join("hookyard.toml");
-        std::fs::write(&config_path, config)?;
-        let log = std::fs::File::create(dir.path().join("gateway.log"))?;
-        let spawned = Instant::now();
-        let child = Command::new(&options.bin)
-            .arg("serve")
-            .arg("--config")
-            .arg(&config_path)
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", options.bin.display()))?;
-        let pid = child.id().context("the gateway exited at once")?;
-        let mut gateway = Gateway {
+        std::fs::write(dir.path().join("hookyard.toml"), config)?;
+        let (child, pid, startup) = spawn_ready(options, dir.path(), public).await?;
+        Ok(Gateway {
             child,
             pid,
             public,
             admin,
-            startup: Duration::ZERO,
+            startup,
+            options: options.clone(),
             dir,
-        };
-        loop {
-            if let Ok((status, _)) =
-                one_shot(public, Method::GET, "/readyz", None, Bytes::new()).await
-            {
-                if status.is_success() {
-                    break;
-                }
-            }
-            if let Some(status) = gateway.child.try_wait()? {
-                bail!(
-                    "the gateway exited ({status}) before it was ready:\n{}",
-                    gateway.log_tail()
-                );
-            }
-            if spawned.elapsed() > READY_TIMEOUT {
-                bail!(
-                    "the gateway was not ready after {READY_TIMEOUT:?}:\n{}",
-                    gateway.log_tail()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        gateway.startup = spawned.elapsed();
-        Ok(gateway)
+        })
+    }
+
+    /// Stops the process and starts it again on the same directory (database, compiled plugin
+    /// cache): a warm start. `startup` becomes the new start's.
+    pub async fn restart(mut self) -> anyhow::Result<Gateway> {
+        let _ = self.child.kill().await;
+        let (child, pid, startup) =
+            spawn_ready(&self.options, self.dir.path(), self.public).await?;
+        self.child = child;
+        self.pid = pid;
+        self.startup = startup;
+        Ok(self)
     }
 
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.pid
-    }
-
-    /// The last lines of the gateway's log.
-    pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
     /// Warnings and errors in the gateway's log (count).
@@ -325,5 +352,28 @@ impl Monitor {
         }
         let gauges = crate::receiver::lock(&self.gauges).clone();
         (self.peak_rss_kib.load(Ordering::Relaxed), gauges)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_prometheus_text_format() {
+        let text = "# HELP hookyard_queue_depth Pending deliveries\n\
+                    # TYPE hookyard_queue_depth gauge\n\
+                    hookyard_queue_depth 42\n\
+                    hookyard_delivery_attempts_total{outcome=\"succeeded\"} 7\n\
+                    hookyard_plugin_call_duration_seconds_sum 0.5\n\
+                    # EOF\n";
+        let m = parse_metrics(text);
+        assert_eq!(m["hookyard_queue_depth"], 42.0);
+        assert_eq!(
+            m["hookyard_delivery_attempts_total{outcome=\"succeeded\"}"],
+            7.0
+        );
+        assert_eq!(m["hookyard_plugin_call_duration_seconds_sum"], 0.5);
+        assert_eq!(m.len(), 3);
     }
 }

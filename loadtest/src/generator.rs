@@ -95,12 +95,6 @@ impl GenStats {
         let secs = (self.finished - self.started).as_secs_f64().max(1e-9);
         self.events_accepted as f64 / secs
     }
-
-    /// Requests per second over the run.
-    pub fn requests_per_sec(&self) -> f64 {
-        let secs = (self.finished - self.started).as_secs_f64().max(1e-9);
-        self.requests as f64 / secs
-    }
 }
 
 /// What one sender saw; merged into [`GenStats`] at the end.
@@ -154,7 +148,10 @@ impl Conn {
         if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
             self.sender = Some(connect(self.addr).await?);
         }
-        let sender = self.sender.as_mut().ok_or_else(|| anyhow!("no connection"))?;
+        let sender = self
+            .sender
+            .as_mut()
+            .ok_or_else(|| anyhow!("no connection"))?;
         sender.ready().await.context("connection not ready")?;
         Ok(sender)
     }

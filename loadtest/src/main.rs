@@ -39,7 +39,7 @@ struct Cli {
     )]
     field_map: PathBuf,
     /// Scenarios to run, comma-separated, or `all`: ingest, e2e, field-map, fanout, outage,
-    /// hang. The baseline always runs first.
+    /// hang. The baseline always runs first (`baseline` alone runs only it).
     #[arg(long, default_value = "all", value_delimiter = ',')]
     scenario: Vec<String>,
     /// Seconds of load in each phase (the outage scenario adds its outage to it).
@@ -85,6 +85,10 @@ struct Cli {
     /// The gateway's `delivery.retry_max_ms` (longest retry delay).
     #[arg(long, default_value_t = 5000)]
     retry_max_ms: u64,
+    /// Extra environment of the gateway, `HOOKYARD_SECTION_KEY=VALUE` (repeatable), to try a
+    /// setting without editing the harness, e.g. `HOOKYARD_DELIVERY_POLL_INTERVAL_MS=10`.
+    #[arg(long = "gateway-env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    gateway_env: Vec<(String, String)>,
     /// The gateway's `log.level`.
     #[arg(long, default_value = "warn")]
     log_level: String,
@@ -99,6 +103,13 @@ struct Cli {
     out: Option<PathBuf>,
 }
 
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -107,13 +118,15 @@ async fn main() -> anyhow::Result<()> {
     for s in &cli.scenario {
         if s == "all" {
             scenarios.extend(ALL.iter().map(|s| s.to_string()));
+        } else if s == "baseline" {
+            // It always runs.
         } else if ALL.contains(&s.as_str()) {
             scenarios.push(s.clone());
         } else {
             anyhow::bail!("unknown scenario {s:?} (known: {}, all)", ALL.join(", "));
         }
     }
-    if !cli.gateway_bin.is_file() {
+    if !scenarios.is_empty() && !cli.gateway_bin.is_file() {
         anyhow::bail!(
             "no gateway binary at {} (cargo build --release, or --gateway-bin)",
             cli.gateway_bin.display()
@@ -130,12 +143,14 @@ async fn main() -> anyhow::Result<()> {
     }
     let settings = Settings {
         gateway: gateway::Options {
-            bin: cli.gateway_bin.clone(),
+            // Absolute: the gateway runs in its temporary directory.
+            bin: std::fs::canonicalize(&cli.gateway_bin).unwrap_or(cli.gateway_bin.clone()),
             field_map: Some(cli.field_map.clone()),
             retry_base_ms: cli.retry_base_ms,
             retry_factor: cli.retry_factor,
             retry_max_ms: cli.retry_max_ms,
             log_level: cli.log_level.clone(),
+            env: cli.gateway_env.clone(),
         },
         duration: Duration::from_secs_f64(cli.duration),
         rate: cli.rate,
@@ -160,7 +175,21 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("  {name} failed: {e:#}");
         }
     }
-    let table = report::markdown(&runner.rows, runner.ceiling);
+    let mut table = format!(
+        "Gateway config: defaults, SQLite fsync on, delivery.retry_base_ms={} retry_factor={} \
+         retry_max_ms={}{}. Phases of {} s; open loop over {} connections, closed loop over {}.\n\n",
+        cli.retry_base_ms,
+        cli.retry_factor,
+        cli.retry_max_ms,
+        cli.gateway_env
+            .iter()
+            .map(|(k, v)| format!(", {k}={v}"))
+            .collect::<String>(),
+        cli.duration,
+        cli.connections,
+        cli.max_connections,
+    );
+    table.push_str(&report::markdown(&runner.rows, runner.ceiling));
     println!("{table}");
     if let Some(path) = &cli.out {
         std::fs::write(path, &table)?;

@@ -8,7 +8,8 @@ use tokio::process::{Child, Command};
 
 /// The syscalls counted: each SQLite commit in WAL mode with `synchronous=FULL` ends in one
 /// `fdatasync` (or `fsync`) of the WAL; `pwrite64` are its page writes.
-const EVENTS: &str = "syscalls:sys_enter_fdatasync,syscalls:sys_enter_fsync,syscalls:sys_enter_pwrite64";
+const EVENTS: &str =
+    "syscalls:sys_enter_fdatasync,syscalls:sys_enter_fsync,syscalls:sys_enter_pwrite64";
 
 /// Counts read by `perf stat`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -44,16 +45,7 @@ impl Perf {
         let pid = pid.to_string();
         let stat = stat_dir.and_then(|dir| {
             let out = dir.join(format!("perf-stat-{pid}-{}.csv", crate::clock::now_ns()));
-            let child = spawn(&[
-                "stat",
-                "-x,",
-                "-o",
-                out.to_str()?,
-                "-e",
-                EVENTS,
-                "-p",
-                &pid,
-            ])?;
+            let child = spawn(&["stat", "-x,", "-o", out.to_str()?, "-e", EVENTS, "-p", &pid])?;
             Some((child, out))
         });
         let record = record_to.and_then(|path| {

@@ -64,3 +64,22 @@ pub fn cpu_percent(from: &Sample, to: &Sample) -> f64 {
     let cpu = to.cpu_ticks.saturating_sub(from.cpu_ticks) as f64 / clk_tck() as f64;
     100.0 * cpu / secs
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_this_process() {
+        let a = sample(None).expect("/proc/self is readable");
+        assert!(a.rss_kib > 0);
+        let mut x = 0u64;
+        for i in 0..5_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        let b = sample(None).expect("/proc/self is readable");
+        assert!(b.cpu_ticks >= a.cpu_ticks);
+        assert!(cpu_percent(&a, &b) >= 0.0);
+    }
+}

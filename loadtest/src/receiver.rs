@@ -305,7 +305,10 @@ async fn handle(
         .path()
         .strip_prefix("/r/")
         .and_then(|i| i.parse::<usize>().ok());
-    let msg_id = req.headers().get("webhook-id").map(|v| v.as_bytes().to_vec());
+    let msg_id = req
+        .headers()
+        .get("webhook-id")
+        .map(|v| v.as_bytes().to_vec());
     let Some(hook) = index.and_then(|i| session.hooks.get(i)) else {
         session.stray.fetch_add(1, Ordering::Relaxed);
         return Ok(reply(StatusCode::OK));
@@ -342,4 +345,40 @@ async fn handle(
 /// Locks a mutex, ignoring poisoning (the data stays usable for counting).
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn marks(body: &str) -> Option<(u64, u64, u64)> {
+        serde_json::from_str::<Body>(body)
+            .ok()
+            .and_then(Body::marks)
+            .map(|m| (m.run, m.seq, m.sent_at_ns))
+    }
+
+    #[test]
+    fn reads_the_marks_of_both_body_shapes() {
+        let default_body = r#"{"type":"lt.flow","timestamp":"t","data":{"run":3,"seq":7,"sent_at_ns":99,"email":"x"},"context":null}"#;
+        assert_eq!(marks(default_body), Some((3, 7, 99)));
+        let mapped = r#"{"run":3,"seq":8,"sent_at_ns":100,"user":{"name":"u"}}"#;
+        assert_eq!(marks(mapped), Some((3, 8, 100)));
+        assert_eq!(marks(r#"{"seq":1}"#), None);
+        assert_eq!(marks("not json"), None);
+    }
+
+    #[test]
+    fn counts_duplicates_by_event_and_by_message() {
+        let session = Session::new(1, &[Mode::Ok]);
+        let hook = &session.hooks[0];
+        hook.record(5, 0, Some(b"msg_a"));
+        hook.record(5, 0, Some(b"msg_a"));
+        hook.record(6, 0, Some(b"msg_b"));
+        assert_eq!(hook.delivered(), 2);
+        assert_eq!(hook.duplicates(), (1, 1));
+        let firsts = hook.first_delivery_times();
+        assert!(firsts[5] > 0 && firsts[6] > 0 && firsts[4] == 0);
+        assert_eq!(hook.lag().len(), 3);
+    }
 }

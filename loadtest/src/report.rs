@@ -36,6 +36,8 @@ pub struct Row {
 pub struct Diag {
     /// Spawn to the first 200 of `/readyz`, ms.
     pub startup_ms: Option<f64>,
+    /// Gateway CPU while idle (before load), percent of one core.
+    pub idle_cpu_pct: Option<f64>,
     /// Ingest response time p50 and p99, ms.
     pub ingest_ms: Option<[f64; 2]>,
     /// Open loop: sends later than the schedule allowed, and the largest delay (ms).
@@ -48,6 +50,12 @@ pub struct Diag {
     pub syncs_per_s: Option<f64>,
     /// Deliveries (or events, ingest only) per sync.
     pub per_sync: Option<f64>,
+    /// Gateway CPU time per delivery (per accepted event when nothing is delivered), µs.
+    pub cpu_us_per_item: Option<f64>,
+    /// Mean delivery attempt (HTTP exchange) duration, ms, from `/metrics`.
+    pub attempt_ms: Option<f64>,
+    /// Mean plugin call duration, µs, from `/metrics`.
+    pub plugin_us: Option<f64>,
     /// The harness's own CPU (generator and receiver), percent of one core.
     pub harness_cpu_pct: Option<f64>,
     /// Anything else worth saying.
@@ -60,7 +68,7 @@ pub fn thousands(v: f64) -> String {
     let digits = n.abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -117,7 +125,12 @@ pub fn markdown(rows: &[Row], ceiling: Option<f64>) -> String {
             r.load,
             rate(r.accepted_per_s, ceiling),
             rate(r.deliveries_per_s, ceiling),
-            opt(r.lag_ms, |l| format!("{} / {} / {}", ms(l[0]), ms(l[1]), ms(l[2]))),
+            opt(r.lag_ms, |l| format!(
+                "{} / {} / {}",
+                ms(l[0]),
+                ms(l[1]),
+                ms(l[2])
+            )),
             r.errors,
             opt(r.lost, |v| v.to_string()),
             opt(r.duplicated, |v| v.to_string()),
@@ -130,25 +143,39 @@ pub fn markdown(rows: &[Row], ceiling: Option<f64>) -> String {
         );
     }
     out.push_str(
-        "\n| scenario | load | start-up (ms) | ingest p50 / p99 (ms) | late sends (max delay ms) | in flight | due / max depth | syncs/s (items per sync) | harness CPU | notes |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "\n| scenario | load | start-up ms / idle CPU | ingest p50 / p99 (ms) | late sends (max delay ms) | in flight | due / max depth | syncs/s (items per sync) | CPU µs per item | attempt ms / plugin µs | harness CPU | notes |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for r in rows {
         let d = &r.diag;
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.scenario,
             r.load,
-            opt(d.startup_ms, |v| format!("{v:.0}")),
+            match (d.startup_ms, d.idle_cpu_pct) {
+                (Some(s), Some(c)) => format!("{s:.0} / {c:.1}%"),
+                (Some(s), None) => format!("{s:.0}"),
+                _ => "–".to_owned(),
+            },
             opt(d.ingest_ms, |l| format!("{} / {}", ms(l[0]), ms(l[1]))),
             opt(d.late, |(n, m)| format!("{n} ({})", ms(m))),
             opt(d.in_flight, |v| format!("{v:.1}")),
-            opt(d.due, |(m, x)| format!("{} / {}", thousands(m), thousands(x))),
+            opt(d.due, |(m, x)| format!(
+                "{} / {}",
+                thousands(m),
+                thousands(x)
+            )),
             opt(d.syncs_per_s, |s| match d.per_sync {
                 Some(p) => format!("{} ({p:.1})", thousands(s)),
                 None => thousands(s),
             }),
+            opt(d.cpu_us_per_item, |v| format!("{v:.0}")),
+            match (d.attempt_ms, d.plugin_us) {
+                (Some(a), Some(p)) => format!("{} / {p:.0}", ms(a)),
+                (Some(a), None) => format!("{} / –", ms(a)),
+                _ => "–".to_owned(),
+            },
             opt(d.harness_cpu_pct, |c| format!("{c:.0}%")),
             d.notes.join("; "),
         );

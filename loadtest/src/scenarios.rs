@@ -22,7 +22,7 @@ use crate::generator::{self, Drive, GenStats, Load};
 use crate::perf::Perf;
 use crate::procfs;
 use crate::receiver::{new_histogram, Mode, Receiver, Session};
-use crate::report::{thousands, Diag, Row};
+use crate::report::{thousands, Row};
 
 /// Every scenario, in the order `all` runs them.
 pub const ALL: &[&str] = &["ingest", "e2e", "field-map", "fanout", "outage", "hang"];
@@ -103,6 +103,10 @@ struct Plan {
 struct Started {
     gateway: Gateway,
     idle_rss_mib: f64,
+    /// CPU while idle (the settle time after start-up), percent of one core.
+    idle_cpu_pct: f64,
+    /// With a plugin: the first (cold) start's time, ms, and idle RSS, MiB.
+    cold: Option<(f64, f64)>,
 }
 
 /// Runs the scenarios and collects the rows.
@@ -297,12 +301,28 @@ impl Runner {
         if !field_map {
             options.field_map = None;
         }
-        let gateway = Gateway::start(&options).await?;
+        let mut gateway = Gateway::start(&options).await?;
         for spec in webhooks {
             gateway.create_webhook(spec).await?;
         }
+        // With a plugin, the first start compiles it (and keeps the compiler's memory): that
+        // start is reported in a note, the rows measure a restart on the warm code cache.
+        let mut cold = None;
+        if field_map {
+            tokio::time::sleep(SETTLE).await;
+            let rss = procfs::sample(Some(gateway.pid())).map_or(0.0, |s| mib(s.rss_kib));
+            cold = Some((gateway.startup.as_secs_f64() * 1000.0, rss));
+            eprintln!(
+                "  gateway pid {} cold start (compiling the plugin) in {:.0} ms, idle RSS {rss:.1} MiB; restarting",
+                gateway.pid(),
+                gateway.startup.as_secs_f64() * 1000.0
+            );
+            gateway = gateway.restart().await?;
+        }
+        let before = procfs::sample(Some(gateway.pid())).context("reading the gateway's CPU")?;
         tokio::time::sleep(SETTLE).await;
         let idle = procfs::sample(Some(gateway.pid())).context("reading the gateway's RSS")?;
+        let idle_cpu_pct = procfs::cpu_percent(&before, &idle);
         eprintln!(
             "  gateway pid {} ready in {:.0} ms, idle RSS {:.1} MiB",
             gateway.pid(),
@@ -312,6 +332,8 @@ impl Runner {
         Ok(Started {
             gateway,
             idle_rss_mib: mib(idle.rss_kib),
+            idle_cpu_pct,
+            cold,
         })
     }
 
@@ -377,9 +399,7 @@ impl Runner {
             spec["plugin"] = json!({"name": "field-map", "config": field_map_config()});
         }
         let started = self.start(field_map, &[spec]).await?;
-        let fixed = self
-            .max_then_fixed(&started, scenario, 1, |rate, row| (rate, row))
-            .await?;
+        let fixed = self.max_then_fixed(&started, scenario, 1).await?;
         if scenario == "e2e" {
             self.e2e_fixed = fixed;
         }
@@ -393,21 +413,19 @@ impl Runner {
             .map(|i| webhook(&format!("lt-{i}"), &["lt.flow"], self.receiver.url(i)))
             .collect();
         let started = self.start(false, &specs).await?;
-        self.max_then_fixed(&started, "fanout", n, |_, _| ())
-            .await?;
+        self.max_then_fixed(&started, "fanout", n).await?;
         started.gateway.stop().await;
         Ok(())
     }
 
-    /// A max phase and a fixed phase at half its event rate; `keep` sees the fixed phase's
-    /// rate and row.
-    async fn max_then_fixed<T>(
+    /// A max phase and a fixed phase at half its event rate; returns the fixed phase's rate
+    /// and row.
+    async fn max_then_fixed(
         &mut self,
         started: &Started,
         scenario: &'static str,
         hooks: usize,
-        keep: impl FnOnce(f64, Row) -> T,
-    ) -> anyhow::Result<Option<T>> {
+    ) -> anyhow::Result<Option<(f64, Row)>> {
         let s = self.settings.clone();
         let plan = |label: String, drive: Drive| Plan {
             scenario,
@@ -451,7 +469,7 @@ impl Runner {
         };
         let row = self.phase(started, plan(label, drive)).await?;
         self.rows.push(row.clone());
-        Ok(Some(keep(rate, row)))
+        Ok(Some((rate, row)))
     }
 
     /// The fixed rate of the outage and hang scenarios: `--rate`, else the e2e fixed rate.
@@ -464,7 +482,10 @@ impl Runner {
 
     async fn outage(&mut self) -> anyhow::Result<()> {
         let started = self
-            .start(false, &[webhook("lt-0", &["lt.flow"], self.receiver.url(0))])
+            .start(
+                false,
+                &[webhook("lt-0", &["lt.flow"], self.receiver.url(0))],
+            )
             .await?;
         let s = self.settings.clone();
         let rate = s.outage_rate.unwrap_or_else(|| self.comparison_rate());
@@ -542,7 +563,10 @@ impl Runner {
     async fn phase(&mut self, started: &Started, plan: Plan) -> anyhow::Result<Row> {
         let gw = &started.gateway;
         let s = &self.settings;
-        eprintln!("  {} — {} for {:?}", plan.scenario, plan.label, plan.duration);
+        eprintln!(
+            "  {} — {} for {:?}",
+            plan.scenario, plan.label, plan.duration
+        );
         let run = self.next_run();
         let session = self.receiver.begin(run, &plan.modes);
         let n = plan.events_per_request;
@@ -567,6 +591,7 @@ impl Runner {
         let stat_dir = s.perf_stat.then(|| self.scratch.path());
         let perf = Perf::start(gw.pid(), stat_dir, record_to.as_deref()).await;
         let monitor = Monitor::start(gw);
+        let m0 = gw.metrics().await.ok();
         let g0 = procfs::sample(Some(gw.pid()));
         let h0 = procfs::sample(None);
 
@@ -622,6 +647,7 @@ impl Runner {
         let h1 = procfs::sample(None);
         let (peak_kib, gauges) = monitor.finish().await;
         let counts = perf.finish().await;
+        let m1 = gw.metrics().await.ok();
 
         let mut row = Row {
             scenario: plan.scenario.into(),
@@ -638,6 +664,12 @@ impl Runner {
         }
         let d = &mut row.diag;
         d.startup_ms = Some(gw.startup.as_secs_f64() * 1000.0);
+        d.idle_cpu_pct = Some(started.idle_cpu_pct);
+        if let Some((ms, rss)) = started.cold {
+            d.notes.push(format!(
+                "warm restart; the cold start compiling the plugin took {ms:.0} ms, idle RSS {rss:.1} MiB"
+            ));
+        }
         d.ingest_ms = Some(latency_ms(&gen));
         if matches!(plan.drive, Drive::Fixed { .. }) {
             d.late = Some((gen.late, gen.max_delay.as_secs_f64() * 1000.0));
@@ -647,16 +679,62 @@ impl Runner {
             d.due = Some((gauges.mean_due(), gauges.max_depth));
         }
         d.harness_cpu_pct = h0.zip(h1).map(|(a, b)| procfs::cpu_percent(&a, &b));
+        let items = if plan.measured.is_empty() {
+            gen.events_accepted
+        } else {
+            plan.measured
+                .iter()
+                .map(|&h| session.hooks[h].delivered())
+                .sum()
+        };
+        if let (Some(a), Some(b)) = (g0, g1) {
+            if items > 0 {
+                let cpu = b.cpu_ticks.saturating_sub(a.cpu_ticks) as f64 / procfs::clk_tck() as f64;
+                d.cpu_us_per_item = Some(cpu * 1e6 / items as f64);
+            }
+        }
+        if let (Some(a), Some(b)) = (&m0, &m1) {
+            let mean = |name: &str| {
+                let delta = |suffix: &str| {
+                    let key = format!("{name}_{suffix}");
+                    b.get(&key).copied().unwrap_or(0.0) - a.get(&key).copied().unwrap_or(0.0)
+                };
+                let count = delta("count");
+                (count > 0.0).then(|| delta("sum") / count)
+            };
+            d.attempt_ms = mean("hookyard_delivery_attempt_duration_seconds").map(|s| s * 1e3);
+            d.plugin_us = mean("hookyard_plugin_call_duration_seconds").map(|s| s * 1e6);
+            let plugin_calls: f64 = b
+                .iter()
+                .filter(|(k, _)| k.starts_with("hookyard_plugin_calls_total"))
+                .map(|(k, v)| v - a.get(k).copied().unwrap_or(0.0))
+                .sum();
+            if plugin_calls > 0.0 && items > 0 {
+                d.notes.push(format!(
+                    "{:.2} plugin calls per delivery",
+                    plugin_calls / items as f64
+                ));
+            }
+            for outcome in ["retry", "dead", "skipped"] {
+                let key = format!("hookyard_delivery_attempts_total{{outcome=\"{outcome}\"}}");
+                let n = b.get(&key).copied().unwrap_or(0.0) - a.get(&key).copied().unwrap_or(0.0);
+                if n > 0.0 {
+                    d.notes
+                        .push(format!("{} attempts ended {outcome}", thousands(n)));
+                }
+            }
+        }
         if let Some(c) = counts {
             let secs = (end - gen.started).as_secs_f64().max(1e-9);
             d.syncs_per_s = Some(c.syncs as f64 / secs);
-            let items = if plan.measured.is_empty() {
-                gen.events_accepted as f64
-            } else {
-                row.deliveries_per_s.unwrap_or(0.0) * secs
-            };
             if c.syncs > 0 {
-                d.per_sync = Some(items / c.syncs as f64);
+                d.per_sync = Some(items as f64 / c.syncs as f64);
+            }
+            if items > 0 {
+                d.notes.push(format!(
+                    "{:.1} WAL pwrites per item",
+                    c.pwrites as f64 / items as f64
+                ));
             }
         }
         if !drained {
@@ -683,8 +761,11 @@ impl Runner {
                 .filter(|(_, a)| **a)
                 .filter_map(|(seq, _)| firsts.get(seq).copied().filter(|t| *t > 0))
                 .max();
-            let drain = last_backlog
-                .map(|t| clock::instant_of(t).saturating_duration_since(at).as_secs_f64());
+            let drain = last_backlog.map(|t| {
+                clock::instant_of(t)
+                    .saturating_duration_since(at)
+                    .as_secs_f64()
+            });
             row.diag.notes.push(format!(
                 "backlog {} after {} s of 503s ({} answered); backlog drained {} s after recovery",
                 depth.map_or("?".into(), |d| thousands(d as f64)),
@@ -743,7 +824,13 @@ fn count_routed(accepted: &[bool], route: &Route, hook: usize) -> u64 {
 }
 
 /// Deliveries per second, lag, losses and duplicates of the measured hooks.
-fn fill_deliveries(row: &mut Row, session: &Session, measured: &[usize], route: &Route, gen: &GenStats) {
+fn fill_deliveries(
+    row: &mut Row,
+    session: &Session,
+    measured: &[usize],
+    route: &Route,
+    gen: &GenStats,
+) {
     let mut lag = new_histogram();
     let mut delivered = 0u64;
     let mut lost = 0u64;
@@ -823,4 +910,40 @@ async fn metric(public: std::net::SocketAddr, name: &str) -> Option<u64> {
         .ok()?;
     let m = gateway::parse_metrics(&String::from_utf8_lossy(&body));
     m.get(name).map(|v| *v as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_bodies_carry_dense_sequence_numbers() {
+        let body = gateway_body(4, 3, hang_or_flow)(7);
+        let events: Vec<Value> = serde_json::from_slice(&body).expect("a JSON array");
+        let seqs: Vec<u64> = events
+            .iter()
+            .map(|e| e["data"]["seq"].as_u64().expect("seq"))
+            .collect();
+        assert_eq!(seqs, [7, 8, 9]);
+        assert_eq!(events[0]["id"], "lt-4-7");
+        assert_eq!(events[2]["type"], "lt.hang");
+        assert_eq!(events[0]["type"], "lt.flow");
+        assert_eq!(events[0]["data"]["run"], 4);
+    }
+
+    #[test]
+    fn single_bodies_are_one_event() {
+        let body = gateway_body(1, 1, flow_type)(0);
+        let event: Value = serde_json::from_slice(&body).expect("a JSON object");
+        assert_eq!(event["data"]["seq"], 0);
+        assert!(event["data"]["sent_at_ns"].as_u64().is_some());
+    }
+
+    #[test]
+    fn routes_count_only_accepted_events() {
+        let accepted = [true, false, true, true];
+        let even: Route = Arc::new(|seq, hook| (seq % 2 == 0) == (hook == 0));
+        assert_eq!(count_routed(&accepted, &even, 0), 2);
+        assert_eq!(count_routed(&accepted, &even, 1), 1);
+    }
 }
