@@ -208,7 +208,14 @@ impl Deliverer {
                 this.metrics.in_flight.inc();
                 this.deliver(job).await;
                 this.metrics.in_flight.dec();
+                // A saturated webhook (or process) was left out of the last claim: wake the
+                // dispatcher now that a slot is free instead of letting it wait for the poll.
+                let was_full = local.semaphore().available_permits() == 0
+                    || global.semaphore().available_permits() == 0;
                 drop((global, local));
+                if was_full {
+                    this.wake.notify_one();
+                }
             });
         }
         if !give_back.is_empty() {
