@@ -40,19 +40,36 @@ pub struct Options {
     pub log_level: String,
     /// Extra environment (`HOOKYARD_*` overrides).
     pub env: Vec<(String, String)>,
+    /// A PostgreSQL database (tokio-postgres URL): each gateway gets a fresh schema in it
+    /// instead of a SQLite file.
+    pub postgres: Option<String>,
+    /// Gateway processes sharing the store (more than 1 needs `postgres`).
+    pub processes: usize,
 }
 
-/// A running gateway. Killed when dropped.
-pub struct Gateway {
+/// One `hookyard serve` process of a gateway.
+struct Proc {
     child: Child,
     pid: u32,
-    /// Ingest, health, metrics.
+    public: SocketAddr,
+    startup: Duration,
+    /// Its config, log and plugin cache.
+    dir: PathBuf,
+}
+
+/// A running gateway: one or more processes on one store. Killed when dropped (and its
+/// PostgreSQL schema, if any, dropped after them).
+pub struct Gateway {
+    // Declared before `schema`: dropped (killed) first.
+    procs: Vec<Proc>,
+    /// Ingest, health, metrics of the first process.
     pub public: SocketAddr,
-    /// Admin API.
+    /// Admin API of the first process (webhooks are created through it).
     pub admin: SocketAddr,
-    /// From spawning the process to the first `200` of `/readyz`.
+    /// The first process: from spawning it to the first `200` of `/readyz`.
     pub startup: Duration,
     options: Options,
+    schema: Option<Schema>,
     dir: tempfile::TempDir,
 }
 
@@ -120,27 +137,31 @@ fn toml_str(path: &Path) -> String {
     serde_json::to_string(&path.display().to_string()).expect("a string encodes")
 }
 
-impl Gateway {
-    /// Writes a config, starts `hookyard serve --config` and waits for `/readyz`.
-    pub async fn start(options: &Options) -> anyhow::Result<Gateway> {
-        let dir = tempfile::Builder::new()
-            .prefix("hookyard-loadtest-")
-            .tempdir()
-            .context("creating a temporary directory")?;
-        let public = free_port()?;
-        let admin = free_port()?;
-        let plugins = match &options.field_map {
-            Some(path) => format!(
-                "[[plugins.load]]\nname = \"field-map\"\npath = {}\n",
-                toml_str(
-                    &std::fs::canonicalize(path)
-                        .with_context(|| { format!("the field-map plugin {}", path.display()) })?
-                )
-            ),
-            None => String::new(),
-        };
-        let config = format!(
-            r#"# Written by hookyard-loadtest.
+/// One process's config.
+fn config_text(
+    options: &Options,
+    public: SocketAddr,
+    admin: SocketAddr,
+    store: &str,
+    cache: &Path,
+) -> anyhow::Result<String> {
+    let plugins = match &options.field_map {
+        Some(path) => format!(
+            "[[plugins.load]]\nname = \"field-map\"\npath = {}\n",
+            toml_str(
+                &std::fs::canonicalize(path)
+                    .with_context(|| { format!("the field-map plugin {}", path.display()) })?
+            )
+        ),
+        None => String::new(),
+    };
+    let store_comment = if options.postgres.is_some() {
+        "# PostgreSQL: a schema of its own, created (and dropped) by the harness."
+    } else {
+        "# Embedded SQLite with its defaults: WAL, synchronous=FULL (an fsync per group commit)."
+    };
+    Ok(format!(
+        r#"# Written by hookyard-loadtest.
 [server]
 listen = "{public}"
 admin_listen = "{admin}"
@@ -149,8 +170,8 @@ ingest_token = "{INGEST_TOKEN}"
 shutdown_grace_secs = 1
 
 [store]
-# Embedded SQLite with its defaults: WAL, synchronous=FULL (an fsync per group commit).
-url = "sqlite://{db}"
+{store_comment}
+url = {store}
 
 [delivery]
 allow_networks = ["127.0.0.1/32"]
@@ -164,52 +185,119 @@ cache_dir = {cache}
 [log]
 level = "{level}"
 "#,
-            db = dir.path().join("hookyard.db").display(),
-            base = options.retry_base_ms,
-            factor = options.retry_factor,
-            max = options.retry_max_ms,
-            cache = toml_str(&dir.path().join("plugin-cache")),
-            level = options.log_level,
-        );
-        std::fs::write(dir.path().join("hookyard.toml"), config)?;
-        let (child, pid, startup) = spawn_ready(options, dir.path(), public).await?;
-        Ok(Gateway {
-            child,
-            pid,
-            public,
-            admin,
-            startup,
+        store = serde_json::to_string(store).expect("a string encodes"),
+        base = options.retry_base_ms,
+        factor = options.retry_factor,
+        max = options.retry_max_ms,
+        cache = toml_str(cache),
+        level = options.log_level,
+    ))
+}
+
+impl Gateway {
+    /// Makes the store (a SQLite file in a temporary directory, or a fresh PostgreSQL schema),
+    /// writes a config per process, starts `hookyard serve --config` for each (the first alone,
+    /// so that it migrates the store, then the others) and waits for their `/readyz`. On an
+    /// error the processes started so far are killed and the schema dropped.
+    pub async fn start(options: &Options) -> anyhow::Result<Gateway> {
+        let dir = tempfile::Builder::new()
+            .prefix("hookyard-loadtest-")
+            .tempdir()
+            .context("creating a temporary directory")?;
+        let schema = match &options.postgres {
+            Some(url) => Some(Schema::create(url).await?),
+            None => None,
+        };
+        let store = match &schema {
+            Some(schema) => schema.store_url()?,
+            None => format!("sqlite://{}", dir.path().join("hookyard.db").display()),
+        };
+        let mut gateway = Gateway {
+            procs: Vec::new(),
+            public: free_port()?,
+            admin: free_port()?,
+            startup: Duration::ZERO,
             options: options.clone(),
+            schema,
             dir,
-        })
+        };
+        for i in 0..options.processes.max(1) {
+            // The first process in the directory itself (as with one process), the others in
+            // subdirectories.
+            let pdir = if i == 0 {
+                gateway.dir.path().to_path_buf()
+            } else {
+                gateway.dir.path().join(format!("process-{}", i + 1))
+            };
+            std::fs::create_dir_all(&pdir)?;
+            let (public, admin) = if i == 0 {
+                (gateway.public, gateway.admin)
+            } else {
+                (free_port()?, free_port()?)
+            };
+            let config = config_text(options, public, admin, &store, &pdir.join("plugin-cache"))?;
+            std::fs::write(pdir.join("hookyard.toml"), config)?;
+            let (child, pid, startup) = spawn_ready(options, &pdir, public)
+                .await
+                .with_context(|| format!("gateway process {} of {}", i + 1, options.processes))?;
+            gateway.procs.push(Proc {
+                child,
+                pid,
+                public,
+                startup,
+                dir: pdir,
+            });
+        }
+        gateway.startup = gateway.procs[0].startup;
+        Ok(gateway)
     }
 
-    /// Stops the process and starts it again on the same directory (database, compiled plugin
-    /// cache): a warm start. `startup` becomes the new start's.
+    /// Stops the processes and starts them again on the same store and directories (compiled
+    /// plugin cache): a warm start. `startup` becomes the new start's.
     pub async fn restart(mut self) -> anyhow::Result<Gateway> {
-        let _ = self.child.kill().await;
-        let (child, pid, startup) =
-            spawn_ready(&self.options, self.dir.path(), self.public).await?;
-        self.child = child;
-        self.pid = pid;
-        self.startup = startup;
+        for p in &mut self.procs {
+            let _ = p.child.kill().await;
+        }
+        for p in &mut self.procs {
+            let (child, pid, startup) = spawn_ready(&self.options, &p.dir, p.public).await?;
+            p.child = child;
+            p.pid = pid;
+            p.startup = startup;
+        }
+        self.startup = self.procs[0].startup;
         Ok(self)
     }
 
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.pid
+    /// Every process's id.
+    pub fn pids(&self) -> Vec<u32> {
+        self.procs.iter().map(|p| p.pid).collect()
     }
 
-    /// Warnings and errors in the gateway's log (count).
+    /// Every process's public address (ingest), the first first.
+    pub fn publics(&self) -> Vec<SocketAddr> {
+        self.procs.iter().map(|p| p.public).collect()
+    }
+
+    /// Start-up times of the processes after the first.
+    pub fn other_startups(&self) -> Vec<Duration> {
+        self.procs.iter().skip(1).map(|p| p.startup).collect()
+    }
+
+    /// Warnings and errors in the gateway logs (count, over every process).
     pub fn log_problems(&self) -> usize {
-        let text = std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default();
-        text.lines()
-            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-            .count()
+        self.procs
+            .iter()
+            .map(|p| {
+                std::fs::read_to_string(p.dir.join("gateway.log"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                    .count()
+            })
+            .sum()
     }
 
-    /// `POST /admin/v1/webhooks`.
+    /// `POST /admin/v1/webhooks` (on the first process).
     pub async fn create_webhook(&self, spec: &serde_json::Value) -> anyhow::Result<()> {
         let (status, body) = one_shot(
             self.admin,
@@ -229,26 +317,211 @@ level = "{level}"
         Ok(())
     }
 
-    /// `GET /metrics`, as `name{labels}` → value.
+    /// `GET /metrics` of the first process, as `name{labels}` → value.
     pub async fn metrics(&self) -> anyhow::Result<HashMap<String, f64>> {
-        let (status, body) = one_shot(self.public, Method::GET, "/metrics", None, Bytes::new())
-            .await
-            .context("scraping /metrics")?;
-        if !status.is_success() {
-            bail!("/metrics answered {status}");
-        }
-        Ok(parse_metrics(&String::from_utf8_lossy(&body)))
+        scrape(self.public).await
     }
 
-    /// Pending deliveries (`hookyard_queue_depth`).
+    /// `GET /metrics` of every process, summed (meaningful for counters; a shared gauge such as
+    /// the queue depth comes out N times).
+    pub async fn metrics_sum(&self) -> anyhow::Result<HashMap<String, f64>> {
+        let mut sum = HashMap::new();
+        for p in &self.procs {
+            for (k, v) in scrape(p.public).await? {
+                *sum.entry(k).or_insert(0.0) += v;
+            }
+        }
+        Ok(sum)
+    }
+
+    /// Pending deliveries (`hookyard_queue_depth`, of the first process: the queue is shared).
     pub async fn queue_depth(&self) -> anyhow::Result<u64> {
         let m = self.metrics().await?;
         Ok(m.get("hookyard_queue_depth").copied().unwrap_or(0.0) as u64)
     }
 
-    /// Kills the process.
+    /// Kills the processes, then drops the PostgreSQL schema.
     pub async fn stop(mut self) {
-        let _ = self.child.kill().await;
+        for p in &mut self.procs {
+            let _ = p.child.kill().await;
+        }
+        if let Some(schema) = &mut self.schema {
+            schema.drop_now().await;
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        // An error path (or an interrupt): kill the processes before the schema goes.
+        for p in &mut self.procs {
+            let _ = p.child.start_kill();
+        }
+    }
+}
+
+async fn scrape(public: SocketAddr) -> anyhow::Result<HashMap<String, f64>> {
+    let (status, body) = one_shot(public, Method::GET, "/metrics", None, Bytes::new())
+        .await
+        .context("scraping /metrics")?;
+    if !status.is_success() {
+        bail!("/metrics answered {status}");
+    }
+    Ok(parse_metrics(&String::from_utf8_lossy(&body)))
+}
+
+/// A PostgreSQL schema made for one gateway: created before it starts, dropped (`CASCADE`)
+/// when it stops, or when this is dropped on an error path.
+pub struct Schema {
+    url: String,
+    name: String,
+    dropped: bool,
+}
+
+/// Schemas made by this process so far (for unique names).
+static SCHEMAS: AtomicU64 = AtomicU64::new(0);
+
+/// Connects to `url` (no TLS); the connection is driven by a task of its own.
+async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("connecting to PostgreSQL at {}", redact(url)))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// Fails early when `url` is not a usable PostgreSQL URL: it must parse, take no `options`
+/// of its own (the harness sets the search path there) and accept a connection.
+pub async fn check_postgres(url: &str) -> anyhow::Result<()> {
+    with_search_path(url, "probe")?;
+    let client = connect(url).await?;
+    client
+        .simple_query("SELECT 1")
+        .await
+        .context("querying PostgreSQL")?;
+    Ok(())
+}
+
+/// `url` with `options=-c search_path=<schema>` added to its query.
+fn with_search_path(url: &str, schema: &str) -> anyhow::Result<String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        bail!(
+            "--postgres wants a URL postgres://user@host:port/db, got {:?}",
+            redact(url)
+        );
+    }
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    if query.split('&').any(|kv| kv.starts_with("options=")) {
+        bail!("the --postgres URL has options= already; the harness sets it (search_path)");
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Ok(format!("{url}{sep}options=-c%20search_path%3D{schema}"))
+}
+
+/// `url` without its password, for messages and reports.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+impl Schema {
+    /// Creates a uniquely named schema in the database of `url`.
+    pub async fn create(url: &str) -> anyhow::Result<Schema> {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let name = format!(
+            "hookyard_loadtest_{secs}_{}_{}",
+            std::process::id(),
+            SCHEMAS.fetch_add(1, Ordering::Relaxed) + 1
+        );
+        with_search_path(url, &name)?;
+        let client = connect(url).await?;
+        client
+            .batch_execute(&format!("CREATE SCHEMA \"{name}\""))
+            .await
+            .with_context(|| format!("creating schema {name}"))?;
+        eprintln!("  PostgreSQL schema {name} created");
+        Ok(Schema {
+            url: url.to_owned(),
+            name,
+            dropped: false,
+        })
+    }
+
+    /// The gateway's `store.url`: the database with this schema as its search path.
+    pub fn store_url(&self) -> anyhow::Result<String> {
+        with_search_path(&self.url, &self.name)
+    }
+
+    /// `DROP SCHEMA ... CASCADE` (once; a failure is reported, not returned).
+    pub async fn drop_now(&mut self) {
+        if self.dropped {
+            return;
+        }
+        self.dropped = true;
+        match drop_schema(&self.url, &self.name).await {
+            Ok(()) => eprintln!("  PostgreSQL schema {} dropped", self.name),
+            Err(e) => eprintln!(
+                "  could not drop PostgreSQL schema {} (drop it by hand): {e:#}",
+                self.name
+            ),
+        }
+    }
+}
+
+async fn drop_schema(url: &str, name: &str) -> anyhow::Result<()> {
+    let client = connect(url).await?;
+    // The gateways were just killed: their sessions may hold locks for a moment longer.
+    client
+        .batch_execute(&format!(
+            "SET lock_timeout = '15s'; DROP SCHEMA IF EXISTS \"{name}\" CASCADE"
+        ))
+        .await?;
+    Ok(())
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
+        }
+        // Not stopped the ordinary way (an error, an interrupt): drop it on a runtime of its
+        // own, on a thread of its own (this one may be a runtime's).
+        self.dropped = true;
+        let (url, name) = (self.url.clone(), self.name.clone());
+        let done = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                tokio::time::timeout(Duration::from_secs(30), drop_schema(&url, &name))
+                    .await
+                    .map_err(|_| anyhow::anyhow!("timed out"))?
+            })
+        })
+        .join();
+        match done {
+            Ok(Ok(())) => eprintln!("  PostgreSQL schema {} dropped", self.name),
+            Ok(Err(e)) => eprintln!(
+                "  could not drop PostgreSQL schema {} (drop it by hand): {e:#}",
+                self.name
+            ),
+            Err(_) => eprintln!(
+                "  could not drop PostgreSQL schema {} (drop it by hand)",
+                self.name
+            ),
+        }
     }
 }
 
@@ -303,36 +576,43 @@ impl Monitor {
         let stop = Arc::new(AtomicBool::new(false));
         let peak = Arc::new(AtomicU64::new(0));
         let gauges = Arc::new(std::sync::Mutex::new(Gauges::default()));
-        let pid = gateway.pid();
+        let pids = gateway.pids();
         let rss_task = {
             let (stop, peak) = (stop.clone(), peak.clone());
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
-                    if let Some(s) = procfs::sample(Some(pid)) {
+                    // With several processes: the peak of their sum.
+                    if let Some(s) = procfs::sample_sum(&pids) {
                         peak.fetch_max(s.rss_kib, Ordering::Relaxed);
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             })
         };
-        let public = gateway.public;
+        let publics = gateway.publics();
         let gauge_task = {
             let (stop, gauges) = (stop.clone(), gauges.clone());
             tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
+                'sampling: while !stop.load(Ordering::Relaxed) {
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    let Ok((_, body)) =
-                        one_shot(public, Method::GET, "/metrics", None, Bytes::new()).await
-                    else {
-                        continue;
-                    };
-                    let m = parse_metrics(&String::from_utf8_lossy(&body));
-                    let get = |k: &str| m.get(k).copied().unwrap_or(0.0);
+                    // In flight: the sum over the processes. Due and depth: the first's (the
+                    // queue is shared).
+                    let mut scraped = Vec::with_capacity(publics.len());
+                    for &public in &publics {
+                        let Ok(m) = scrape(public).await else {
+                            continue 'sampling;
+                        };
+                        scraped.push(m);
+                    }
+                    let get = |m: &HashMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
                     let mut g = crate::receiver::lock(&gauges);
                     g.samples += 1;
-                    g.in_flight += get("hookyard_deliveries_in_flight");
-                    g.due += get("hookyard_queue_due");
-                    g.max_depth = g.max_depth.max(get("hookyard_queue_depth"));
+                    g.in_flight += scraped
+                        .iter()
+                        .map(|m| get(m, "hookyard_deliveries_in_flight"))
+                        .sum::<f64>();
+                    g.due += get(&scraped[0], "hookyard_queue_due");
+                    g.max_depth = g.max_depth.max(get(&scraped[0], "hookyard_queue_depth"));
                 }
             })
         };
@@ -375,5 +655,33 @@ mod tests {
         );
         assert_eq!(m["hookyard_plugin_call_duration_seconds_sum"], 0.5);
         assert_eq!(m.len(), 3);
+    }
+
+    #[test]
+    fn the_search_path_goes_into_the_options() {
+        assert_eq!(
+            with_search_path("postgres://postgres@127.0.0.1:5432/test", "s1").unwrap(),
+            "postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3Ds1"
+        );
+        assert_eq!(
+            with_search_path("postgresql://u@h/db?connect_timeout=5", "s1").unwrap(),
+            "postgresql://u@h/db?connect_timeout=5&options=-c%20search_path%3Ds1"
+        );
+        assert!(with_search_path("postgres://u@h/db?options=-c%20x%3Dy", "s1").is_err());
+        assert!(with_search_path("sqlite://x.db", "s1").is_err());
+        // tokio-postgres reads it back as the options of the session.
+        let config: tokio_postgres::Config = with_search_path("postgres://u@h:5433/db", "s1")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(config.get_options(), Some("-c search_path=s1"));
+        assert_eq!(config.get_dbname(), Some("db"));
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
     }
 }

@@ -42,8 +42,9 @@ pub type BodyFn = Arc<dyn Fn(u64) -> Bytes + Send + Sync>;
 /// What to send where.
 #[derive(Clone)]
 pub struct Load {
-    /// Server address.
-    pub addr: SocketAddr,
+    /// Server addresses: request `i` goes to `addrs[i % len]` (round robin per request; each
+    /// sender keeps a keep-alive connection to every address).
+    pub addrs: Vec<SocketAddr>,
     /// Request path (`/v1/events`).
     pub path: String,
     /// Bearer token, if any.
@@ -221,12 +222,20 @@ pub async fn one_shot(
         .await
 }
 
-/// Sends one request of `load` carrying the events from `seq` on and tallies it.
-async fn send_one(conn: &mut Conn, load: &Load, seq: u64, tally: &mut Tally) {
+/// A sender's connections: one per address of the load.
+fn conns(load: &Load) -> Vec<Conn> {
+    load.addrs.iter().map(|&a| Conn::new(a)).collect()
+}
+
+/// Sends request `i` of `load` (the events from `i * events_per_request` on) over the
+/// connection to its address, and tallies it.
+async fn send_one(conns: &mut [Conn], load: &Load, i: u64, tally: &mut Tally) {
     let n = load.events_per_request;
+    let seq = i * n;
+    let conn = &mut conns[(i % conns.len() as u64) as usize];
     let body = (load.body)(seq);
     let request = build_request(
-        load.addr,
+        conn.addr,
         Method::POST,
         &load.path,
         load.bearer.as_deref(),
@@ -272,11 +281,11 @@ async fn closed_loop(load: Arc<Load>, connections: usize, duration: Duration) ->
     for _ in 0..connections.max(1) {
         let (load, next) = (load.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
-            let mut conn = Conn::new(load.addr);
+            let mut conns = conns(&load);
             let mut tally = Tally::new();
             while Instant::now() < deadline {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                send_one(&mut conn, &load, i * load.events_per_request, &mut tally).await;
+                send_one(&mut conns, &load, i, &mut tally).await;
             }
             tally
         }));
@@ -303,7 +312,7 @@ async fn open_loop(
     for _ in 0..connections.max(1) {
         let (load, rx) = (load.clone(), rx.clone());
         tasks.push(tokio::spawn(async move {
-            let mut conn = Conn::new(load.addr);
+            let mut conns = conns(&load);
             let mut tally = Tally::new();
             loop {
                 let job = rx.lock().await.recv().await;
@@ -313,7 +322,7 @@ async fn open_loop(
                     tally.late += 1;
                 }
                 tally.max_delay = tally.max_delay.max(delay);
-                send_one(&mut conn, &load, i * load.events_per_request, &mut tally).await;
+                send_one(&mut conns, &load, i, &mut tally).await;
             }
             tally
         }));

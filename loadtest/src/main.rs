@@ -1,6 +1,7 @@
 //! `hookyard-loadtest`: the end-to-end load test of hookyard on one machine.
 //!
-//! It starts the gateway (embedded SQLite, fsync on) and a loopback receiver in this process,
+//! It starts the gateway (embedded SQLite, fsync on; or PostgreSQL with `--postgres`, one or
+//! more processes with `--processes`) and a loopback receiver in this process,
 //! drives load open loop at a fixed rate and closed loop at the maximum rate, and prints one
 //! markdown row per scenario and phase: events accepted/s, deliveries/s, accept-to-delivery lag
 //! (the receiver subtracts the `sent_at_ns` the generator put in the event from the same
@@ -89,6 +90,17 @@ struct Cli {
     /// setting without editing the harness, e.g. `HOOKYARD_DELIVERY_POLL_INTERVAL_MS=10`.
     #[arg(long = "gateway-env", value_name = "KEY=VALUE", value_parser = parse_env)]
     gateway_env: Vec<(String, String)>,
+    /// Use PostgreSQL instead of SQLite: a tokio-postgres URL of an existing database, e.g.
+    /// `postgres://postgres@127.0.0.1:5432/test` (no TLS). Every gateway the harness starts
+    /// gets a fresh schema there (created before it starts, dropped `CASCADE` after it) as its
+    /// `store.url` search path.
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
+    /// Gateway processes per scenario, on one store (different ports, own plugin caches);
+    /// webhooks are created through the first, and the generator sends round robin to all.
+    /// More than 1 needs --postgres. RSS and CPU are then summed over the processes.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    processes: u64,
     /// The gateway's `log.level`.
     #[arg(long, default_value = "warn")]
     log_level: String,
@@ -138,6 +150,18 @@ async fn main() -> anyhow::Result<()> {
             cli.field_map.display()
         );
     }
+    let processes = cli.processes as usize;
+    if processes > 1 && cli.postgres.is_none() {
+        anyhow::bail!(
+            "--processes {processes} needs --postgres: several gateways share one database, \
+             which SQLite (one file per gateway here) does not offer"
+        );
+    }
+    if let Some(url) = &cli.postgres {
+        if !scenarios.is_empty() {
+            gateway::check_postgres(url).await?;
+        }
+    }
     if let Some(dir) = &cli.perf_record {
         std::fs::create_dir_all(dir)?;
     }
@@ -151,6 +175,8 @@ async fn main() -> anyhow::Result<()> {
             retry_max_ms: cli.retry_max_ms,
             log_level: cli.log_level.clone(),
             env: cli.gateway_env.clone(),
+            postgres: cli.postgres.clone(),
+            processes,
         },
         duration: Duration::from_secs_f64(cli.duration),
         rate: cli.rate,
@@ -167,16 +193,35 @@ async fn main() -> anyhow::Result<()> {
         perf_record: cli.perf_record.clone(),
     };
     let mut runner = Runner::new(settings).await?;
-    eprintln!("baseline: generator → receiver");
-    runner.baseline().await?;
-    for name in &scenarios {
-        eprintln!("{name}:");
-        if let Err(e) = runner.scenario(name).await {
-            eprintln!("  {name} failed: {e:#}");
+    // Ctrl-C drops the running scenario: its gateways are killed and their PostgreSQL schemas
+    // dropped on the way out.
+    let interrupted = tokio::select! {
+        result = run_all(&mut runner, &scenarios) => {
+            result?;
+            false
         }
+        _ = tokio::signal::ctrl_c() => true,
+    };
+    if interrupted {
+        eprintln!("interrupted; the rows so far:");
     }
+    let store = match &cli.postgres {
+        Some(url) => format!(
+            "PostgreSQL {} (a fresh schema per scenario)",
+            gateway::redact(url)
+        ),
+        None => "SQLite fsync on".to_owned(),
+    };
+    let procs = if processes > 1 {
+        format!(
+            " {processes} gateway processes on one store (requests round robin over them; RSS \
+             and CPU are sums over the processes, queue gauges the first's)."
+        )
+    } else {
+        " 1 gateway process.".to_owned()
+    };
     let mut table = format!(
-        "Gateway config: defaults, SQLite fsync on, delivery.retry_base_ms={} retry_factor={} \
+        "Store: {store}.{procs} Gateway config: defaults, delivery.retry_base_ms={} retry_factor={} \
          retry_max_ms={}{}. Phases of {} s; open loop over {} connections, closed loop over {}.\n\n",
         cli.retry_base_ms,
         cli.retry_factor,
@@ -193,6 +238,24 @@ async fn main() -> anyhow::Result<()> {
     println!("{table}");
     if let Some(path) = &cli.out {
         std::fs::write(path, &table)?;
+    }
+    if interrupted {
+        // Its temporary directory goes first (exit runs no destructors).
+        drop(runner);
+        std::process::exit(130);
+    }
+    Ok(())
+}
+
+/// The baseline, then each scenario (a failed one is reported and skipped).
+async fn run_all(runner: &mut Runner, scenarios: &[String]) -> anyhow::Result<()> {
+    eprintln!("baseline: generator → receiver");
+    runner.baseline().await?;
+    for name in scenarios {
+        eprintln!("{name}:");
+        if let Err(e) = runner.scenario(name).await {
+            eprintln!("  {name} failed: {e:#}");
+        }
     }
     Ok(())
 }

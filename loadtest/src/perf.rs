@@ -39,12 +39,20 @@ fn spawn(args: &[&str]) -> Option<Child> {
 
 impl Perf {
     /// Attaches `perf stat` (when `stat_dir` is set; its output file goes there) and `perf
-    /// record` (when `record_to` is set) to `pid`. Missing `perf` is not an error: the phase
-    /// just has no counts.
-    pub async fn start(pid: u32, stat_dir: Option<&Path>, record_to: Option<&Path>) -> Perf {
-        let pid = pid.to_string();
+    /// record` (when `record_to` is set) to `pids` (counted together). Missing `perf` is not
+    /// an error: the phase just has no counts.
+    pub async fn start(pids: &[u32], stat_dir: Option<&Path>, record_to: Option<&Path>) -> Perf {
+        let pid = pids
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
         let stat = stat_dir.and_then(|dir| {
-            let out = dir.join(format!("perf-stat-{pid}-{}.csv", crate::clock::now_ns()));
+            let out = dir.join(format!(
+                "perf-stat-{}-{}.csv",
+                pids.first().copied().unwrap_or(0),
+                crate::clock::now_ns()
+            ));
             let child = spawn(&["stat", "-x,", "-o", out.to_str()?, "-e", EVENTS, "-p", &pid])?;
             Some((child, out))
         });

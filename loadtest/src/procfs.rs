@@ -40,6 +40,23 @@ pub fn sample(pid: Option<u32>) -> Option<Sample> {
     })
 }
 
+/// The sum of several processes' samples (RSS and CPU time); `None` when one cannot be read.
+pub fn sample_sum(pids: &[u32]) -> Option<Sample> {
+    let mut sum: Option<Sample> = None;
+    for &pid in pids {
+        let s = sample(Some(pid))?;
+        sum = Some(match sum {
+            None => s,
+            Some(t) => Sample {
+                at: s.at,
+                rss_kib: t.rss_kib + s.rss_kib,
+                cpu_ticks: t.cpu_ticks + s.cpu_ticks,
+            },
+        });
+    }
+    sum
+}
+
 /// Clock ticks per second (`getconf CLK_TCK`; 100 when that cannot be run).
 pub fn clk_tck() -> u64 {
     static TCK: OnceLock<u64> = OnceLock::new();

@@ -250,7 +250,7 @@ impl Runner {
             Bytes::from(out)
         });
         let load = Load {
-            addr: self.receiver.addr(),
+            addrs: vec![self.receiver.addr()],
             path: "/r/0".to_owned(),
             bearer: None,
             events_per_request: 1,
@@ -302,30 +302,35 @@ impl Runner {
             options.field_map = None;
         }
         let mut gateway = Gateway::start(&options).await?;
+        // With several processes: through the first one; every one is ready already.
         for spec in webhooks {
             gateway.create_webhook(spec).await?;
+        }
+        if options.processes > 1 {
+            // Time for the others to see the webhooks (change notices, or their reload).
+            tokio::time::sleep(SETTLE).await;
         }
         // With a plugin, the first start compiles it (and keeps the compiler's memory): that
         // start is reported in a note, the rows measure a restart on the warm code cache.
         let mut cold = None;
         if field_map {
             tokio::time::sleep(SETTLE).await;
-            let rss = procfs::sample(Some(gateway.pid())).map_or(0.0, |s| mib(s.rss_kib));
+            let rss = procfs::sample_sum(&gateway.pids()).map_or(0.0, |s| mib(s.rss_kib));
             cold = Some((gateway.startup.as_secs_f64() * 1000.0, rss));
             eprintln!(
-                "  gateway pid {} cold start (compiling the plugin) in {:.0} ms, idle RSS {rss:.1} MiB; restarting",
-                gateway.pid(),
+                "  gateway pid {:?} cold start (compiling the plugin) in {:.0} ms, idle RSS {rss:.1} MiB; restarting",
+                gateway.pids(),
                 gateway.startup.as_secs_f64() * 1000.0
             );
             gateway = gateway.restart().await?;
         }
-        let before = procfs::sample(Some(gateway.pid())).context("reading the gateway's CPU")?;
+        let pids = gateway.pids();
+        let before = procfs::sample_sum(&pids).context("reading the gateway's CPU")?;
         tokio::time::sleep(SETTLE).await;
-        let idle = procfs::sample(Some(gateway.pid())).context("reading the gateway's RSS")?;
+        let idle = procfs::sample_sum(&pids).context("reading the gateway's RSS")?;
         let idle_cpu_pct = procfs::cpu_percent(&before, &idle);
         eprintln!(
-            "  gateway pid {} ready in {:.0} ms, idle RSS {:.1} MiB",
-            gateway.pid(),
+            "  gateway pid {pids:?} ready in {:.0} ms, idle RSS {:.1} MiB",
             gateway.startup.as_secs_f64() * 1000.0,
             mib(idle.rss_kib)
         );
@@ -571,7 +576,7 @@ impl Runner {
         let session = self.receiver.begin(run, &plan.modes);
         let n = plan.events_per_request;
         let load = Load {
-            addr: gw.public,
+            addrs: gw.publics(),
             path: if n > 1 {
                 "/v1/events/batch".into()
             } else {
@@ -589,10 +594,11 @@ impl Runner {
             dir.join(format!("{name}.perf.data"))
         });
         let stat_dir = s.perf_stat.then(|| self.scratch.path());
-        let perf = Perf::start(gw.pid(), stat_dir, record_to.as_deref()).await;
+        let pids = gw.pids();
+        let perf = Perf::start(&pids, stat_dir, record_to.as_deref()).await;
         let monitor = Monitor::start(gw);
-        let m0 = gw.metrics().await.ok();
-        let g0 = procfs::sample(Some(gw.pid()));
+        let m0 = gw.metrics_sum().await.ok();
+        let g0 = procfs::sample_sum(&pids);
         let h0 = procfs::sample(None);
 
         let recovery = plan.outage.map(|outage| {
@@ -643,11 +649,11 @@ impl Runner {
             tokio::time::sleep(Duration::from_millis(pause)).await;
         }
         let end = Instant::now();
-        let g1 = procfs::sample(Some(gw.pid()));
+        let g1 = procfs::sample_sum(&pids);
         let h1 = procfs::sample(None);
         let (peak_kib, gauges) = monitor.finish().await;
         let counts = perf.finish().await;
-        let m1 = gw.metrics().await.ok();
+        let m1 = gw.metrics_sum().await.ok();
 
         let mut row = Row {
             scenario: plan.scenario.into(),
@@ -665,6 +671,19 @@ impl Runner {
         let d = &mut row.diag;
         d.startup_ms = Some(gw.startup.as_secs_f64() * 1000.0);
         d.idle_cpu_pct = Some(started.idle_cpu_pct);
+        let others = gw.other_startups();
+        if !others.is_empty() {
+            d.notes.push(format!(
+                "{} gateway processes: RSS, CPU and in flight are their sums, due / depth the \
+                 first's; start-up is the first's (it migrates the store), the others took {} ms",
+                others.len() + 1,
+                others
+                    .iter()
+                    .map(|t| format!("{:.0}", t.as_secs_f64() * 1000.0))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
         if let Some((ms, rss)) = started.cold {
             d.notes.push(format!(
                 "warm restart; the cold start compiling the plugin took {ms:.0} ms, idle RSS {rss:.1} MiB"
@@ -724,7 +743,11 @@ impl Runner {
                 }
             }
         }
-        if let Some(c) = counts {
+        if counts.is_some() && s.gateway.postgres.is_some() {
+            // perf attaches to the gateway processes; PostgreSQL commits in its server.
+            d.notes
+                .push("no syncs/s: PostgreSQL's fsyncs are its server's, not counted".into());
+        } else if let Some(c) = counts {
             let secs = (end - gen.started).as_secs_f64().max(1e-9);
             d.syncs_per_s = Some(c.syncs as f64 / secs);
             if c.syncs > 0 {
@@ -776,8 +799,13 @@ impl Runner {
         }
         if plan.modes.contains(&Mode::Hang) {
             let held: u64 = session.hooks.iter().map(|h| h.hung()).sum();
+            let slots = if s.gateway.processes > 1 {
+                "max_concurrency 4, per process or shared as the gateway enforces it"
+            } else {
+                "4 slots"
+            };
             row.diag.notes.push(format!(
-                "hanging endpoint: {held} requests held (2 s timeout, 4 slots)"
+                "hanging endpoint: {held} requests held (2 s timeout, {slots})"
             ));
         }
         if plan.measured.len() > 1 {
