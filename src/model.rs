@@ -80,8 +80,9 @@ pub struct WebhookSpec {
     /// Inbound side: a third party pushing to `POST /v1/inbound/{name}` (two-way sync).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inbound: Option<InboundConfig>,
-    /// Response write-back: how the fields the plugin maps from a successful delivery's
-    /// response are addressed when they go to the sink.
+    /// Response write-back: turns on the plugin's response phase for this webhook, and says how
+    /// the fields it maps from a successful delivery's response are addressed when they go to the
+    /// sink. Without it the response phase is not called (`writeback = {}` takes the defaults).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writeback: Option<WritebackConfig>,
     /// Retry policy.

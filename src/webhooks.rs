@@ -65,6 +65,16 @@ impl WebhookDirectory {
             .cloned()
     }
 
+    /// Every enabled webhook, in creation order.
+    pub fn enabled(&self) -> Vec<Arc<Webhook>> {
+        self.current()
+            .all
+            .iter()
+            .filter(|h| h.spec.enabled)
+            .cloned()
+            .collect()
+    }
+
     /// The enabled webhooks subscribed to `event_type`.
     pub fn matching(&self, event_type: &str) -> Vec<Arc<Webhook>> {
         self.current()

@@ -173,7 +173,7 @@ impl Deliverer {
             owner: self.owner.clone(),
             now: now_ms(),
             lease_ms: (self.config.lease_secs * 1000) as i64,
-            limit: free.min(CLAIM_BATCH),
+            limit: self.webhook_room(free.min(CLAIM_BATCH)),
             exclude_webhooks: exclude,
         };
         let jobs = match self.store.claim(req).await {
@@ -226,14 +226,38 @@ impl Deliverer {
         claimed
     }
 
+    /// How many deliveries the enabled webhooks could start here now, up to `cap`: a claim asks
+    /// for no more, so a batch is not claimed for a webhook short of slots only to be released.
+    /// At least one, so deliveries of a webhook this process does not know yet are still claimed
+    /// (and the webhook looked up).
+    fn webhook_room(&self, cap: usize) -> usize {
+        let mut room = 0;
+        for hook in self.webhooks.enabled() {
+            room += match self.per_webhook.get(&hook.id) {
+                Some(entry) => entry.value().1.available_permits(),
+                None => self.webhook_limit(&hook) as usize,
+            };
+            if room >= cap {
+                return cap;
+            }
+        }
+        room.max(1)
+    }
+
+    /// A webhook's concurrency limit here.
+    fn webhook_limit(&self, hook: &Webhook) -> u32 {
+        hook.spec
+            .max_concurrency
+            .unwrap_or(self.config.per_webhook_concurrency)
+            .max(1)
+    }
+
     /// A slot of the webhook's own concurrency limit, if one is free.
     fn webhook_slot(&self, webhook_id: &str) -> Option<OwnedSemaphorePermit> {
-        let limit = self
-            .webhooks
-            .get(webhook_id)
-            .and_then(|h| h.spec.max_concurrency)
-            .unwrap_or(self.config.per_webhook_concurrency)
-            .max(1);
+        let limit = match self.webhooks.get(webhook_id) {
+            Some(hook) => self.webhook_limit(&hook),
+            None => self.config.per_webhook_concurrency.max(1),
+        };
         let sem = {
             let mut entry = self
                 .per_webhook
@@ -456,6 +480,11 @@ impl Deliverer {
         job: &Job,
         exchange: &Exchange,
     ) -> (Vec<EventToIngest>, Option<String>) {
+        // The response phase is opt-in: without a `writeback` section the plugin is not asked
+        // (one call per delivery instead of two).
+        let Some(settings) = hook.spec.writeback.clone() else {
+            return (Vec::new(), None);
+        };
         if hook.spec.plugin.is_none() {
             return (Vec::new(), None);
         }
@@ -484,7 +513,6 @@ impl Deliverer {
                 Some("write-back: no [sink] is configured; fields dropped".into()),
             );
         };
-        let settings = hook.spec.writeback.clone().unwrap_or_default();
         let identify_by = if settings.identify_by.is_empty() {
             vec!["id".to_owned()]
         } else {

@@ -35,6 +35,40 @@ async fn push(
     (status.as_u16(), body)
 }
 
+/// Without a `writeback` section the response phase is not called: one plugin call per
+/// delivery, and nothing reaches the sink even though the mapping has response rows.
+#[tokio::test(flavor = "multi_thread")]
+async fn response_phase_needs_writeback() {
+    let dir = temp_dir();
+    let sink = Receiver::start().await;
+    let gw = gateway_with_sink(dir.path(), &sink).await;
+    let hr = Receiver::start().await;
+    hr.set_default(Reply::status(201).body(r#"{"id": "HR-9"}"#));
+    let (status, body) = upload(&gw, "field-map", rust_plugin("field_map")).await;
+    assert_eq!(status, 201, "{body}");
+    gw.create_webhook(
+        json!({"name": "hr-users", "events": ["user.created"], "url": hr.url("/users"),
+        "plugin": {"name": "field-map", "config": {
+            "request": [{"api_field": "emp_id", "field": "employee_id"}],
+            "response": [{"api_field": "id", "field": "hr_id"}]}}}),
+    )
+    .await;
+    for i in 0..3 {
+        gw.post_event(json!({"type": "user.created", "data": {"employee_id": format!("E-{i}")}}))
+            .await;
+    }
+    hr.wait_for(3).await;
+    gw.wait_for_status("hr-users", "succeeded", 3).await;
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains("hookyard_plugin_calls_total{outcome=\"ok\"} 4\n"),
+        "validate-config when the webhook was made, three outgoing calls, no response call:\n{metrics}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(sink.count(), 0, "nothing is written back");
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn response_write_back_reaches_the_sink() {
     let dir = temp_dir();

@@ -55,7 +55,12 @@ mod component {
             let body = if mapping.request.is_empty() {
                 default_body(&ev)?
             } else {
-                let (data, context) = (json(&ev.data, "data")?, json(&ev.context, "context")?);
+                let data = json(&ev.data, "data")?;
+                let context = if mapping.request_reads_context() {
+                    json(&ev.context, "context")?
+                } else {
+                    Value::Null
+                };
                 let view = EventView {
                     id: &ev.id,
                     event_type: &ev.event_type,

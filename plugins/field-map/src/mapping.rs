@@ -698,6 +698,13 @@ impl Mapping {
         }
     }
 
+    /// Whether a request row reads the event's context (the outgoing phase parses it only then).
+    pub fn request_reads_context(&self) -> bool {
+        self.request
+            .iter()
+            .any(|row| matches!(row.source, Source::Context(_)))
+    }
+
     /// The outgoing body for an event: an object holding exactly the mapped API fields; none when
     /// the request table is empty (the gateway's default body is then sent).
     pub fn request_body(&self, event: &EventView<'_>) -> Result<Option<Value>, MapError> {
