@@ -1124,7 +1124,10 @@ pub(crate) async fn remember_message_detects_replays(store: Arc<dyn Store>) {
         !remember("wh_a", "msg_1", T0 + 9_000, T0 + 999).await,
         "still a replay just before it expires"
     );
-    assert!(remember("wh_b", "msg_1", until, T0 + 1).await, "scopes are apart");
+    assert!(
+        remember("wh_b", "msg_1", until, T0 + 1).await,
+        "scopes are apart"
+    );
     assert!(remember("wh_a", "msg_2", until, T0 + 1).await, "another id");
     assert!(
         remember("wh_a", "msg_1", T0 + 2_000, until).await,
@@ -1183,7 +1186,11 @@ pub(crate) async fn changes_are_announced(store: Arc<dyn Store>) {
         .add_plugin_version("shape", "aa11", vec![0, 97, 115, 109], T0)
         .await
         .unwrap();
-    assert_eq!(next_change(&mut rx).await, StoreChange::Plugins, "new version");
+    assert_eq!(
+        next_change(&mut rx).await,
+        StoreChange::Plugins,
+        "new version"
+    );
     let same = store
         .add_plugin_version("shape", "aa11", vec![0, 97, 115, 109], T0 + 1)
         .await

@@ -81,7 +81,9 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
             // Opening a file and migrating it blocks.
             let store = tokio::task::spawn_blocking(move || sqlite::SqliteStore::open_url(&url))
                 .await
-                .map_err(|e| Error::Unavailable(format!("opening the SQLite store failed: {e}")))??;
+                .map_err(|e| {
+                    Error::Unavailable(format!("opening the SQLite store failed: {e}"))
+                })??;
             Ok(Arc::new(store))
         }
         // Only the scheme is shown: the rest of a URL may hold a password.

@@ -202,7 +202,7 @@ macro_rules! attempt_cols {
 impl From<tokio_postgres::Error> for Error {
     fn from(e: tokio_postgres::Error) -> Self {
         if e.is_closed() {
-            Error::Unavailable(format!("PostgreSQL connection closed: {e}"))
+            Error::Unavailable(format!("PostgreSQL connection closed: {}", describe(&e)))
         } else {
             Error::Database(describe(&e))
         }
@@ -212,17 +212,21 @@ impl From<tokio_postgres::Error> for Error {
 impl From<PoolError> for Error {
     fn from(e: PoolError) -> Self {
         match e {
-            PoolError::Backend(e) => Error::Unavailable(format!("cannot connect to PostgreSQL: {e}")),
+            PoolError::Backend(e) => {
+                Error::Unavailable(format!("cannot connect to PostgreSQL: {}", describe(&e)))
+            }
             other => Error::Unavailable(format!("no PostgreSQL connection: {other}")),
         }
     }
 }
 
-/// The server's message when there is one (`Display` of the error alone says only "db error").
+/// The server's message, or the underlying cause (`Display` of the error alone says only
+/// "db error" or "error connecting to server").
 fn describe(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => e.to_string(),
+    match (e.as_db_error(), std::error::Error::source(e)) {
+        (Some(db), _) => format!("{}: {}", db.code().code(), db.message()),
+        (None, Some(cause)) => format!("{e}: {cause}"),
+        (None, None) => e.to_string(),
     }
 }
 
@@ -286,7 +290,6 @@ impl PostgresStore {
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
-                ..ManagerConfig::default()
             },
         );
         let pool = Pool::builder(manager)
@@ -668,7 +671,11 @@ fn webhook_write_error(e: tokio_postgres::Error, hook: &Webhook) -> Error {
 }
 
 /// Sends a change notice when (and only if) the transaction commits.
-async fn notify(tx: &deadpool_postgres::Transaction<'_>, channel: &str, change: StoreChange) -> Result<()> {
+async fn notify(
+    tx: &deadpool_postgres::Transaction<'_>,
+    channel: &str,
+    change: StoreChange,
+) -> Result<()> {
     let stmt = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
     tx.execute(&stmt, &[&channel, &change.as_str()]).await?;
     Ok(())
@@ -778,7 +785,9 @@ async fn ingest_in(
     let duplicates: Vec<&str> = events
         .iter()
         .enumerate()
-        .filter(|(i, e)| first.get(e.event.id.as_str()) != Some(i) || !inserted.contains(&e.event.id))
+        .filter(|(i, e)| {
+            first.get(e.event.id.as_str()) != Some(i) || !inserted.contains(&e.event.id)
+        })
         .map(|(_, e)| e.event.id.as_str())
         .collect();
     let mut counts: HashMap<String, usize> = HashMap::new();
@@ -1220,10 +1229,8 @@ impl Store for PostgresStore {
         }
         let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
         sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", args.len() + 1));
-        let mut params: Vec<&(dyn ToSql + Sync)> = args
-            .iter()
-            .map(|a| a as &(dyn ToSql + Sync))
-            .collect();
+        let mut params: Vec<&(dyn ToSql + Sync)> =
+            args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
         params.push(&fetch);
 
         let client = self.client().await?;
@@ -1484,7 +1491,11 @@ impl Store for PostgresStore {
         now: Millis,
     ) -> Result<bool> {
         let client = self.client().await?;
-        if self.remembered.fetch_add(1, Ordering::Relaxed) % PURGE_EVERY == 0 {
+        if self
+            .remembered
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(PURGE_EVERY)
+        {
             let stmt = client
                 .prepare_cached("DELETE FROM inbound_messages WHERE expires_at <= $1")
                 .await?;
@@ -1560,12 +1571,24 @@ pub(crate) mod test_support {
                 tokio::spawn(connection);
                 client
             }
-            Err(e) => panic!(
-                "PostgreSQL for the tests is unreachable ({e}). Start it, point \
-                 HOOKYARD_TEST_POSTGRES_URL at one (now {:?}), or set \
-                 HOOKYARD_TEST_POSTGRES=skip to skip these tests",
-                std::env::var("HOOKYARD_TEST_POSTGRES_URL").unwrap_or_default()
-            ),
+            Err(e) => {
+                // Where, without the password a URL may hold.
+                let at = std::str::FromStr::from_str(base)
+                    .map(|config: tokio_postgres::Config| {
+                        format!(
+                            "{}/{}",
+                            super::hosts(&config),
+                            config.get_dbname().unwrap_or_default()
+                        )
+                    })
+                    .unwrap_or_else(|_| "an unparsable URL".to_owned());
+                panic!(
+                    "PostgreSQL for the tests is unreachable at {at} ({}). Start it, point \
+                     HOOKYARD_TEST_POSTGRES_URL at one, or set HOOKYARD_TEST_POSTGRES=skip to \
+                     skip the PostgreSQL tests",
+                    super::describe(&e)
+                )
+            }
         }
     }
 
@@ -1779,7 +1802,10 @@ mod tests {
         let events = (0..150)
             .map(|i| EventToIngest {
                 event: conformance::event(&format!("evt-{i}"), "user.created", conformance::T0 + i),
-                deliveries: vec![(h1.id.clone(), new_id("msg")), (h2.id.clone(), new_id("msg"))],
+                deliveries: vec![
+                    (h1.id.clone(), new_id("msg")),
+                    (h2.id.clone(), new_id("msg")),
+                ],
             })
             .collect();
         stores[0].ingest(events).await.expect("ingest");
@@ -1876,7 +1902,10 @@ mod tests {
             .insert_webhook(&conformance::webhook("hook"))
             .await
             .expect("insert webhook");
-        assert_eq!(conformance::next_change(&mut rx).await, StoreChange::Webhooks);
+        assert_eq!(
+            conformance::next_change(&mut rx).await,
+            StoreChange::Webhooks
+        );
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -1892,7 +1921,10 @@ mod tests {
         let Some(base) = test_support::base_url() else {
             return;
         };
-        let url = with_search_path(&base, &format!("hy_missing_{}", uuid::Uuid::now_v7().simple()));
+        let url = with_search_path(
+            &base,
+            &format!("hy_missing_{}", uuid::Uuid::now_v7().simple()),
+        );
         let missing = PostgresStore::open(&url).await;
         match missing {
             Err(Error::Database(msg)) => assert!(msg.contains("search_path"), "{msg}"),

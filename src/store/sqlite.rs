@@ -1101,23 +1101,24 @@ impl Store for SqliteStore {
     async fn update_webhook(&self, hook: &Webhook) -> Result<bool> {
         let hook = hook.clone();
         let spec = to_json(&hook.spec)?;
-        let changed = self.write(move |conn| {
-            let changed = conn
-                .prepare_cached(
-                    "UPDATE webhooks SET name = ?2, enabled = ?3, spec = ?4, updated_at = ?5 \
+        let changed = self
+            .write(move |conn| {
+                let changed = conn
+                    .prepare_cached(
+                        "UPDATE webhooks SET name = ?2, enabled = ?3, spec = ?4, updated_at = ?5 \
                      WHERE id = ?1",
-                )?
-                .execute(params![
-                    hook.id,
-                    hook.spec.name,
-                    hook.spec.enabled,
-                    spec,
-                    hook.updated_at
-                ])
-                .map_err(|e| webhook_write_error(e, &hook))?;
-            Ok(changed > 0)
-        })
-        .await?;
+                    )?
+                    .execute(params![
+                        hook.id,
+                        hook.spec.name,
+                        hook.spec.enabled,
+                        spec,
+                        hook.updated_at
+                    ])
+                    .map_err(|e| webhook_write_error(e, &hook))?;
+                Ok(changed > 0)
+            })
+            .await?;
         if changed {
             self.announce(StoreChange::Webhooks);
         }
@@ -1126,22 +1127,23 @@ impl Store for SqliteStore {
 
     async fn delete_webhook(&self, id: &str) -> Result<bool> {
         let id = id.to_owned();
-        let deleted = self.write(move |conn| {
-            let deleted = conn
-                .prepare_cached("DELETE FROM webhooks WHERE id = ?1")?
-                .execute([&id])?;
-            if deleted == 0 {
-                return Ok(false);
-            }
-            conn.prepare_cached(
-                "UPDATE deliveries SET status = 'dead', last_error = 'webhook deleted', \
+        let deleted = self
+            .write(move |conn| {
+                let deleted = conn
+                    .prepare_cached("DELETE FROM webhooks WHERE id = ?1")?
+                    .execute([&id])?;
+                if deleted == 0 {
+                    return Ok(false);
+                }
+                conn.prepare_cached(
+                    "UPDATE deliveries SET status = 'dead', last_error = 'webhook deleted', \
                  next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = ?2 \
                  WHERE webhook_id = ?1 AND status = 'pending'",
-            )?
-            .execute(params![id, now_ms()])?;
-            Ok(true)
-        })
-        .await?;
+                )?
+                .execute(params![id, now_ms()])?;
+                Ok(true)
+            })
+            .await?;
         if deleted {
             self.announce(StoreChange::Webhooks);
         }
@@ -1451,7 +1453,10 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> Result<bool> {
         let (scope, message_id) = (scope.to_owned(), message_id.to_owned());
-        let purge = self.remembered.fetch_add(1, Ordering::Relaxed) % PURGE_EVERY == 0;
+        let purge = self
+            .remembered
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(PURGE_EVERY);
         self.write(move |conn| {
             if purge {
                 conn.prepare_cached("DELETE FROM inbound_messages WHERE expires_at <= ?1")?
