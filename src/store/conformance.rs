@@ -1266,3 +1266,54 @@ pub(crate) async fn plugin_versions(store: Arc<dyn Store>) {
     numbers.sort_unstable();
     assert_eq!(numbers, (1..=8).collect::<Vec<u32>>());
 }
+
+/// Follow-ups (write-backs) are committed with a completion that held the lease, idempotently,
+/// and dropped with one that did not.
+pub(crate) async fn followups_commit_with_the_lease(store: Arc<dyn Store>) {
+    let store = &*store;
+    let h = add_webhook(store, "hook").await;
+    let sink = add_webhook(store, "sink").await;
+    let first = ingest_one(store, "evt-1", T0, &[&h]).await.remove(0);
+    ingest_one(store, "evt-2", T0 + 1, &[&h]).await;
+
+    let mut req = claim_req("w", T0 + 10, 1);
+    req.exclude_webhooks = vec![sink.id.clone()];
+    let job = store.claim(req).await.unwrap().remove(0);
+    assert_eq!(job.delivery.id, first);
+    let mut done = completion(&job, Next::Succeeded, Some(200));
+    done.followups = vec![
+        to_ingest(event("wb-1", "writeback", T0 + 20), &[&sink]),
+        to_ingest(event("evt-1", "writeback", T0 + 20), &[&sink]),
+    ];
+    assert!(store.complete("w", done).await.unwrap());
+    assert!(store.event("wb-1").await.unwrap().is_some());
+    let to_sink = list(
+        store,
+        DeliveryFilter {
+            webhook_id: Some(sink.id.clone()),
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(to_sink.len(), 1, "a follow-up with a known id adds nothing");
+    assert_eq!(to_sink[0].event_id, "wb-1");
+    assert_eq!(to_sink[0].status, DeliveryStatus::Pending);
+
+    // A fenced worker's follow-ups are dropped with its result.
+    let mut req = claim_req("old", T0 + 10, 1);
+    req.exclude_webhooks = vec![sink.id.clone()];
+    let old = store.claim(req).await.unwrap().remove(0);
+    let mut req = claim_req("new", T0 + 10 + LEASE, 1);
+    req.exclude_webhooks = vec![sink.id.clone()];
+    let new = store.claim(req).await.unwrap().remove(0);
+    assert_eq!(old.delivery.id, new.delivery.id);
+    let mut stale = completion(&old, Next::Succeeded, Some(200));
+    stale.followups = vec![to_ingest(event("wb-2", "writeback", T0 + 30), &[&sink])];
+    assert!(!store.complete("old", stale).await.unwrap());
+    assert_eq!(store.event("wb-2").await.unwrap(), None);
+    assert_eq!(
+        get(store, &old.delivery.id).await.status,
+        DeliveryStatus::Pending
+    );
+}

@@ -1735,6 +1735,7 @@ mod tests {
         remember_message_detects_replays,
         changes_are_announced,
         plugin_versions,
+        followups_commit_with_the_lease,
     );
 
     #[tokio::test(flavor = "multi_thread")]
@@ -1906,6 +1907,72 @@ mod tests {
             conformance::next_change(&mut rx).await,
             StoreChange::Webhooks
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn notices_stay_within_their_schema() {
+        let (Some(one), Some(two)) = (TestSchema::create().await, TestSchema::create().await)
+        else {
+            return;
+        };
+        let here = open_store(&one).await;
+        let elsewhere = open_store(&two).await;
+        let mut rx = here.subscribe();
+        elsewhere
+            .add_plugin_version("shape", "sha", vec![1], conformance::T0)
+            .await
+            .expect("add plugin elsewhere");
+        // Committed after the other schema's notice: it would come first if that leaked here.
+        here.insert_webhook(&conformance::webhook("hook"))
+            .await
+            .expect("insert webhook");
+        assert_eq!(
+            conformance::next_change(&mut rx).await,
+            StoreChange::Webhooks
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn concurrent_ingests_of_the_same_ids_store_each_once() {
+        let Some(schema) = TestSchema::create().await else {
+            return;
+        };
+        let stores = [
+            Arc::new(open_store(&schema).await),
+            Arc::new(open_store(&schema).await),
+        ];
+        let hook = conformance::webhook("hook");
+        stores[0].insert_webhook(&hook).await.expect("insert");
+        let batch = |reverse: bool| {
+            let mut events: Vec<EventToIngest> = (0..50)
+                .map(|i| EventToIngest {
+                    event: conformance::event(&format!("evt-{i}"), "user.created", conformance::T0),
+                    deliveries: vec![(hook.id.clone(), new_id("msg"))],
+                })
+                .collect();
+            if reverse {
+                events.reverse();
+            }
+            events
+        };
+        let mut tasks = Vec::new();
+        for round in 0..4 {
+            let store = stores[round % 2].clone();
+            let events = batch(round % 2 == 1);
+            tasks.push(tokio::spawn(async move { store.ingest(events).await }));
+        }
+        let mut new = HashSet::new();
+        for task in tasks {
+            for result in task.await.expect("task").expect("ingest") {
+                assert_eq!(result.deliveries, 1);
+                if !result.duplicate {
+                    assert!(new.insert(result.id.clone()), "{} stored twice", result.id);
+                }
+            }
+        }
+        assert_eq!(new.len(), 50);
+        let stats = stores[1].queue_stats(conformance::T0).await.expect("stats");
+        assert_eq!(stats.pending, 50);
     }
 
     #[tokio::test(flavor = "multi_thread")]

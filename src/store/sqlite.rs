@@ -1564,6 +1564,7 @@ mod tests {
         remember_message_detects_replays,
         changes_are_announced,
         plugin_versions,
+        followups_commit_with_the_lease,
     );
 
     #[tokio::test(flavor = "multi_thread")]
