@@ -1106,7 +1106,7 @@ impl Store for SqliteStore {
                 let changed = conn
                     .prepare_cached(
                         "UPDATE webhooks SET name = ?2, enabled = ?3, spec = ?4, updated_at = ?5 \
-                     WHERE id = ?1",
+                         WHERE id = ?1",
                     )?
                     .execute(params![
                         hook.id,
