@@ -9,8 +9,9 @@
 //!
 //! - [`config`]: the typed configuration, its defaults file and `HOOKYARD_*` overrides.
 //! - [`model`]: webhooks, events, deliveries and attempts: what is stored and served.
-//! - [`store`]: the storage interface, the queue's state machine and invariants, and the SQLite
-//!   implementation with group commit.
+//! - [`store`]: the storage interface, the queue's state machine and invariants, the SQLite
+//!   implementation with group commit and the PostgreSQL one (`SKIP LOCKED` claims, `LISTEN`ed
+//!   change notices); [`store::open`] picks one by URL.
 //! - [`webhooks`]: the in-memory directory of webhooks and the validation of their definitions.
 //! - [`delivery`]: sending: [`delivery::shape`] (event to request, where plugins slot in),
 //!   [`delivery::client`] (the SSRF-safe HTTP client), [`delivery::signing`] (Standard

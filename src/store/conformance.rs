@@ -6,14 +6,18 @@
 //! (the checks count rows and claim without filters, so they must not share a database).
 //!
 //! Time is simulated: claims and stats take `now` from the caller, starting at [`T0`].
+//! Change notices are real: a check waits (boundedly) for each one it expects.
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{ClaimRequest, Error, Store};
+use tokio::sync::broadcast;
+
+use super::{ClaimRequest, Error, Store, StoreChange};
 use crate::model::{
     new_id, Attempt, AttemptOutcome, Completion, Delivery, DeliveryFilter, DeliveryStatus, Event,
     EventToIngest, Job, Millis, Next, RequestLog, Webhook, WebhookSpec,
@@ -1088,4 +1092,228 @@ where
         json!({ "user": "evt-2", "tags": ["a", "b"] })
     );
     assert_ne!(jobs[0].event.context, Value::Null);
+}
+
+/// How long a check waits for a change notice (PostgreSQL delivers its own through LISTEN).
+pub(crate) const NOTICE_WAIT: Duration = Duration::from_secs(2);
+
+/// The next change notice, failing the check when none comes within [`NOTICE_WAIT`].
+pub(crate) async fn next_change(rx: &mut broadcast::Receiver<StoreChange>) -> StoreChange {
+    tokio::time::timeout(NOTICE_WAIT, rx.recv())
+        .await
+        .expect("a change notice in time")
+        .expect("the change channel is open and not lagging")
+}
+
+/// Inbound message ids: accepted once per scope while remembered, again once expired, and by
+/// exactly one of several concurrent callers.
+pub(crate) async fn remember_message_detects_replays(store: Arc<dyn Store>) {
+    let until = T0 + 1_000;
+    let remember = |scope: &'static str, id: &'static str, until: Millis, now: Millis| {
+        let store = store.clone();
+        async move {
+            store
+                .remember_message(scope, id, until, now)
+                .await
+                .expect("remember message")
+        }
+    };
+    assert!(remember("wh_a", "msg_1", until, T0).await, "new");
+    assert!(!remember("wh_a", "msg_1", until, T0 + 1).await, "a replay");
+    assert!(
+        !remember("wh_a", "msg_1", T0 + 9_000, T0 + 999).await,
+        "still a replay just before it expires"
+    );
+    assert!(
+        remember("wh_b", "msg_1", until, T0 + 1).await,
+        "scopes are apart"
+    );
+    assert!(remember("wh_a", "msg_2", until, T0 + 1).await, "another id");
+    assert!(
+        remember("wh_a", "msg_1", T0 + 2_000, until).await,
+        "expired at `until` (a replay did not extend it)"
+    );
+    assert!(
+        !remember("wh_a", "msg_1", T0 + 2_000, until + 1).await,
+        "and remembered anew"
+    );
+
+    // Enough calls to go through an opportunistic purge, which keeps live records.
+    for i in 0..300 {
+        let id = format!("msg_bulk_{i}");
+        assert!(store
+            .remember_message("wh_bulk", &id, T0, T0 + 1)
+            .await
+            .expect("remember message"));
+    }
+    assert!(!remember("wh_a", "msg_2", until, T0 + 2).await, "kept");
+
+    let tasks: Vec<_> = (0..8)
+        .map(|_| tokio::spawn(remember("wh_c", "msg_race", until, T0)))
+        .collect();
+    let mut accepted = 0;
+    for task in tasks {
+        accepted += usize::from(task.await.expect("task"));
+    }
+    assert_eq!(accepted, 1, "exactly one concurrent caller sees it new");
+}
+
+/// Every committed webhook or plugin change is announced to subscribers, once per change and
+/// in order; reads, ingests, claims and no-op writes announce nothing.
+pub(crate) async fn changes_are_announced(store: Arc<dyn Store>) {
+    let store = &*store;
+    let mut rx = store.subscribe();
+
+    let mut hook = add_webhook(store, "hook").await;
+    assert_eq!(next_change(&mut rx).await, StoreChange::Webhooks, "insert");
+    hook.spec.description = "changed".to_owned();
+    assert!(store.update_webhook(&hook).await.unwrap());
+    assert_eq!(next_change(&mut rx).await, StoreChange::Webhooks, "update");
+
+    // Nothing for these: the next notice must be the 410's.
+    assert!(!store.update_webhook(&webhook("nobody")).await.unwrap());
+    assert!(!store.delete_webhook("wh_unknown").await.unwrap());
+    assert!(store.insert_webhook(&webhook("hook")).await.is_err());
+    store.webhooks().await.unwrap();
+    ingest_one(store, "evt-1", T0, &[&hook]).await;
+    let job = claim(store, "w", T0, 1).await.remove(0);
+    let mut gone = completion(&job, Next::Dead, Some(410));
+    gone.disable_webhook = true;
+    assert!(store.complete("w", gone).await.unwrap());
+    assert_eq!(next_change(&mut rx).await, StoreChange::Webhooks, "410");
+
+    let v1 = store
+        .add_plugin_version("shape", "aa11", vec![0, 97, 115, 109], T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        next_change(&mut rx).await,
+        StoreChange::Plugins,
+        "new version"
+    );
+    let same = store
+        .add_plugin_version("shape", "aa11", vec![0, 97, 115, 109], T0 + 1)
+        .await
+        .unwrap();
+    assert_eq!(same, v1);
+    assert!(!store.set_active_plugin("shape", 9).await.unwrap());
+    assert!(store.set_active_plugin("shape", v1.version).await.unwrap());
+    assert_eq!(next_change(&mut rx).await, StoreChange::Plugins, "activate");
+
+    assert!(store.delete_webhook(&hook.id).await.unwrap());
+    assert_eq!(next_change(&mut rx).await, StoreChange::Webhooks, "delete");
+}
+
+/// Plugin versions: numbered per name, the same content is the same version, activation only
+/// of an existing version, bytes kept exactly; concurrent uploads get distinct numbers.
+pub(crate) async fn plugin_versions(store: Arc<dyn Store>) {
+    let v1 = store
+        .add_plugin_version("shape", "sha-1", vec![1, 2, 3], T0)
+        .await
+        .unwrap();
+    assert_eq!((v1.name.as_str(), v1.version, v1.size), ("shape", 1, 3));
+    assert_eq!(v1.created_at, T0);
+    let v2 = store
+        .add_plugin_version("shape", "sha-2", vec![4; 1000], T0 + 1)
+        .await
+        .unwrap();
+    assert_eq!(v2.version, 2);
+    let again = store
+        .add_plugin_version("shape", "sha-1", vec![1, 2, 3], T0 + 2)
+        .await
+        .unwrap();
+    assert_eq!(again, v1, "the same content is the existing version");
+    let other = store
+        .add_plugin_version("audit", "sha-1", vec![1, 2, 3], T0 + 3)
+        .await
+        .unwrap();
+    assert_eq!(other.version, 1, "numbers are per name");
+
+    assert_eq!(
+        store.plugin_wasm("shape", 2).await.unwrap(),
+        Some(vec![4; 1000])
+    );
+    assert_eq!(store.plugin_wasm("shape", 3).await.unwrap(), None);
+    assert_eq!(store.plugin_wasm("nope", 1).await.unwrap(), None);
+
+    assert!(!store.set_active_plugin("shape", 3).await.unwrap());
+    assert!(!store.set_active_plugin("nope", 1).await.unwrap());
+    assert!(store.set_active_plugin("shape", 2).await.unwrap());
+    let plugins = store.plugins().await.unwrap();
+    let names: Vec<&str> = plugins.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, vec!["audit", "shape"]);
+    assert_eq!(plugins[0].active, None);
+    assert_eq!(plugins[0].versions, vec![other]);
+    assert_eq!(plugins[1].active, Some(2));
+    assert_eq!(plugins[1].versions, vec![v1, v2]);
+
+    let uploads: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .add_plugin_version("busy", &format!("sha-{i}"), vec![i], T0)
+                    .await
+                    .expect("upload")
+                    .version
+            })
+        })
+        .collect();
+    let mut numbers = Vec::new();
+    for upload in uploads {
+        numbers.push(upload.await.expect("task"));
+    }
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=8).collect::<Vec<u32>>());
+}
+
+/// Follow-ups (write-backs) are committed with a completion that held the lease, idempotently,
+/// and dropped with one that did not.
+pub(crate) async fn followups_commit_with_the_lease(store: Arc<dyn Store>) {
+    let store = &*store;
+    let h = add_webhook(store, "hook").await;
+    let sink = add_webhook(store, "sink").await;
+    let first = ingest_one(store, "evt-1", T0, &[&h]).await.remove(0);
+    ingest_one(store, "evt-2", T0 + 1, &[&h]).await;
+
+    let mut req = claim_req("w", T0 + 10, 1);
+    req.exclude_webhooks = vec![sink.id.clone()];
+    let job = store.claim(req).await.unwrap().remove(0);
+    assert_eq!(job.delivery.id, first);
+    let mut done = completion(&job, Next::Succeeded, Some(200));
+    done.followups = vec![
+        to_ingest(event("wb-1", "writeback", T0 + 20), &[&sink]),
+        to_ingest(event("evt-1", "writeback", T0 + 20), &[&sink]),
+    ];
+    assert!(store.complete("w", done).await.unwrap());
+    assert!(store.event("wb-1").await.unwrap().is_some());
+    let to_sink = list(
+        store,
+        DeliveryFilter {
+            webhook_id: Some(sink.id.clone()),
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(to_sink.len(), 1, "a follow-up with a known id adds nothing");
+    assert_eq!(to_sink[0].event_id, "wb-1");
+    assert_eq!(to_sink[0].status, DeliveryStatus::Pending);
+
+    // A fenced worker's follow-ups are dropped with its result.
+    let mut req = claim_req("old", T0 + 10, 1);
+    req.exclude_webhooks = vec![sink.id.clone()];
+    let old = store.claim(req).await.unwrap().remove(0);
+    let mut req = claim_req("new", T0 + 10 + LEASE, 1);
+    req.exclude_webhooks = vec![sink.id.clone()];
+    let new = store.claim(req).await.unwrap().remove(0);
+    assert_eq!(old.delivery.id, new.delivery.id);
+    let mut stale = completion(&old, Next::Succeeded, Some(200));
+    stale.followups = vec![to_ingest(event("wb-2", "writeback", T0 + 30), &[&sink])];
+    assert!(!store.complete("old", stale).await.unwrap());
+    assert_eq!(store.event("wb-2").await.unwrap(), None);
+    assert_eq!(
+        get(store, &old.delivery.id).await.status,
+        DeliveryStatus::Pending
+    );
 }

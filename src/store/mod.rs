@@ -36,7 +36,19 @@
 //!
 //! The SQLite implementation serialises writes through one writer thread that commits many
 //! callers' work in one transaction (group commit), so ingest is not bounded by one fsync per
-//! event. A PostgreSQL implementation claims with `FOR UPDATE SKIP LOCKED` under the same rules.
+//! event. The PostgreSQL implementation claims with `FOR UPDATE SKIP LOCKED` under the same rules.
+//!
+//! # Change notification
+//!
+//! Several gateway processes may share one PostgreSQL database, and each keeps webhooks and
+//! plugins in memory. Every committed webhook insert, update (including the gateway disabling a
+//! webhook after a 410), delete, every new plugin version and every activation is announced to
+//! [`Store::subscribe`] receivers, of this process and (PostgreSQL) of every other process on the
+//! same schema. A notice says only *what kind* of thing changed; receivers reload it. Notices may
+//! repeat, and a receiver that lags behind gets `RecvError::Lagged`, which it must treat as
+//! "everything changed".
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -47,7 +59,68 @@ use crate::model::{
 
 #[cfg(test)]
 mod conformance;
+pub mod postgres;
 pub mod sqlite;
+
+/// Page size of the Webhook Log when the filter gives none.
+pub(crate) const DEFAULT_PAGE: usize = 100;
+/// Largest page of the Webhook Log.
+pub(crate) const MAX_PAGE: usize = 1000;
+/// Capacity of the change broadcast; a receiver further behind than this sees `Lagged`.
+pub(crate) const CHANGE_CAPACITY: usize = 64;
+
+/// Opens the store a URL names: `sqlite:...` (see [`sqlite::SqliteStore::open_url`]) or
+/// `postgres://...` / `postgresql://...` (see [`postgres::PostgresStore::open`]). Schema
+/// migrations run before it returns.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    let scheme = url.split_once(':').map(|(scheme, _)| scheme);
+    match scheme {
+        Some("postgres" | "postgresql") => Ok(Arc::new(postgres::PostgresStore::open(url).await?)),
+        Some("sqlite") => {
+            let url = url.to_owned();
+            // Opening a file and migrating it blocks.
+            let store = tokio::task::spawn_blocking(move || sqlite::SqliteStore::open_url(&url))
+                .await
+                .map_err(|e| {
+                    Error::Unavailable(format!("opening the SQLite store failed: {e}"))
+                })??;
+            Ok(Arc::new(store))
+        }
+        // Only the scheme is shown: the rest of a URL may hold a password.
+        _ => Err(Error::Database(format!(
+            "unsupported store URL scheme {:?}: expected sqlite:, postgres:// or postgresql://",
+            scheme.unwrap_or("")
+        ))),
+    }
+}
+
+/// What kind of record changed; see "Change notification" above.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StoreChange {
+    /// A webhook was inserted, updated, disabled or deleted.
+    Webhooks,
+    /// A plugin version was added or a version was activated.
+    Plugins,
+}
+
+impl StoreChange {
+    /// The name used as the PostgreSQL notification payload.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreChange::Webhooks => "webhooks",
+            StoreChange::Plugins => "plugins",
+        }
+    }
+
+    /// Parses [`StoreChange::as_str`].
+    pub fn parse(s: &str) -> Option<StoreChange> {
+        match s {
+            "webhooks" => Some(StoreChange::Webhooks),
+            "plugins" => Some(StoreChange::Plugins),
+            _ => None,
+        }
+    }
+}
 
 /// Errors of a store.
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +157,7 @@ pub struct ClaimRequest {
     pub exclude_webhooks: Vec<String>,
 }
 
-/// The storage interface. Implementations: [`sqlite::SqliteStore`]; PostgreSQL to come.
+/// The storage interface. Implementations: [`sqlite::SqliteStore`], [`postgres::PostgresStore`].
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Inserts a new webhook. A taken name is [`Error::Conflict`].
@@ -144,6 +217,22 @@ pub trait Store: Send + Sync + 'static {
     async fn plugin_wasm(&self, name: &str, version: u32) -> Result<Option<Vec<u8>>>;
     /// Makes `version` the active version of `name`. False when there is no such version.
     async fn set_active_plugin(&self, name: &str, version: u32) -> Result<bool>;
+
+    /// Records that the inbound message `message_id` was seen for `scope` (a webhook id) and
+    /// keeps the record until `until`. Returns false when it was already recorded and has not
+    /// expired at `now` (a replay); a record with `until <= now` counts as expired. Shared by
+    /// every process on the same database. Expired records may be purged along the way.
+    async fn remember_message(
+        &self,
+        scope: &str,
+        message_id: &str,
+        until: Millis,
+        now: Millis,
+    ) -> Result<bool>;
+
+    /// Notices of committed webhook and plugin changes, from this process and (PostgreSQL) every
+    /// other process on the same database schema. See "Change notification" above.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoreChange>;
 }
 
 /// One uploaded version of a plugin.
@@ -170,4 +259,36 @@ pub struct PluginRecord {
     pub active: Option<u32>,
     /// Every version, oldest first.
     pub versions: Vec<PluginVersion>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn open_picks_the_backend_by_scheme() {
+        let store = open("sqlite::memory:").await.expect("sqlite in memory");
+        assert!(store.webhooks().await.expect("list").is_empty());
+
+        for url in ["mysql://localhost/db", "postgre://x", "", "hookyard.db"] {
+            let refused = open(url).await;
+            assert!(matches!(refused, Err(Error::Database(_))), "{url}");
+        }
+        match open("mysql://user:secret@host/db").await {
+            Err(e) => assert!(!e.to_string().contains("secret"), "{e}"),
+            Ok(_) => panic!("mysql is not a store"),
+        }
+
+        let Some(schema) = postgres::test_support::TestSchema::create().await else {
+            return;
+        };
+        let store = open(&schema.url).await.expect("postgres://");
+        store
+            .insert_webhook(&conformance::webhook("hook"))
+            .await
+            .expect("insert webhook");
+        let alias = schema.url.replacen("postgres://", "postgresql://", 1);
+        let store = open(&alias).await.expect("postgresql://");
+        assert_eq!(store.webhooks().await.expect("list").len(), 1);
+    }
 }

@@ -33,9 +33,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::types::Type;
 use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension, Row};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::{ClaimRequest, Error, PluginRecord, PluginVersion, Result, Store};
+use super::{
+    ClaimRequest, Error, PluginRecord, PluginVersion, Result, Store, StoreChange, CHANGE_CAPACITY,
+    DEFAULT_PAGE, MAX_PAGE,
+};
 use crate::model::{
     now_ms, Attempt, AttemptOutcome, Completion, Delivery, DeliveryFilter, DeliveryStatus, Event,
     EventToIngest, IngestResult, Job, Millis, Next, Page, QueueStats, RequestLog, Webhook,
@@ -52,10 +55,8 @@ const MAX_IDLE_READERS: usize = 8;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Prepared statements cached per connection.
 const STATEMENT_CACHE: usize = 64;
-/// Page size of the Webhook Log when the filter gives none.
-const DEFAULT_PAGE: usize = 100;
-/// Largest page of the Webhook Log.
-const MAX_PAGE: usize = 1000;
+/// `remember_message` purges expired inbound message ids once per this many calls.
+const PURGE_EVERY: u64 = 256;
 
 /// Schema migrations; `PRAGMA user_version` is how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -136,6 +137,16 @@ CREATE TABLE plugins (
     active INTEGER
 );
 "#,
+    r#"
+-- Inbound message ids already accepted, per webhook (replay protection).
+CREATE TABLE inbound_messages (
+    scope      TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (scope, message_id)
+);
+CREATE INDEX inbound_messages_expiry ON inbound_messages (expires_at);
+"#,
 ];
 
 /// The columns [`delivery_row`] reads, in its order.
@@ -196,6 +207,10 @@ pub struct SqliteStore {
     closed: Arc<AtomicBool>,
     /// Transactions committed by the writer.
     commits: Arc<AtomicU64>,
+    /// Change notices, sent after the commit that made the change.
+    changes: broadcast::Sender<StoreChange>,
+    /// Calls of `remember_message`, to purge expired ids now and then.
+    remembered: AtomicU64,
     /// Where the database lives, for `Debug`.
     location: String,
 }
@@ -278,6 +293,8 @@ impl SqliteStore {
             readers,
             closed: Arc::new(AtomicBool::new(false)),
             commits,
+            changes: broadcast::channel(CHANGE_CAPACITY).0,
+            remembered: AtomicU64::new(0),
             location,
         })
     }
@@ -330,6 +347,11 @@ impl SqliteStore {
         answer.await.map_err(|_| {
             Error::Unavailable("the SQLite writer stopped before answering".to_owned())
         })?
+    }
+
+    /// Tells subscribers about a committed change (none listening is fine).
+    fn announce(&self, change: StoreChange) {
+        let _ = self.changes.send(change);
     }
 
     /// Runs `f` in a read transaction on a pooled read-only connection (on the writer for an
@@ -923,14 +945,15 @@ fn encode_events(events: Vec<EventToIngest>) -> Result<Vec<EncodedEvent>> {
         .collect()
 }
 
-fn complete_in(conn: &Connection, owner: &str, c: &EncodedCompletion) -> Result<bool> {
+/// Returns whether `owner` held the lease and whether a webhook was disabled.
+fn complete_in(conn: &Connection, owner: &str, c: &EncodedCompletion) -> Result<(bool, bool)> {
     let a = &c.attempt;
     let current: Option<(String, Option<String>)> = conn
         .prepare_cached("SELECT status, lease_owner FROM deliveries WHERE id = ?1")?
         .query_row([&a.delivery_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let Some((status, lease_owner)) = current else {
-        return Ok(false);
+        return Ok((false, false));
     };
     let now = now_ms();
 
@@ -989,15 +1012,18 @@ fn complete_in(conn: &Connection, owner: &str, c: &EncodedCompletion) -> Result<
         .execute(params![a.delivery_id, attempt_no])?;
     }
 
+    let mut disabled = false;
     if c.disable_webhook {
-        conn.prepare_cached(
-            "UPDATE webhooks SET enabled = 0, spec = json_set(spec, '$.enabled', json('false')), \
-             updated_at = ?2 \
-             WHERE id = (SELECT webhook_id FROM deliveries WHERE id = ?1) AND enabled = 1",
-        )?
-        .execute(params![a.delivery_id, now])?;
+        disabled = conn
+            .prepare_cached(
+                "UPDATE webhooks SET enabled = 0, spec = json_set(spec, '$.enabled', json('false')), \
+                 updated_at = ?2 \
+                 WHERE id = (SELECT webhook_id FROM deliveries WHERE id = ?1) AND enabled = 1",
+            )?
+            .execute(params![a.delivery_id, now])?
+            > 0;
     }
-    Ok(held)
+    Ok((held, disabled))
 }
 
 fn list_deliveries(conn: &Connection, filter: &DeliveryFilter) -> Result<Page<Delivery>> {
@@ -1067,49 +1093,61 @@ impl Store for SqliteStore {
             .map_err(|e| webhook_write_error(e, &hook))?;
             Ok(())
         })
-        .await
+        .await?;
+        self.announce(StoreChange::Webhooks);
+        Ok(())
     }
 
     async fn update_webhook(&self, hook: &Webhook) -> Result<bool> {
         let hook = hook.clone();
         let spec = to_json(&hook.spec)?;
-        self.write(move |conn| {
-            let changed = conn
-                .prepare_cached(
-                    "UPDATE webhooks SET name = ?2, enabled = ?3, spec = ?4, updated_at = ?5 \
-                     WHERE id = ?1",
-                )?
-                .execute(params![
-                    hook.id,
-                    hook.spec.name,
-                    hook.spec.enabled,
-                    spec,
-                    hook.updated_at
-                ])
-                .map_err(|e| webhook_write_error(e, &hook))?;
-            Ok(changed > 0)
-        })
-        .await
+        let changed = self
+            .write(move |conn| {
+                let changed = conn
+                    .prepare_cached(
+                        "UPDATE webhooks SET name = ?2, enabled = ?3, spec = ?4, updated_at = ?5 \
+                         WHERE id = ?1",
+                    )?
+                    .execute(params![
+                        hook.id,
+                        hook.spec.name,
+                        hook.spec.enabled,
+                        spec,
+                        hook.updated_at
+                    ])
+                    .map_err(|e| webhook_write_error(e, &hook))?;
+                Ok(changed > 0)
+            })
+            .await?;
+        if changed {
+            self.announce(StoreChange::Webhooks);
+        }
+        Ok(changed)
     }
 
     async fn delete_webhook(&self, id: &str) -> Result<bool> {
         let id = id.to_owned();
-        self.write(move |conn| {
-            let deleted = conn
-                .prepare_cached("DELETE FROM webhooks WHERE id = ?1")?
-                .execute([&id])?;
-            if deleted == 0 {
-                return Ok(false);
-            }
-            conn.prepare_cached(
-                "UPDATE deliveries SET status = 'dead', last_error = 'webhook deleted', \
+        let deleted = self
+            .write(move |conn| {
+                let deleted = conn
+                    .prepare_cached("DELETE FROM webhooks WHERE id = ?1")?
+                    .execute([&id])?;
+                if deleted == 0 {
+                    return Ok(false);
+                }
+                conn.prepare_cached(
+                    "UPDATE deliveries SET status = 'dead', last_error = 'webhook deleted', \
                  next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = ?2 \
                  WHERE webhook_id = ?1 AND status = 'pending'",
-            )?
-            .execute(params![id, now_ms()])?;
-            Ok(true)
-        })
-        .await
+                )?
+                .execute(params![id, now_ms()])?;
+                Ok(true)
+            })
+            .await?;
+        if deleted {
+            self.announce(StoreChange::Webhooks);
+        }
+        Ok(deleted)
     }
 
     async fn webhook(&self, id_or_name: &str) -> Result<Option<Webhook>> {
@@ -1182,14 +1220,19 @@ impl Store for SqliteStore {
             disable_webhook: completion.disable_webhook,
             followups: encode_events(completion.followups)?,
         };
-        self.write(move |conn| {
-            let held = complete_in(conn, &owner, &encoded)?;
-            if held && !encoded.followups.is_empty() {
-                ingest_in(conn, &encoded.followups)?;
-            }
-            Ok(held)
-        })
-        .await
+        let (held, disabled) = self
+            .write(move |conn| {
+                let (held, disabled) = complete_in(conn, &owner, &encoded)?;
+                if held && !encoded.followups.is_empty() {
+                    ingest_in(conn, &encoded.followups)?;
+                }
+                Ok((held, disabled))
+            })
+            .await?;
+        if disabled {
+            self.announce(StoreChange::Webhooks);
+        }
+        Ok(held)
     }
 
     async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Page<Delivery>> {
@@ -1288,7 +1331,7 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> Result<PluginVersion> {
         let (name, sha256) = (name.to_owned(), sha256.to_owned());
-        self.write(move |conn| {
+        let (stored, added) = self.write(move |conn| {
             let existing = conn
                 .prepare_cached(
                     "SELECT version, size, created_at FROM plugin_versions \
@@ -1298,6 +1341,7 @@ impl Store for SqliteStore {
                     Ok((r.get::<_, u32>(0)?, r.get::<_, u64>(1)?, r.get::<_, Millis>(2)?))
                 })
                 .optional()?;
+            let added = existing.is_none();
             let (version, size, created_at) = match existing {
                 Some(found) => found,
                 None => {
@@ -1317,15 +1361,22 @@ impl Store for SqliteStore {
                     (version, size, now)
                 }
             };
-            Ok(PluginVersion {
-                name,
-                version,
-                sha256,
-                size,
-                created_at,
-            })
+            Ok((
+                PluginVersion {
+                    name,
+                    version,
+                    sha256,
+                    size,
+                    created_at,
+                },
+                added,
+            ))
         })
-        .await
+        .await?;
+        if added {
+            self.announce(StoreChange::Plugins);
+        }
+        Ok(stored)
     }
 
     async fn plugins(&self) -> Result<Vec<PluginRecord>> {
@@ -1377,16 +1428,56 @@ impl Store for SqliteStore {
 
     async fn set_active_plugin(&self, name: &str, version: u32) -> Result<bool> {
         let name = name.to_owned();
+        let activated = self
+            .write(move |conn| {
+                let n = conn
+                    .prepare_cached(
+                        "UPDATE plugins SET active = ?2 WHERE name = ?1 AND EXISTS \
+                         (SELECT 1 FROM plugin_versions WHERE name = ?1 AND version = ?2)",
+                    )?
+                    .execute(params![name, version])?;
+                Ok(n == 1)
+            })
+            .await?;
+        if activated {
+            self.announce(StoreChange::Plugins);
+        }
+        Ok(activated)
+    }
+
+    async fn remember_message(
+        &self,
+        scope: &str,
+        message_id: &str,
+        until: Millis,
+        now: Millis,
+    ) -> Result<bool> {
+        let (scope, message_id) = (scope.to_owned(), message_id.to_owned());
+        let purge = self
+            .remembered
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(PURGE_EVERY);
         self.write(move |conn| {
+            if purge {
+                conn.prepare_cached("DELETE FROM inbound_messages WHERE expires_at <= ?1")?
+                    .execute([now])?;
+            }
+            // A live record wins; an expired one is taken over as if it were new.
             let n = conn
                 .prepare_cached(
-                    "UPDATE plugins SET active = ?2 WHERE name = ?1 AND EXISTS \
-                     (SELECT 1 FROM plugin_versions WHERE name = ?1 AND version = ?2)",
+                    "INSERT INTO inbound_messages (scope, message_id, expires_at) \
+                     VALUES (?1, ?2, ?3) ON CONFLICT (scope, message_id) \
+                     DO UPDATE SET expires_at = excluded.expires_at \
+                     WHERE inbound_messages.expires_at <= ?4",
                 )?
-                .execute(params![name, version])?;
+                .execute(params![scope, message_id, until, now])?;
             Ok(n == 1)
         })
         .await
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<StoreChange> {
+        self.changes.subscribe()
     }
 }
 
@@ -1470,6 +1561,10 @@ mod tests {
         log_paging_and_filters,
         delivery_with_attempts,
         queue_stats,
+        remember_message_detects_replays,
+        changes_are_announced,
+        plugin_versions,
+        followups_commit_with_the_lease,
     );
 
     #[tokio::test(flavor = "multi_thread")]
