@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test of hookyard: formatting, lints, unit, property and integration tests, and the
-# plugin mapping engine's tests. Works on a fresh machine: it installs what the tests need (the
-# wasm32-wasip2 target, componentize-py and componentize-js for the example plugins) by itself.
+# Runs every test of hookyard: formatting, lints, unit, property and integration tests (the
+# integration tests on SQLite, then on PostgreSQL), and the plugin mapping engine's tests. Works
+# on a fresh machine: it installs what the tests need (the wasm32-wasip2 target, componentize-py
+# and componentize-js for the example plugins) by itself. PostgreSQL must be running (see below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,5 +20,11 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 
-echo "== cargo test"
-cargo test --locked --all-targets
+# The store's unit tests run the conformance suite on SQLite and PostgreSQL; the integration
+# tests run once per store (HOOKYARD_TEST_STORE). PostgreSQL: HOOKYARD_TEST_POSTGRES_URL, by
+# default postgres://postgres@127.0.0.1:5432/test; each test makes and drops its own schema.
+# The cluster tests (several processes on one database) always use PostgreSQL, so they run once.
+echo "== cargo test (integration tests on SQLite)"
+HOOKYARD_TEST_STORE=sqlite cargo test --locked --all-targets
+echo "== cargo test --test it (integration tests on PostgreSQL)"
+HOOKYARD_TEST_STORE=postgres cargo test --locked --test it -- --skip cluster::

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
@@ -17,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::model::{new_id, now_ms, Webhook};
 use crate::plugin::PluginHost;
 use crate::server::{self, AppState};
-use crate::store::{self, Store};
+use crate::store::{self, Store, StoreChange};
 use crate::webhooks::{self, WebhookDirectory};
 
 /// Why the gateway could not start or stopped with an error.
@@ -55,10 +56,12 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
 }
 
-/// Opens the store named by `store.url`.
-pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, Error> {
-    let store = store::sqlite::SqliteStore::open_url(&config.store.url)?;
-    Ok(Arc::new(store))
+/// How often webhooks and plugins are re-read from the store even without a change notice.
+const RELOAD_EVERY: Duration = Duration::from_secs(1);
+
+/// Opens the store named by `store.url` (SQLite or PostgreSQL).
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, Error> {
+    Ok(store::open(&config.store.url).await?)
 }
 
 /// Runs the gateway until `shutdown` resolves: stops accepting requests, drains in-flight
@@ -68,7 +71,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let store = open_store(&config)?;
+    let store = open_store(&config).await?;
     run_with_store(config, store, listeners, shutdown).await
 }
 
@@ -83,8 +86,21 @@ pub async fn run_with_store(
     // The effective address (the configured port may be 0), for inbound URLs.
     config.server.listen = listeners.public.local_addr()?;
     let config = Arc::new(config);
-    apply_declared_webhooks(&config, store.as_ref()).await?;
-    crate::sink::apply(&config, store.as_ref()).await?;
+    // Processes starting at once on one database declare the same webhooks: a name taken
+    // between one's read and its insert is the other's insert, and applying again updates it.
+    let mut tries = 0;
+    loop {
+        let applied = match apply_declared_webhooks(&config, store.as_ref()).await {
+            Ok(()) => crate::sink::apply(&config, store.as_ref())
+                .await
+                .map_err(Error::from),
+            Err(e) => Err(e),
+        };
+        match applied {
+            Err(Error::Store(store::Error::Conflict(_))) if tries < 3 => tries += 1,
+            other => break other?,
+        }
+    }
     let directory = Arc::new(WebhookDirectory::load(store.as_ref()).await?);
     let metrics = Arc::new(Metrics::new());
     let plugins = Arc::new(
@@ -116,27 +132,40 @@ pub async fn run_with_store(
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let workers = tokio::spawn(deliverer.run(stopped(stop_rx.clone()), grace));
 
-    // Changes made through another process sharing the database reach this one through here.
-    let refresher = {
-        let (store, directory, rx) = (store.clone(), directory.clone(), stop_rx.clone());
-        let plugins = plugins.clone();
-        tokio::spawn(async move {
-            let stop = stopped(rx);
-            tokio::pin!(stop);
-            loop {
-                tokio::select! {
-                    _ = &mut stop => break,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                        if let Err(e) = directory.reload(store.as_ref()).await {
-                            warn!(error = %e, "reloading webhooks failed");
-                        }
-                        if let Err(e) = plugins.reload().await {
-                            warn!(error = %e, "reloading plugins failed");
-                        }
+    // Changes made through another process sharing the database reach this one through here:
+    // the store's change notices (PostgreSQL: LISTEN/NOTIFY) as they happen, and a periodic
+    // re-read in case a notice was lost. Webhooks and plugins apart, so compiling a new plugin
+    // version does not hold up a webhook change.
+    let refreshers = {
+        let (store_w, directory) = (store.clone(), directory.clone());
+        let webhooks = tokio::spawn(refresh(
+            store.subscribe(),
+            StoreChange::Webhooks,
+            stopped(stop_rx.clone()),
+            move || {
+                let (store, directory) = (store_w.clone(), directory.clone());
+                async move {
+                    if let Err(e) = directory.reload(store.as_ref()).await {
+                        warn!(error = %e, "reloading webhooks failed");
                     }
                 }
-            }
-        })
+            },
+        ));
+        let host = plugins.clone();
+        let plugins = tokio::spawn(refresh(
+            store.subscribe(),
+            StoreChange::Plugins,
+            stopped(stop_rx.clone()),
+            move || {
+                let host = host.clone();
+                async move {
+                    if let Err(e) = host.reload().await {
+                        warn!(error = %e, "reloading plugins failed");
+                    }
+                }
+            },
+        ));
+        [webhooks, plugins]
     };
 
     let state = Arc::new(AppState {
@@ -147,7 +176,6 @@ pub async fn run_with_store(
         wake,
         ready: AtomicBool::new(true),
         plugins: Some(plugins),
-        replays: Default::default(),
     });
     let public = server::public_router(state.clone());
     let admin = server::admin_router(state.clone());
@@ -181,7 +209,9 @@ pub async fn run_with_store(
         }
     }
     let _ = workers.await;
-    let _ = refresher.await;
+    for refresher in refreshers {
+        let _ = refresher.await;
+    }
     Ok(())
 }
 
@@ -195,6 +225,53 @@ fn serve(
             .with_graceful_shutdown(shutdown)
             .await
     })
+}
+
+/// Calls `reload` on every change notice of `kind` (a burst of them is one call), after a
+/// lost notice (lagged), and every [`RELOAD_EVERY`] in any case, until `stop`.
+async fn refresh<F, Fut>(
+    changes: broadcast::Receiver<StoreChange>,
+    kind: StoreChange,
+    stop: impl Future<Output = ()>,
+    mut reload: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    tokio::pin!(stop);
+    let mut changes = Some(changes);
+    loop {
+        let due = tokio::select! {
+            _ = &mut stop => break,
+            change = next_change(&mut changes) => match change {
+                Ok(change) => change == kind,
+                Err(RecvError::Lagged(_)) => true,
+                Err(RecvError::Closed) => {
+                    // No more notices: the periodic re-read is all there is.
+                    changes = None;
+                    true
+                }
+            },
+            _ = tokio::time::sleep(RELOAD_EVERY) => true,
+        };
+        let mut due = due;
+        while let Some(Ok(change)) = changes.as_mut().map(|c| c.try_recv()) {
+            due |= change == kind;
+        }
+        if due {
+            reload().await;
+        }
+    }
+}
+
+/// The next change notice; never, once there are none.
+async fn next_change(
+    changes: &mut Option<broadcast::Receiver<StoreChange>>,
+) -> Result<StoreChange, RecvError> {
+    match changes {
+        Some(changes) => changes.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Creates or updates, by name, the webhooks declared in the config.

@@ -18,6 +18,13 @@ pub struct OutcomeLabel {
     pub outcome: String,
 }
 
+/// A label set naming a plugin.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabel {
+    /// The plugin's name.
+    pub plugin: String,
+}
+
 /// All metrics of one gateway.
 pub struct Metrics {
     registry: Registry,
@@ -43,6 +50,11 @@ pub struct Metrics {
     pub plugin_call_duration: Histogram,
     /// Plugin components compiled (a cached artifact is not counted).
     pub plugin_compilations: Counter,
+    /// The version of each plugin this process runs for webhooks that do not pin one (set at
+    /// scrape time): with several processes, shows when a swap has reached every one.
+    pub plugin_active_version: Family<PluginLabel, Gauge>,
+    /// Enabled webhooks this process knows (set at scrape time).
+    pub webhooks: Gauge,
 }
 
 impl Default for Metrics {
@@ -117,8 +129,22 @@ impl Metrics {
             "Plugin components compiled (cache hits not counted)",
             plugin_compilations.clone(),
         );
+        let plugin_active_version = Family::<PluginLabel, Gauge>::default();
+        registry.register(
+            "plugin_active_version",
+            "Active version of each plugin in this process",
+            plugin_active_version.clone(),
+        );
+        let webhooks = Gauge::default();
+        registry.register(
+            "webhooks",
+            "Enabled webhooks known to this process",
+            webhooks.clone(),
+        );
         Metrics {
             registry,
+            plugin_active_version,
+            webhooks,
             plugin_calls,
             plugin_call_duration,
             plugin_compilations,

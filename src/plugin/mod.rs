@@ -150,8 +150,9 @@ impl PluginHost {
             let mut entries = self.write();
             let entry = entries.entry(record.name.clone()).or_default();
             if let Some(active) = record.active {
-                if entry.versions.contains_key(&active) {
+                if entry.versions.contains_key(&active) && entry.active != Some(active) {
                     entry.active = Some(active);
+                    tracing::info!(plugin = %record.name, version = active, "plugin version active (changed in the store)");
                 }
             }
         }
@@ -198,6 +199,14 @@ impl PluginHost {
             self.metrics.plugin_compilations.inc();
         }
         Ok(compiled.pre)
+    }
+
+    /// Each plugin's active version here.
+    pub fn active_versions(&self) -> Vec<(String, u32)> {
+        self.read()
+            .iter()
+            .filter_map(|(name, entry)| Some((name.clone(), entry.active?)))
+            .collect()
     }
 
     /// The version a webhook's calls use: its pinned version, else the plugin's active one.

@@ -6,9 +6,6 @@
 //! one record per object identified by `inbound.identify_by`. Every record becomes a sink
 //! message (`update`, or `upsert` under JIT provisioning), all committed together before the 202.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
@@ -20,34 +17,14 @@ use subtle::ConstantTimeEq;
 
 use super::error::{body_error, ApiError};
 use super::Shared;
-use crate::model::{now_ms, InboundAuth, InboundConfig, SinkMessage, Webhook};
+use crate::model::{now_ms, InboundAuth, InboundConfig, SinkMessage};
 use crate::plugin::bindings::types;
 use crate::plugin::InboundRecord;
 
-/// Remembers the `webhook-id`s of accepted signed pushes for as long as their timestamps could
-/// still pass the tolerance, so a captured request cannot be replayed.
-#[derive(Default)]
-pub struct ReplayGuard {
-    /// (webhook id, message id) -> when the entry may be forgotten (unix seconds).
-    seen: Mutex<HashMap<(String, String), i64>>,
-}
-
-impl ReplayGuard {
-    /// Records `msg_id`; false when it was seen already.
-    fn first_time(&self, webhook_id: &str, msg_id: &str, forget_at: i64, now: i64) -> bool {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.len() > 10_000 {
-            seen.retain(|_, until| *until > now);
-        }
-        let key = (webhook_id.to_owned(), msg_id.to_owned());
-        match seen.get(&key) {
-            Some(until) if *until > now => false,
-            _ => {
-                seen.insert(key, forget_at);
-                true
-            }
-        }
-    }
+/// Whether header `name` carries the caller's credentials (kept from the plugin).
+fn is_credential(auth: &InboundAuth, name: &header::HeaderName) -> bool {
+    *name == header::AUTHORIZATION
+        || matches!(auth, InboundAuth::ApiKey { header, .. } if name.as_str().eq_ignore_ascii_case(header))
 }
 
 fn equal(a: &str, b: &str) -> bool {
@@ -61,14 +38,14 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
         .unwrap_or("")
 }
 
-/// Checks the caller against the webhook's inbound auth.
+/// Checks the caller against the webhook's inbound auth. For a Standard Webhooks signature,
+/// returns the message id and until when (unix ms) it must be remembered so that a captured
+/// request cannot be replayed while its timestamp would still pass the tolerance.
 fn verify(
-    state: &Shared,
-    hook: &Webhook,
     auth: &InboundAuth,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(), ApiError> {
+) -> Result<Option<(String, i64)>, ApiError> {
     let denied = |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
     match auth {
         InboundAuth::ApiKey { header, value } => {
@@ -117,16 +94,10 @@ fn verify(
                 return Err(denied("signature: webhook-id is missing"));
             }
             let forget_at = timestamp.parse::<i64>().unwrap_or(now) + tolerance_secs + 1;
-            if !state.replays.first_time(&hook.id, msg_id, forget_at, now) {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "replayed",
-                    "this webhook-id was already accepted",
-                ));
-            }
+            return Ok(Some((msg_id.to_owned(), forget_at * 1000)));
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// The body as JSON bytes: JSON as is, a form turned into an object of strings.
@@ -200,7 +171,20 @@ pub async fn receive(
         _ => return Err(not_found()),
     };
     let body = body.map_err(body_error)?;
-    verify(&state, &hook, &inbound.auth, &headers, &body)?;
+    if let Some((msg_id, until)) = verify(&inbound.auth, &headers, &body)? {
+        // In the store, so a replay is refused by every process sharing the database.
+        let first = state
+            .store
+            .remember_message(&hook.id, &msg_id, until, now_ms())
+            .await?;
+        if !first {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "replayed",
+                "this webhook-id was already accepted",
+            ));
+        }
+    }
     let body = json_body(&headers, &body)?;
 
     let records = match (&hook.spec.plugin, &state.plugins) {
@@ -211,7 +195,7 @@ pub async fn receive(
                 query: query.unwrap_or_default(),
                 headers: headers
                     .iter()
-                    .filter(|(k, _)| *k != header::AUTHORIZATION)
+                    .filter(|(k, _)| !is_credential(&inbound.auth, k))
                     .map(|(k, v)| {
                         (
                             k.to_string(),

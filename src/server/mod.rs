@@ -48,8 +48,6 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// The plugin registry (none when plugins are off).
     pub plugins: Option<Arc<PluginHost>>,
-    /// Signed inbound pushes already accepted.
-    pub replays: inbound::ReplayGuard,
 }
 
 /// Shared state of the routers.
@@ -166,6 +164,19 @@ async fn metrics(State(state): State<Shared>) -> Response {
                 .set(stats.oldest_due_age_ms as f64 / 1000.0);
         }
         Err(e) => tracing::warn!(error = %e, "reading queue stats for /metrics failed"),
+    }
+    state
+        .metrics
+        .webhooks
+        .set(state.webhooks.enabled().len() as i64);
+    if let Some(plugins) = &state.plugins {
+        for (plugin, version) in plugins.active_versions() {
+            state
+                .metrics
+                .plugin_active_version
+                .get_or_create(&crate::metrics::PluginLabel { plugin })
+                .set(i64::from(version));
+        }
     }
     (
         [(

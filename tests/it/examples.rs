@@ -30,7 +30,7 @@ fn example_config(example: &str, dir: &Path) -> Config {
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     config.server.admin_token = ADMIN_TOKEN.into();
     config.server.ingest_token = INGEST_TOKEN.into();
-    config.store.url = format!("sqlite://{}", dir.join("hookyard.db").display());
+    config.store.url = store_url(dir);
     config.plugins.cache_dir = dir.join("plugin-cache");
     for file in &mut config.plugins.load {
         file.path = folder.join(&file.path);

@@ -6,6 +6,7 @@ mod admin;
 mod auth;
 mod bad_input;
 mod cli;
+mod cluster;
 mod delivery;
 mod durability;
 mod examples;

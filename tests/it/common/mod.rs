@@ -41,9 +41,9 @@ where
     }
 }
 
-/// A config for tests: SQLite in `dir`, tokens set, 127.0.0.1/32 allow-listed, fast retries.
+/// A config for tests: the store of [`store_url`], tokens set, 127.0.0.1/32 allow-listed, fast
+/// retries.
 pub fn test_config(dir: &Path) -> Config {
-    let db = dir.join("hookyard.db");
     let file = format!(
         r#"
 [server]
@@ -55,7 +55,7 @@ max_body_bytes = 65536
 shutdown_grace_secs = 5
 
 [store]
-url = "sqlite://{}"
+url = "{}"
 
 [delivery]
 allow_networks = ["127.0.0.1/32"]
@@ -70,7 +70,7 @@ cache_dir = "{}"
 timeout_ms = 500
 memory_limit_mb = 64
 "#,
-        db.display(),
+        store_url(dir),
         dir.join("plugin-cache").display()
     );
     Config::from_layers(Some(("test".into(), file)), []).expect("test config is valid")
@@ -593,9 +593,160 @@ fn form_urlencoded_pairs(body: &[u8]) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+/// A temporary directory that lives as long as the test, and the PostgreSQL schema that goes
+/// with it when one was made ([`postgres_url`]): both are removed when it is dropped.
+pub struct TestDir {
+    dir: tempfile::TempDir,
+}
+
+impl TestDir {
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let schema = schema_name(self.dir.path());
+        let made = SCHEMAS
+            .lock()
+            .unwrap()
+            .as_mut()
+            .is_some_and(|made| made.remove(&schema));
+        if made {
+            if let Err(e) = postgres_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")) {
+                eprintln!("could not drop test schema {schema}: {e}");
+            }
+        }
+    }
+}
+
 /// A temporary directory that lives as long as the test.
-pub fn temp_dir() -> tempfile::TempDir {
-    tempfile::tempdir().unwrap()
+pub fn temp_dir() -> TestDir {
+    TestDir {
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+/// Whether the integration tests run on PostgreSQL (`HOOKYARD_TEST_STORE=postgres`) rather than
+/// SQLite (the default). `scripts/test.sh` runs them both ways.
+pub fn on_postgres() -> bool {
+    match std::env::var("HOOKYARD_TEST_STORE").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("HOOKYARD_TEST_STORE={other}: expected sqlite or postgres"),
+    }
+}
+
+/// The store URL a test gateway in `dir` uses: SQLite in `dir`, or (on PostgreSQL) a fresh
+/// schema named after `dir`, so a gateway restarted on the same directory finds its data.
+pub fn store_url(dir: &Path) -> String {
+    if on_postgres() {
+        postgres_url(dir)
+    } else {
+        format!("sqlite://{}", dir.join("hookyard.db").display())
+    }
+}
+
+/// The database the PostgreSQL tests use (`HOOKYARD_TEST_POSTGRES_URL`, by default the local
+/// server's `test` database).
+pub fn postgres_base_url() -> String {
+    std::env::var("HOOKYARD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Schemas this test process made, dropped with their [`TestDir`].
+static SCHEMAS: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+
+/// The schema of the tests in `dir`: the process id (so leftovers of a killed run can be told
+/// apart from a concurrent run's) and a hash of the path.
+fn schema_name(dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut h);
+    format!("hy_it_{}_{:016x}", std::process::id(), h.finish())
+}
+
+/// A PostgreSQL URL on a schema of its own for the tests in `dir` (created on first use; dropped
+/// with the [`TestDir`]).
+pub fn postgres_url(dir: &Path) -> String {
+    static PURGED: std::sync::Once = std::sync::Once::new();
+    PURGED.call_once(purge_dead_schemas);
+    let schema = schema_name(dir);
+    let fresh = SCHEMAS
+        .lock()
+        .unwrap()
+        .get_or_insert_with(HashSet::new)
+        .insert(schema.clone());
+    if fresh {
+        postgres_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL at {} is needed by this test: {e}",
+                postgres_base_url()
+            )
+        });
+    }
+    with_search_path(&postgres_base_url(), &schema)
+}
+
+/// `url` with `search_path` set to `schema` for every connection.
+pub fn with_search_path(url: &str, schema: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-c%20search_path%3D{schema}")
+}
+
+/// Drops the schemas of earlier test processes that no longer run (killed before cleaning up).
+fn purge_dead_schemas() {
+    let listed =
+        postgres_query("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'hy\\_it\\_%'");
+    let Ok(names) = listed else { return };
+    for name in names {
+        let pid = name.split('_').nth(2).unwrap_or_default();
+        if !pid.is_empty() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = postgres_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"));
+        }
+    }
+}
+
+/// Runs `sql` on the test database, from any context (a thread with its own runtime).
+pub fn postgres_execute(sql: &str) -> Result<(), String> {
+    let sql = sql.to_owned();
+    postgres_blocking(move |client| async move {
+        client.batch_execute(&sql).await.map_err(|e| e.to_string())
+    })
+}
+
+/// The first column (text) of every row of `sql` on the test database.
+fn postgres_query(sql: &str) -> Result<Vec<String>, String> {
+    let sql = sql.to_owned();
+    postgres_blocking(move |client| async move {
+        let rows = client.query(&sql, &[]).await.map_err(|e| e.to_string())?;
+        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    })
+}
+
+fn postgres_blocking<T, F, Fut>(f: F) -> Result<T, String>
+where
+    T: Send + 'static,
+    F: FnOnce(tokio_postgres::Client) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, String>>,
+{
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async move {
+            let (client, connection) =
+                tokio_postgres::connect(&postgres_base_url(), tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| format!("cannot connect: {e}"))?;
+            tokio::spawn(connection);
+            f(client).await
+        })
+    })
+    .join()
+    .map_err(|_| "the PostgreSQL helper thread panicked".to_string())?
 }
 
 /// The path of the built `hookyard` binary.
