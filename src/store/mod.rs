@@ -57,6 +57,7 @@ use crate::model::{
     Page, QueueStats, Webhook,
 };
 
+mod batch;
 #[cfg(test)]
 mod conformance;
 pub mod postgres;

@@ -48,6 +48,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{AsyncMessage, Config, NoTls, Row};
 
+use super::batch::{Batch, Batcher};
 use super::{
     ClaimRequest, Error, PluginRecord, PluginVersion, Result, Store, StoreChange, CHANGE_CAPACITY,
     DEFAULT_PAGE, MAX_PAGE,
@@ -60,6 +61,11 @@ use crate::model::{
 
 /// Connections in the pool unless the caller asks for another size.
 pub const DEFAULT_POOL_SIZE: usize = 16;
+/// Transactions of ingests (and, apart, of completions) committing at once; each takes whatever
+/// callers queued meanwhile (group commit, see [`super::batch`]).
+const COMMITTERS: usize = 4;
+/// Callers sharing one transaction, at most.
+const MAX_CALLS_PER_COMMIT: usize = 128;
 /// How long connecting may take when the URL sets no `connect_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a caller waits for a free pooled connection.
@@ -236,6 +242,10 @@ fn describe(e: &tokio_postgres::Error) -> String {
 /// when the last in-flight call returns them.
 pub struct PostgresStore {
     pool: Pool,
+    /// Ingests of concurrent callers, committed together.
+    ingests: Batcher<Ingests>,
+    /// Completions of concurrent callers, committed together.
+    completions: Batcher<Completions>,
     /// Where change notices go, in this database.
     channel: String,
     /// Change notices received by the listener.
@@ -334,6 +344,19 @@ impl PostgresStore {
             return Err(e);
         }
         Ok(PostgresStore {
+            ingests: Batcher::start(
+                Ingests { pool: pool.clone() },
+                COMMITTERS,
+                MAX_CALLS_PER_COMMIT,
+            ),
+            completions: Batcher::start(
+                Completions {
+                    pool: pool.clone(),
+                    channel: channel.clone(),
+                },
+                COMMITTERS,
+                MAX_CALLS_PER_COMMIT,
+            ),
             pool,
             channel,
             changes,
@@ -707,7 +730,7 @@ fn encode_events(events: Vec<EventToIngest>) -> Result<Vec<EncodedEvent>> {
 /// insert the new ones' deliveries, count the duplicates' deliveries.
 async fn ingest_in(
     tx: &deadpool_postgres::Transaction<'_>,
-    events: &[EncodedEvent],
+    events: &[&EncodedEvent],
 ) -> Result<Vec<IngestResult>> {
     // The first occurrence of an id is the one stored; the rest are its duplicates.
     let mut first: HashMap<&str, usize> = HashMap::with_capacity(events.len());
@@ -835,6 +858,79 @@ struct EncodedCompletion {
     disable_webhook: bool,
     /// Committed with the completion, only when the lease was held.
     followups: Vec<EncodedEvent>,
+}
+
+/// Ingest calls, many to a transaction.
+struct Ingests {
+    pool: Pool,
+}
+
+#[async_trait]
+impl Batch for Ingests {
+    type Item = Vec<EncodedEvent>;
+    type Output = Vec<IngestResult>;
+
+    async fn commit(&self, calls: &[Vec<EncodedEvent>]) -> Result<Vec<Vec<IngestResult>>> {
+        // One statement per table for all the calls: an id repeated across calls is a
+        // duplicate of its first occurrence, as within one call.
+        let events: Vec<&EncodedEvent> = calls.iter().flatten().collect();
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let mut results = ingest_in(&tx, &events).await?.into_iter();
+        tx.commit().await?;
+        Ok(calls
+            .iter()
+            .map(|call| results.by_ref().take(call.len()).collect())
+            .collect())
+    }
+}
+
+/// Completions, many to a transaction.
+struct Completions {
+    pool: Pool,
+    channel: String,
+}
+
+#[async_trait]
+impl Batch for Completions {
+    type Item = (String, EncodedCompletion);
+    type Output = bool;
+
+    async fn commit(&self, calls: &[(String, EncodedCompletion)]) -> Result<Vec<bool>> {
+        // The calls' statements are pipelined on the one connection (each call's own statements
+        // stay in order), issued in delivery id order so that rows are locked in that order and
+        // two transactions never wait on each other in a cycle.
+        let mut order: Vec<usize> = (0..calls.len()).collect();
+        order.sort_by(|a, b| {
+            calls[*a]
+                .1
+                .attempt
+                .delivery_id
+                .cmp(&calls[*b].1.attempt.delivery_id)
+        });
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let done = futures_util::future::try_join_all(order.iter().map(|&i| {
+            let (owner, completion) = &calls[i];
+            complete_in(&tx, owner, completion)
+        }))
+        .await?;
+        let mut held = vec![false; calls.len()];
+        let mut any_disabled = false;
+        for (&i, (was_held, disabled)) in order.iter().zip(done) {
+            let followups = &calls[i].1.followups;
+            if was_held && !followups.is_empty() {
+                ingest_in(&tx, &followups.iter().collect::<Vec<_>>()).await?;
+            }
+            held[i] = was_held;
+            any_disabled |= disabled;
+        }
+        if any_disabled {
+            notify(&tx, &self.channel, StoreChange::Webhooks).await?;
+        }
+        tx.commit().await?;
+        Ok(held)
+    }
 }
 
 /// Returns whether `owner` held the lease and whether a webhook was disabled.
@@ -1072,12 +1168,7 @@ impl Store for PostgresStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let encoded = encode_events(events)?;
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let results = ingest_in(&tx, &encoded).await?;
-        tx.commit().await?;
-        Ok(results)
+        self.ingests.submit(encode_events(events)?).await
     }
 
     async fn event(&self, id: &str) -> Result<Option<Event>> {
@@ -1184,17 +1275,7 @@ impl Store for PostgresStore {
             disable_webhook: completion.disable_webhook,
             followups: encode_events(completion.followups)?,
         };
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let (held, disabled) = complete_in(&tx, owner, &encoded).await?;
-        if held && !encoded.followups.is_empty() {
-            ingest_in(&tx, &encoded.followups).await?;
-        }
-        if disabled {
-            notify(&tx, &self.channel, StoreChange::Webhooks).await?;
-        }
-        tx.commit().await?;
-        Ok(held)
+        self.completions.submit((owner.to_owned(), encoded)).await
     }
 
     async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Page<Delivery>> {
