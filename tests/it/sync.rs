@@ -259,6 +259,38 @@ async fn signed_inbound_pushes_are_verified_and_not_replayable() {
     gw.stop().await;
 }
 
+/// The caller's credentials (an API key header here) never reach the plugin; other headers do.
+#[tokio::test(flavor = "multi_thread")]
+async fn inbound_plugin_does_not_see_the_api_key() {
+    let dir = temp_dir();
+    let sink = Receiver::start().await;
+    let gw = gateway_with_sink(dir.path(), &sink).await;
+    let (status, body) = upload(&gw, "field-map", rust_plugin("field_map")).await;
+    assert_eq!(status, 201, "{body}");
+    let config = json!({"input": [
+        {"api_field": "id", "field": "id", "identifier": true},
+        {"api_field": "@header.X-API-Key", "field": "key"},
+        {"api_field": "@header.X-Tenant", "field": "tenant"}]});
+    gw.create_webhook(json!({"name": "keyed", "events": ["none"], "url": "http://127.0.0.1:9/",
+        "plugin": {"name": "field-map", "config": config},
+        "inbound": {"auth": {"type": "api_key", "header": "X-API-Key", "value": "k-1"}, "entity": "user"}}))
+        .await;
+    let headers = [
+        ("x-api-key", "k-1".to_owned()),
+        ("x-tenant", "acme".to_owned()),
+    ];
+    let (status, body) = push(&gw, "keyed", &headers, r#"{"id": 7}"#).await;
+    assert_eq!(status, 202, "{body}");
+    let got = sink.wait_for(1).await;
+    let fields = &got[0].json()["fields"];
+    assert_eq!(fields["tenant"], "acme", "{fields}");
+    assert!(
+        fields.get("key").is_none(),
+        "the API key reached the plugin: {fields}"
+    );
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn field_map_input_with_identifier_update_versus_jit_upsert() {
     let dir = temp_dir();
