@@ -197,17 +197,25 @@ impl TestGateway {
         body
     }
 
-    /// Deliveries matching a query string (`webhook=x&status=dead`).
+    /// Deliveries matching a query string (`webhook=x&status=dead`), every page.
     pub async fn deliveries(&self, query: &str) -> Vec<Value> {
-        let (status, body) = self
-            .admin(
-                "GET",
-                &format!("/admin/v1/deliveries?{query}&limit=1000"),
-                None,
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body["items"].as_array().cloned().unwrap_or_default()
+        let mut items = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let (status, body) = self
+                .admin(
+                    "GET",
+                    &format!("/admin/v1/deliveries?{query}&limit=1000{cursor}"),
+                    None,
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            items.extend(body["items"].as_array().cloned().unwrap_or_default());
+            match body["next_cursor"].as_str() {
+                Some(next) => cursor = format!("&cursor={next}"),
+                None => return items,
+            }
+        }
     }
 
     /// Waits until `n` deliveries of `webhook` have `status`.
