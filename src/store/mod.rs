@@ -58,6 +58,8 @@ use crate::model::{
 };
 
 mod batch;
+#[macro_use]
+mod encode;
 #[cfg(test)]
 mod conformance;
 pub mod postgres;

@@ -49,6 +49,9 @@ use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{AsyncMessage, Config, NoTls, Row};
 
 use super::batch::{Batch, Batcher};
+use super::encode::{
+    encode_events, outcome_str, to_json, EncodedCompletion, EncodedEvent, PURGE_EVERY,
+};
 use super::{
     ClaimRequest, Error, PluginRecord, PluginVersion, Result, Store, StoreChange, CHANGE_CAPACITY,
     DEFAULT_PAGE, MAX_PAGE,
@@ -78,8 +81,6 @@ const CHANNEL: &str = "hookyard_changes";
 const MAX_IDENTIFIER: usize = 63;
 /// First and longest wait before the listener reconnects.
 const LISTEN_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
-/// `remember_message` purges expired inbound message ids once per this many calls.
-const PURGE_EVERY: u64 = 256;
 
 /// Schema migrations; `hookyard_schema.version` is how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -172,36 +173,6 @@ CREATE TABLE inbound_messages (
 CREATE INDEX inbound_messages_expiry ON inbound_messages (expires_at);
 "#,
 ];
-
-/// The columns [`delivery_row`] reads, in its order.
-macro_rules! delivery_cols {
-    () => {
-        "id, event_id, event_type, webhook_id, status, attempts, next_attempt_at, last_status, \
-         last_error, created_at, updated_at"
-    };
-}
-
-/// The columns [`webhook_row`] reads, in its order.
-macro_rules! webhook_cols {
-    () => {
-        "id, spec, enabled, created_at, updated_at"
-    };
-}
-
-/// The columns [`event_row`] reads, in its order.
-macro_rules! event_cols {
-    () => {
-        "id, type, data, context, occurred_at, received_at"
-    };
-}
-
-/// The columns [`attempt_row`] reads, in its order.
-macro_rules! attempt_cols {
-    () => {
-        "delivery_id, attempt_no, started_at, duration_ms, request, response_status, \
-         response_headers, response_body, error, outcome"
-    };
-}
 
 /// Everything PostgreSQL reports is [`Error::Database`], except a closed connection, which is
 /// [`Error::Unavailable`].
@@ -593,10 +564,6 @@ fn get_json<T: serde::de::DeserializeOwned>(row: &Row, i: usize) -> Result<T> {
     serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("column {i}: {e}")))
 }
 
-fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| Error::Database(format!("cannot encode JSON: {e}")))
-}
-
 /// A delivery from the [`delivery_cols`] starting at column `at`.
 fn delivery_row(row: &Row, at: usize) -> Result<Delivery> {
     let status: &str = get(row, at + 4)?;
@@ -639,15 +606,6 @@ fn event_row(row: &Row, at: usize) -> Result<Event> {
         occurred_at: get(row, at + 4)?,
         received_at: get(row, at + 5)?,
     })
-}
-
-fn outcome_str(outcome: AttemptOutcome) -> &'static str {
-    match outcome {
-        AttemptOutcome::Succeeded => "succeeded",
-        AttemptOutcome::Retry => "retry",
-        AttemptOutcome::Dead => "dead",
-        AttemptOutcome::Skipped => "skipped",
-    }
 }
 
 fn attempt_row(row: &Row) -> Result<Attempt> {
@@ -702,28 +660,6 @@ async fn notify(
     let stmt = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
     tx.execute(&stmt, &[&channel, &change.as_str()]).await?;
     Ok(())
-}
-
-/// An event with its JSON already encoded.
-struct EncodedEvent {
-    event: Event,
-    data: String,
-    context: String,
-    deliveries: Vec<(String, String)>,
-}
-
-fn encode_events(events: Vec<EventToIngest>) -> Result<Vec<EncodedEvent>> {
-    events
-        .into_iter()
-        .map(|e| {
-            Ok(EncodedEvent {
-                data: to_json(&e.event.data)?,
-                context: to_json(&e.event.context)?,
-                event: e.event,
-                deliveries: e.deliveries,
-            })
-        })
-        .collect()
 }
 
 /// Ingests `events` inside `tx` with three statements whatever their number: insert the events,
@@ -847,17 +783,6 @@ async fn ingest_in(
             }
         })
         .collect())
-}
-
-/// An attempt with its JSON already encoded.
-struct EncodedCompletion {
-    attempt: Attempt,
-    request: Option<String>,
-    response_headers: String,
-    next: Next,
-    disable_webhook: bool,
-    /// Committed with the completion, only when the lease was held.
-    followups: Vec<EncodedEvent>,
 }
 
 /// Ingest calls, many to a transaction.
@@ -1262,19 +1187,7 @@ impl Store for PostgresStore {
     }
 
     async fn complete(&self, owner: &str, completion: Completion) -> Result<bool> {
-        let encoded = EncodedCompletion {
-            request: completion
-                .attempt
-                .request
-                .as_ref()
-                .map(to_json)
-                .transpose()?,
-            response_headers: to_json(&completion.attempt.response_headers)?,
-            attempt: completion.attempt,
-            next: completion.next,
-            disable_webhook: completion.disable_webhook,
-            followups: encode_events(completion.followups)?,
-        };
+        let encoded = EncodedCompletion::new(completion)?;
         self.completions.submit((owner.to_owned(), encoded)).await
     }
 

@@ -35,6 +35,9 @@ use rusqlite::types::Type;
 use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension, Row};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::encode::{
+    encode_events, outcome_str, to_json, EncodedCompletion, EncodedEvent, PURGE_EVERY,
+};
 use super::{
     ClaimRequest, Error, PluginRecord, PluginVersion, Result, Store, StoreChange, CHANGE_CAPACITY,
     DEFAULT_PAGE, MAX_PAGE,
@@ -55,8 +58,6 @@ const MAX_IDLE_READERS: usize = 8;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Prepared statements cached per connection.
 const STATEMENT_CACHE: usize = 64;
-/// `remember_message` purges expired inbound message ids once per this many calls.
-const PURGE_EVERY: u64 = 256;
 
 /// Schema migrations; `PRAGMA user_version` is how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -148,36 +149,6 @@ CREATE TABLE inbound_messages (
 CREATE INDEX inbound_messages_expiry ON inbound_messages (expires_at);
 "#,
 ];
-
-/// The columns [`delivery_row`] reads, in its order.
-macro_rules! delivery_cols {
-    () => {
-        "id, event_id, event_type, webhook_id, status, attempts, next_attempt_at, last_status, \
-         last_error, created_at, updated_at"
-    };
-}
-
-/// The columns [`webhook_row`] reads, in its order.
-macro_rules! webhook_cols {
-    () => {
-        "id, spec, enabled, created_at, updated_at"
-    };
-}
-
-/// The columns [`event_row`] reads, in its order.
-macro_rules! event_cols {
-    () => {
-        "id, type, data, context, occurred_at, received_at"
-    };
-}
-
-/// The columns [`attempt_row`] reads, in its order.
-macro_rules! attempt_cols {
-    () => {
-        "delivery_id, attempt_no, started_at, duration_ms, request, response_status, \
-         response_headers, response_body, error, outcome"
-    };
-}
 
 /// Decoding failures are [`Error::Corrupt`]; everything else SQLite reports is
 /// [`Error::Database`].
@@ -667,10 +638,6 @@ fn json_column<T: serde::de::DeserializeOwned>(
     serde_json::from_str(&text).map_err(|e| conversion_error(column, e))
 }
 
-fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| Error::Database(format!("cannot encode JSON: {e}")))
-}
-
 fn delivery_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
     let status: String = row.get(4)?;
     let status = DeliveryStatus::parse(&status)
@@ -711,15 +678,6 @@ fn event_row(row: &Row<'_>) -> rusqlite::Result<Event> {
         occurred_at: row.get(4)?,
         received_at: row.get(5)?,
     })
-}
-
-fn outcome_str(outcome: AttemptOutcome) -> &'static str {
-    match outcome {
-        AttemptOutcome::Succeeded => "succeeded",
-        AttemptOutcome::Retry => "retry",
-        AttemptOutcome::Dead => "dead",
-        AttemptOutcome::Skipped => "skipped",
-    }
 }
 
 fn attempt_row(row: &Row<'_>) -> rusqlite::Result<Attempt> {
@@ -795,14 +753,6 @@ fn find_event(conn: &Connection, id: &str) -> Result<Option<Event>> {
         ))?
         .query_row([id], event_row)
         .optional()?)
-}
-
-/// An event with its JSON already encoded, so the writer thread does not spend time on it.
-struct EncodedEvent {
-    event: Event,
-    data: String,
-    context: String,
-    deliveries: Vec<(String, String)>,
 }
 
 fn ingest_in(conn: &Connection, events: &[EncodedEvent]) -> Result<Vec<IngestResult>> {
@@ -918,31 +868,6 @@ fn claim_in(conn: &Connection, req: &ClaimRequest) -> Result<Vec<Job>> {
         });
     }
     Ok(jobs)
-}
-
-/// An attempt with its JSON already encoded.
-struct EncodedCompletion {
-    attempt: Attempt,
-    request: Option<String>,
-    response_headers: String,
-    next: Next,
-    disable_webhook: bool,
-    /// Committed with the completion, only when the lease was held.
-    followups: Vec<EncodedEvent>,
-}
-
-fn encode_events(events: Vec<EventToIngest>) -> Result<Vec<EncodedEvent>> {
-    events
-        .into_iter()
-        .map(|e| {
-            Ok(EncodedEvent {
-                data: to_json(&e.event.data)?,
-                context: to_json(&e.event.context)?,
-                event: e.event,
-                deliveries: e.deliveries,
-            })
-        })
-        .collect()
 }
 
 /// Returns whether `owner` held the lease and whether a webhook was disabled.
@@ -1207,19 +1132,7 @@ impl Store for SqliteStore {
 
     async fn complete(&self, owner: &str, completion: Completion) -> Result<bool> {
         let owner = owner.to_owned();
-        let encoded = EncodedCompletion {
-            request: completion
-                .attempt
-                .request
-                .as_ref()
-                .map(to_json)
-                .transpose()?,
-            response_headers: to_json(&completion.attempt.response_headers)?,
-            attempt: completion.attempt,
-            next: completion.next,
-            disable_webhook: completion.disable_webhook,
-            followups: encode_events(completion.followups)?,
-        };
+        let encoded = EncodedCompletion::new(completion)?;
         let (held, disabled) = self
             .write(move |conn| {
                 let (held, disabled) = complete_in(conn, &owner, &encoded)?;
