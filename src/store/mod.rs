@@ -61,6 +61,7 @@ mod batch;
 #[macro_use]
 mod encode;
 #[cfg(test)]
+#[macro_use]
 mod conformance;
 pub mod postgres;
 pub mod sqlite;

@@ -1454,31 +1454,7 @@ mod tests {
         };
     }
 
-    conformance_tests!(
-        webhook_crud,
-        ingest_is_idempotent,
-        failed_ingest_stores_nothing,
-        claim_takes_due_deliveries_oldest_first,
-        claim_is_exclusive,
-        expired_lease_is_claimable_again,
-        stale_owner_is_fenced,
-        retry_waits_until_due,
-        final_outcomes,
-        gone_disables_webhook,
-        disabled_and_unknown_webhooks_are_not_claimed,
-        excluded_webhooks_are_skipped,
-        release_returns_lease,
-        delete_webhook_kills_pending,
-        replay_delivery,
-        replay_dead,
-        log_paging_and_filters,
-        delivery_with_attempts,
-        queue_stats,
-        remember_message_detects_replays,
-        changes_are_announced,
-        plugin_versions,
-        followups_commit_with_the_lease,
-    );
+    for_each_check!(conformance_tests);
 
     #[tokio::test(flavor = "multi_thread")]
     async fn persists_across_reopen() {
