@@ -6,6 +6,7 @@
 //! store by design). They are real processes (the built binary), so SIGKILL is a real crash.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,16 +14,22 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::common::*;
-use crate::plugins::rust_plugin;
+use crate::plugins::{rust_plugin, upload_ok};
 
 /// One gateway process.
 struct Node {
     name: String,
     child: Child,
-    public: u16,
-    admin: u16,
+    api: Api,
     log: PathBuf,
-    http: reqwest::Client,
+}
+
+impl std::ops::Deref for Node {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 /// What a node's config may change.
@@ -101,10 +108,11 @@ level = "warn"
         let mut node = Node {
             name: name.to_owned(),
             child,
-            public,
-            admin,
+            api: Api::new(
+                SocketAddr::from(([127, 0, 0, 1], public)),
+                SocketAddr::from(([127, 0, 0, 1], admin)),
+            ),
             log,
-            http: reqwest::Client::new(),
         };
         let started = Instant::now();
         loop {
@@ -114,7 +122,7 @@ level = "warn"
                     node.log_text()
                 );
             }
-            if let Ok(r) = node.http.get(node.url("/readyz")).send().await {
+            if let Ok(r) = node.client().get(node.url("/readyz")).send().await {
                 if r.status().is_success() {
                     break;
                 }
@@ -127,84 +135,8 @@ level = "warn"
         node
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.public)
-    }
-
-    fn admin_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.admin)
-    }
-
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method.parse().unwrap(), self.admin_url(path))
-            .bearer_auth(ADMIN_TOKEN);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let (status, body) = status_json(req.send().await.unwrap()).await;
-        (status.as_u16(), body)
-    }
-
-    async fn upload(&self, plugin: &str, wasm: Vec<u8>) -> Value {
-        let r = self
-            .http
-            .put(self.admin_url(&format!("/admin/v1/plugins/{plugin}")))
-            .bearer_auth(ADMIN_TOKEN)
-            .body(wasm)
-            .send()
-            .await
-            .unwrap();
-        let (status, body) = status_json(r).await;
-        assert_eq!(status.as_u16(), 201, "{}: {body}", self.name);
-        body
-    }
-
-    /// Posts `events` in one batch, asserting they were accepted.
-    async fn post_batch(&self, events: Vec<Value>) {
-        let r = self
-            .http
-            .post(self.url("/v1/events/batch"))
-            .bearer_auth(INGEST_TOKEN)
-            .json(&events)
-            .send()
-            .await
-            .unwrap();
-        let (status, body) = status_json(r).await;
-        assert_eq!(status.as_u16(), 202, "{}: {body}", self.name);
-    }
-
-    async fn post_event(&self, event: Value) {
-        let r = self
-            .http
-            .post(self.url("/v1/events"))
-            .bearer_auth(INGEST_TOKEN)
-            .json(&event)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 202, "{}", self.name);
-    }
-
-    /// The value of the sample `series` (name and labels) in this process's `/metrics`.
-    async fn metric(&self, series: &str) -> Option<f64> {
-        let text = self
-            .http
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-            .and_then(|v| v.parse::<f64>().ok())
     }
 
     /// Successful deliveries this process made.
@@ -266,7 +198,9 @@ async fn post_spread(nodes: &[&Node], total: usize) {
         let events: Vec<Value> = (start..(start + 100).min(total))
             .map(|i| json!({"id": format!("e{i}"), "type": "t", "data": {"i": i}}))
             .collect();
-        nodes[batch % nodes.len()].post_batch(events).await;
+        let node = nodes[batch % nodes.len()];
+        let (status, body) = node.post_batch(Value::from(events)).await;
+        assert_eq!(status, 202, "{}: {body}", node.name);
     }
 }
 
@@ -428,10 +362,7 @@ async fn a_plugin_swap_through_one_process_reaches_the_others() {
     let mut a = Node::start(dir.path(), "a", &url, NodeOptions::default()).await;
     let b = Node::start(dir.path(), "b", &url, NodeOptions::default()).await;
     let rx = Receiver::start().await;
-    assert_eq!(
-        a.upload("stamp", rust_plugin("version_a")).await["version"],
-        1
-    );
+    assert_eq!(upload_ok(&a, "stamp", rust_plugin("version_a")).await, 1);
     let (status, body) = a
         .admin(
             "POST",
@@ -442,16 +373,17 @@ async fn a_plugin_swap_through_one_process_reaches_the_others() {
     assert_eq!(status, 201, "{body}");
     // Version 1 is in force everywhere.
     b.wait_for_webhooks(1).await;
-    b.post_event(json!({"id": "before", "type": "t", "data": {}}))
-        .await;
+    assert_eq!(
+        b.post_event(json!({"id": "before", "type": "t", "data": {}}))
+            .await
+            .0,
+        202
+    );
     let got = wait_or_show(&rx, 1, &[&a, &b]).await;
     assert_eq!(got[0].json()["plugin_version"], "a");
 
     // Swap through A, then stop A: from here on only B delivers.
-    assert_eq!(
-        a.upload("stamp", rust_plugin("version_b")).await["version"],
-        2
-    );
+    assert_eq!(upload_ok(&a, "stamp", rust_plugin("version_b")).await, 2);
     let swapped = Instant::now();
     a.terminate();
     // B applies the swap within a second (it compiles version 2 from the database first).
@@ -465,8 +397,12 @@ async fn a_plugin_swap_through_one_process_reaches_the_others() {
     // The notice comes in milliseconds; the rest is B compiling version 2 on a busy machine.
     assert!(took <= Duration::from_secs(3), "b took {took:?} to swap");
     for i in 0..20 {
-        b.post_event(json!({"id": format!("after{i}"), "type": "t", "data": {}}))
-            .await;
+        assert_eq!(
+            b.post_event(json!({"id": format!("after{i}"), "type": "t", "data": {}}))
+                .await
+                .0,
+            202
+        );
     }
     let got = wait_or_show(&rx, 21, &[&b]).await;
     for r in &got[1..] {

@@ -27,7 +27,7 @@ pub fn rust_plugin(name: &str) -> Vec<u8> {
 }
 
 /// Uploads a plugin; returns the status and body.
-pub async fn upload(gw: &TestGateway, name: &str, wasm: Vec<u8>) -> (u16, Value) {
+pub async fn upload(gw: &Api, name: &str, wasm: Vec<u8>) -> (u16, Value) {
     let r = reqwest::Client::new()
         .put(gw.admin_url(&format!("/admin/v1/plugins/{name}")))
         .bearer_auth(ADMIN_TOKEN)
@@ -39,7 +39,7 @@ pub async fn upload(gw: &TestGateway, name: &str, wasm: Vec<u8>) -> (u16, Value)
     (status.as_u16(), body)
 }
 
-async fn upload_ok(gw: &TestGateway, name: &str, wasm: Vec<u8>) -> u64 {
+pub async fn upload_ok(gw: &Api, name: &str, wasm: Vec<u8>) -> u64 {
     let (status, body) = upload(gw, name, wasm).await;
     assert_eq!(status, 201, "{body}");
     body["version"].as_u64().unwrap()

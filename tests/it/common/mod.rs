@@ -76,14 +76,28 @@ memory_limit_mb = 64
     Config::from_layers(Some(("test".into(), file)), []).expect("test config is valid")
 }
 
-/// The gateway, running in this process on 127.0.0.1:0.
-pub struct TestGateway {
+/// A gateway's two HTTP APIs, with the test tokens: what tests call, whether the gateway runs
+/// in this process ([`TestGateway`]) or as a child process (the cluster tests).
+pub struct Api {
     pub public: SocketAddr,
     pub admin: SocketAddr,
+    http: reqwest::Client,
+}
+
+/// The gateway, running in this process on 127.0.0.1:0.
+pub struct TestGateway {
+    api: Api,
     pub config: Config,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), hookyard::Error>>>,
-    http: reqwest::Client,
+}
+
+impl std::ops::Deref for TestGateway {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 impl TestGateway {
@@ -101,12 +115,10 @@ impl TestGateway {
             let _ = rx.await;
         }));
         let mut gw = TestGateway {
-            public: public_addr,
-            admin: admin_addr,
+            api: Api::new(public_addr, admin_addr),
             config,
             shutdown: Some(tx),
             task: Some(task),
-            http: reqwest::Client::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -140,6 +152,16 @@ impl TestGateway {
             task.await
                 .expect("gateway task")
                 .expect("gateway stopped cleanly");
+        }
+    }
+}
+
+impl Api {
+    pub fn new(public: SocketAddr, admin: SocketAddr) -> Api {
+        Api {
+            public,
+            admin,
+            http: reqwest::Client::new(),
         }
     }
 
@@ -260,6 +282,23 @@ impl TestGateway {
             .text()
             .await
             .unwrap()
+    }
+
+    /// The value of the sample `series` (name and labels) in `/metrics`; none when the gateway
+    /// does not answer or has no such sample.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.parse::<f64>().ok())
     }
 }
 
