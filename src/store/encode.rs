@@ -2,8 +2,10 @@
 //! decoders read, and the values encoded before a write (JSON text, outcome names), so that the
 //! work is done by the caller and not inside the store's transaction.
 
-use super::Result;
-use crate::model::{Attempt, AttemptOutcome, Completion, Event, EventToIngest, Next};
+use super::{Result, DEFAULT_PAGE, MAX_PAGE};
+use crate::model::{
+    Attempt, AttemptOutcome, Completion, Delivery, DeliveryFilter, Event, EventToIngest, Next, Page,
+};
 
 /// The columns a store's `delivery_row` reads, in its order.
 macro_rules! delivery_cols {
@@ -104,5 +106,67 @@ impl EncodedCompletion {
             disable_webhook: completion.disable_webhook,
             followups: encode_events(completion.followups)?,
         })
+    }
+}
+
+/// A Webhook Log query: newest first, filtered, one row more than a page so that the page knows
+/// whether another follows.
+pub(super) struct LogQuery {
+    /// The statement; its text parameters are [`LogQuery::args`], then the row limit.
+    pub(super) sql: String,
+    /// The filter values, in parameter order.
+    pub(super) args: Vec<String>,
+    /// Rows to fetch (the page size plus one), the last parameter.
+    pub(super) fetch: i64,
+    page: usize,
+}
+
+impl LogQuery {
+    /// The query for `filter`; `placeholder(n)` spells parameter `n` (from 1) in the store's SQL.
+    pub(super) fn new(filter: &DeliveryFilter, placeholder: impl Fn(usize) -> String) -> LogQuery {
+        let page = match filter.limit {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let mut sql = String::from(concat!(
+            "SELECT ",
+            delivery_cols!(),
+            " FROM deliveries WHERE 1 = 1"
+        ));
+        let mut args = Vec::new();
+        let conditions = [
+            ("webhook_id =", filter.webhook_id.clone()),
+            ("status =", filter.status.map(|s| s.as_str().to_owned())),
+            ("event_type =", filter.event_type.clone()),
+            ("event_id =", filter.event_id.clone()),
+            ("id <", filter.cursor.clone()),
+        ];
+        for (column, value) in conditions {
+            if let Some(value) = value {
+                args.push(value);
+                sql.push_str(&format!(" AND {column} {}", placeholder(args.len())));
+            }
+        }
+        sql.push_str(&format!(
+            " ORDER BY id DESC LIMIT {}",
+            placeholder(args.len() + 1)
+        ));
+        LogQuery {
+            sql,
+            args,
+            fetch: i64::try_from(page + 1).unwrap_or(i64::MAX),
+            page,
+        }
+    }
+
+    /// The page of the fetched `items`, with the cursor of the next page when there is one.
+    pub(super) fn page(&self, mut items: Vec<Delivery>) -> Page<Delivery> {
+        let next_cursor = if items.len() > self.page {
+            items.truncate(self.page);
+            items.last().map(|d| d.id.clone())
+        } else {
+            None
+        };
+        Page { items, next_cursor }
     }
 }

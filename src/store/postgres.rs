@@ -50,11 +50,10 @@ use tokio_postgres::{AsyncMessage, Config, NoTls, Row};
 
 use super::batch::{Batch, Batcher};
 use super::encode::{
-    encode_events, outcome_str, to_json, EncodedCompletion, EncodedEvent, PURGE_EVERY,
+    encode_events, outcome_str, to_json, EncodedCompletion, EncodedEvent, LogQuery, PURGE_EVERY,
 };
 use super::{
     ClaimRequest, Error, PluginRecord, PluginVersion, Result, Store, StoreChange, CHANGE_CAPACITY,
-    DEFAULT_PAGE, MAX_PAGE,
 };
 use crate::model::{
     now_ms, Attempt, AttemptOutcome, Completion, Delivery, DeliveryFilter, DeliveryStatus, Event,
@@ -1192,56 +1191,22 @@ impl Store for PostgresStore {
     }
 
     async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Page<Delivery>> {
-        let limit = match filter.limit {
-            0 => DEFAULT_PAGE,
-            n => n.min(MAX_PAGE),
-        };
-        let mut sql = String::from(concat!(
-            "SELECT ",
-            delivery_cols!(),
-            " FROM deliveries WHERE TRUE"
-        ));
-        let mut args: Vec<String> = Vec::new();
-        let mut filter_on = |column: &str, value: String| {
-            args.push(value);
-            sql.push_str(&format!(" AND {column} ${}", args.len()));
-        };
-        if let Some(v) = &filter.webhook_id {
-            filter_on("webhook_id =", v.clone());
-        }
-        if let Some(v) = filter.status {
-            filter_on("status =", v.as_str().to_owned());
-        }
-        if let Some(v) = &filter.event_type {
-            filter_on("event_type =", v.clone());
-        }
-        if let Some(v) = &filter.event_id {
-            filter_on("event_id =", v.clone());
-        }
-        if let Some(v) = &filter.cursor {
-            filter_on("id <", v.clone());
-        }
-        let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", args.len() + 1));
-        let mut params: Vec<&(dyn ToSql + Sync)> =
-            args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
-        params.push(&fetch);
-
+        let query = LogQuery::new(filter, |n| format!("${n}"));
+        let mut params: Vec<&(dyn ToSql + Sync)> = query
+            .args
+            .iter()
+            .map(|a| a as &(dyn ToSql + Sync))
+            .collect();
+        params.push(&query.fetch);
         let client = self.client().await?;
-        let stmt = client.prepare_cached(&sql).await?;
-        let mut items = client
+        let stmt = client.prepare_cached(&query.sql).await?;
+        let items = client
             .query(&stmt, &params)
             .await?
             .iter()
             .map(|row| delivery_row(row, 0))
             .collect::<Result<Vec<_>>>()?;
-        let next_cursor = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|d| d.id.clone())
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        Ok(query.page(items))
     }
 
     async fn delivery(&self, id: &str) -> Result<Option<(Delivery, Vec<Attempt>)>> {

@@ -36,11 +36,10 @@ use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtensio
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::encode::{
-    encode_events, outcome_str, to_json, EncodedCompletion, EncodedEvent, PURGE_EVERY,
+    encode_events, outcome_str, to_json, EncodedCompletion, EncodedEvent, LogQuery, PURGE_EVERY,
 };
 use super::{
     ClaimRequest, Error, PluginRecord, PluginVersion, Result, Store, StoreChange, CHANGE_CAPACITY,
-    DEFAULT_PAGE, MAX_PAGE,
 };
 use crate::model::{
     now_ms, Attempt, AttemptOutcome, Completion, Delivery, DeliveryFilter, DeliveryStatus, Event,
@@ -952,49 +951,15 @@ fn complete_in(conn: &Connection, owner: &str, c: &EncodedCompletion) -> Result<
 }
 
 fn list_deliveries(conn: &Connection, filter: &DeliveryFilter) -> Result<Page<Delivery>> {
-    let limit = match filter.limit {
-        0 => DEFAULT_PAGE,
-        n => n.min(MAX_PAGE),
-    };
-    let mut sql = String::from(concat!(
-        "SELECT ",
-        delivery_cols!(),
-        " FROM deliveries WHERE 1 = 1"
-    ));
-    let mut args: Vec<rusqlite::types::Value> = Vec::new();
-    let mut filter_on = |column: &str, value: String| {
-        args.push(value.into());
-        sql.push_str(&format!(" AND {column} ?{}", args.len()));
-    };
-    if let Some(v) = &filter.webhook_id {
-        filter_on("webhook_id =", v.clone());
-    }
-    if let Some(v) = filter.status {
-        filter_on("status =", v.as_str().to_owned());
-    }
-    if let Some(v) = &filter.event_type {
-        filter_on("event_type =", v.clone());
-    }
-    if let Some(v) = &filter.event_id {
-        filter_on("event_id =", v.clone());
-    }
-    if let Some(v) = &filter.cursor {
-        filter_on("id <", v.clone());
-    }
-    args.push(((limit + 1) as i64).into());
-    sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
-
-    let mut items = conn
-        .prepare_cached(&sql)?
+    let query = LogQuery::new(filter, |n| format!("?{n}"));
+    let mut args: Vec<rusqlite::types::Value> =
+        query.args.iter().map(|a| a.clone().into()).collect();
+    args.push(query.fetch.into());
+    let items = conn
+        .prepare_cached(&query.sql)?
         .query_map(params_from_iter(args), delivery_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let next_cursor = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(|d| d.id.clone())
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+    Ok(query.page(items))
 }
 
 #[async_trait]
@@ -1401,6 +1366,7 @@ mod tests {
     use super::*;
     use crate::model::new_id;
     use crate::store::conformance;
+    use crate::store::{DEFAULT_PAGE, MAX_PAGE};
 
     /// A directory removed when dropped (drop the store first).
     struct TempDir(PathBuf);
