@@ -306,6 +306,49 @@ fn percentiles(
     );
 }
 
+/// Times single calls of two plugins alternately (blocks of 100 calls each, so both see the same
+/// machine) and prints both percentiles and the ratio of their medians.
+fn compare(
+    rt: &tokio::runtime::Runtime,
+    f: &Fixture,
+    (name_a, a): (&str, &LoadedPlugin),
+    (name_b, b): (&str, &LoadedPlugin),
+    config: &Value,
+) {
+    const BLOCK: usize = 100;
+    let mut samples: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    rt.block_on(async {
+        for round in 0..PERCENTILE_CALLS / BLOCK + 10 {
+            for (i, plugin) in [a, b].into_iter().enumerate() {
+                for _ in 0..BLOCK {
+                    let started = Instant::now();
+                    black_box(outgoing(f, plugin, config).await);
+                    // The first ten rounds warm up.
+                    if round >= 10 {
+                        samples[i].push(started.elapsed());
+                    }
+                }
+            }
+        }
+    });
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let mut p50 = [0.0; 2];
+    for (i, name) in [name_a, name_b].into_iter().enumerate() {
+        let s = &mut samples[i];
+        s.sort_unstable();
+        let at = |q: f64| us(s[((s.len() as f64 * q) as usize).min(s.len() - 1)]);
+        p50[i] = at(0.5);
+        println!(
+            "{name:<30} n={:<6} p50 {:>9.1} µs  p90 {:>9.1} µs  p99 {:>9.1} µs",
+            s.len(),
+            at(0.5),
+            at(0.9),
+            at(0.99)
+        );
+    }
+    println!("p50 ratio {name_b} / {name_a}: {:.2}", p50[1] / p50[0]);
+}
+
 /// Whether this is a real bench run (`cargo bench`), not `cargo test --benches` (which runs each
 /// bench once) nor `--list`.
 fn measuring() -> bool {
@@ -375,5 +418,20 @@ fn main() {
         if selected(name) {
             percentiles(&rt, f, name, plugin, config, calls);
         }
+    }
+
+    // An A/B of two builds of field-map in one run: HOOKYARD_BENCH_FIELD_MAP_BASELINE names
+    // another build's component (for example one built from an earlier commit).
+    if let Ok(path) = std::env::var("HOOKYARD_BENCH_FIELD_MAP_BASELINE") {
+        let baseline = load_file(&f.runtime, Path::new(&path))
+            .unwrap_or_else(|e| panic!("cannot load {path}: {e}"));
+        println!("\nA/B, alternating blocks of calls:");
+        compare(
+            &rt,
+            f,
+            ("field_map (baseline)", &baseline),
+            ("field_map (this tree)", &f.field_map),
+            &f.mapping,
+        );
     }
 }

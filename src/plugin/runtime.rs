@@ -134,7 +134,9 @@ impl ResourceLimiter for CallLimiter {
 pub struct CallState {
     /// Memory accounting.
     pub limiter: CallLimiter,
-    wasi: WasiCtx,
+    /// Built on the guest's first WASI call: a plugin that never makes one (field-map, any
+    /// plugin built without WASI imports) does not pay for it.
+    wasi: Option<WasiCtx>,
     table: ResourceTable,
     /// Which plugin, for log lines.
     plugin: Arc<str>,
@@ -146,7 +148,7 @@ pub struct CallState {
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: self.wasi.get_or_insert_with(|| WasiCtx::builder().build()),
             table: &mut self.table,
         }
     }
@@ -329,7 +331,7 @@ impl Runtime {
                 peak: 0,
                 hit_cap: false,
             },
-            wasi: WasiCtx::builder().build(),
+            wasi: None,
             table: ResourceTable::new(),
             plugin: Arc::from(plugin),
             log_left: LOG_BUDGET,

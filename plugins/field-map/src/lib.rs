@@ -2,10 +2,11 @@
 //!
 //! The config has a `request` table (event → the body sent), a `response` table (the third
 //! party's answer → fields written back) and an `input` table (a push → internal records); see
-//! `plugins/README.md` for the schema. The engine is [`mapping`], pure Rust and tested on the
-//! host; the component glue below exists only in the wasm build.
+//! `plugins/README.md` for the schema. The engine is [`mapping`] (with the request table's evaluation on raw
+//! JSON in [`request`]), pure Rust and tested on the host; the component glue below exists only in the wasm build.
 
 pub mod mapping;
+pub mod request;
 
 #[cfg(test)]
 mod tests;
@@ -17,22 +18,14 @@ mod component {
         Webhook,
     };
     use hookyard_plugin_sdk::{default_body, default_inbound, json_request, Plugin};
-    use serde_json::Value;
 
-    use crate::mapping::{EventView, Mapping, WebhookView};
+    use crate::mapping::{Mapping, WebhookView};
+    use crate::request::{EventInput, RequestError};
 
     struct FieldMap;
 
     fn config(bytes: &[u8]) -> Result<Mapping, PluginError> {
         Mapping::from_json(bytes).map_err(PluginError::InvalidConfig)
-    }
-
-    fn json(bytes: &[u8], what: &str) -> Result<Value, PluginError> {
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Value::Null);
-        }
-        serde_json::from_slice(bytes)
-            .map_err(|e| PluginError::InvalidInput(format!("event {what} is not JSON: {e}")))
     }
 
     impl Plugin for FieldMap {
@@ -52,33 +45,26 @@ mod component {
                     ev.event_type
                 )));
             }
-            let body = if mapping.request.is_empty() {
-                default_body(&ev)?
-            } else {
-                let data = json(&ev.data, "data")?;
-                let context = if mapping.request_reads_context() {
-                    json(&ev.context, "context")?
-                } else {
-                    Value::Null
-                };
-                let view = EventView {
-                    id: &ev.id,
-                    event_type: &ev.event_type,
-                    timestamp: &ev.occurred_at,
-                    data: &data,
-                    context: &context,
-                    webhook: WebhookView {
-                        id: &hook.id,
-                        name: &hook.name,
-                        url: &hook.url,
-                        method: &hook.method,
-                    },
-                };
-                let body = mapping
-                    .request_body(&view)
-                    .map_err(|e| PluginError::InvalidInput(e.to_string()))?
-                    .unwrap_or_default();
-                serde_json::to_vec(&body).map_err(|e| PluginError::Internal(e.to_string()))?
+            let event = EventInput {
+                id: &ev.id,
+                event_type: &ev.event_type,
+                timestamp: &ev.occurred_at,
+                data: &ev.data,
+                context: &ev.context,
+                webhook: WebhookView {
+                    id: &hook.id,
+                    name: &hook.name,
+                    url: &hook.url,
+                    method: &hook.method,
+                },
+            };
+            let body = match mapping.request_body_json(&event) {
+                Ok(Some(body)) => body,
+                Ok(None) => default_body(&ev)?,
+                Err(RequestError::NotJson(message)) => {
+                    return Err(PluginError::InvalidInput(message))
+                }
+                Err(RequestError::Map(e)) => return Err(PluginError::InvalidInput(e.to_string())),
             };
             let mut request = json_request(body);
             request.method = mapping.method;

@@ -10,7 +10,7 @@
 //! build nested objects (and arrays for numeric segments). Rows are numbered from 0, as in
 //! `request[0]`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde_json::{Map, Number, Value};
@@ -102,7 +102,7 @@ impl fmt::Display for Path {
     }
 }
 
-fn array_index(segment: &str) -> Option<usize> {
+pub(crate) fn array_index(segment: &str) -> Option<usize> {
     if segment.is_empty() || !segment.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -511,30 +511,52 @@ impl Row {
 
     /// The value this row writes: the source's value (converted), else the default; none when
     /// there is nothing to write. A missing `required` value is an error.
-    fn value(&self, resolved: Option<Value>) -> Result<Option<Value>, MapError> {
+    pub(crate) fn value<R: Resolved>(&self, resolved: Option<R>) -> Result<Option<R>, MapError> {
         let value = match resolved {
-            Some(Value::Null) | None if self.default.is_some() => self.default.clone(),
+            r if r.as_ref().is_none_or(R::is_null) && self.default.is_some() => {
+                self.default.clone().map(R::from_value)
+            }
             Some(value) if !matches!(self.source, Source::Const(_)) => match self.convert {
-                Some(conversion) => Some(
+                Some(conversion) => Some(R::from_value(
                     conversion
-                        .apply(value)
+                        .apply(value.into_value())
                         .map_err(|message| self.error(message))?,
-                ),
+                )),
                 None => Some(value),
             },
             other => other,
         };
-        if self.required && value.as_ref().is_none_or(Value::is_null) {
+        if self.required && value.as_ref().is_none_or(R::is_null) {
             return Err(self.error("required value is missing".into()));
         }
         Ok(value)
     }
 
-    fn error(&self, message: String) -> MapError {
+    pub(crate) fn error(&self, message: String) -> MapError {
         MapError {
             row: self.label(),
             message,
         }
+    }
+}
+
+/// What a row's source resolved to: a parsed [`Value`], or (for the request table) a value still
+/// in the form it was read in ([`crate::request::Leaf`]).
+pub(crate) trait Resolved: Sized {
+    fn is_null(&self) -> bool;
+    fn into_value(self) -> Value;
+    fn from_value(value: Value) -> Self;
+}
+
+impl Resolved for Value {
+    fn is_null(&self) -> bool {
+        Value::is_null(self)
+    }
+    fn into_value(self) -> Value {
+        self
+    }
+    fn from_value(value: Value) -> Self {
+        value
     }
 }
 
@@ -574,17 +596,6 @@ impl InputError {
             InputError::Malformed(m) | InputError::Unprocessable(m) => m,
         }
     }
-}
-
-/// The event, as the request table sees it.
-#[derive(Debug, Clone, Copy)]
-pub struct EventView<'a> {
-    pub id: &'a str,
-    pub event_type: &'a str,
-    pub timestamp: &'a str,
-    pub data: &'a Value,
-    pub context: &'a Value,
-    pub webhook: WebhookView<'a>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -633,6 +644,15 @@ impl Mapping {
     pub fn from_json(config: &[u8]) -> Result<Mapping, String> {
         if config.iter().all(u8::is_ascii_whitespace) {
             return Ok(Mapping::default());
+        }
+        // The outgoing phase parses its config on every call: read it straight into typed rows
+        // first. Whatever that refuses (a wrong type, an unknown key, a failed check) is read
+        // again as a `Value`, which reports every problem; both build rows with `build_row`.
+        if let Some(mapping) = serde_json::from_slice::<TypedConfig>(config)
+            .ok()
+            .and_then(TypedConfig::into_mapping)
+        {
+            return Ok(mapping);
         }
         let value: Value =
             serde_json::from_slice(config).map_err(|e| format!("config is not JSON: {e}"))?;
@@ -686,58 +706,21 @@ impl Mapping {
                 )),
             }
         }
-        if !mapping.input.is_empty() && !mapping.input.iter().any(|row| row.identifier) {
+        mapping.check(errors)
+    }
+
+    /// The checks across tables, then the verdict: the mapping, or every problem found.
+    fn check(self, mut errors: Vec<String>) -> Result<Mapping, String> {
+        if !self.input.is_empty() && !self.input.iter().any(|row| row.identifier) {
             errors.push(
                 "input: at least one row must be an identifier (\"identifier\": true)".into(),
             );
         }
         if errors.is_empty() {
-            Ok(mapping)
+            Ok(self)
         } else {
             Err(errors.join("; "))
         }
-    }
-
-    /// Whether a request row reads the event's context (the outgoing phase parses it only then).
-    pub fn request_reads_context(&self) -> bool {
-        self.request
-            .iter()
-            .any(|row| matches!(row.source, Source::Context(_)))
-    }
-
-    /// The outgoing body for an event: an object holding exactly the mapped API fields; none when
-    /// the request table is empty (the gateway's default body is then sent).
-    pub fn request_body(&self, event: &EventView<'_>) -> Result<Option<Value>, MapError> {
-        if self.request.is_empty() {
-            return Ok(None);
-        }
-        let mut body = Value::Object(Map::new());
-        for row in &self.request {
-            let resolved = match &row.source {
-                Source::Const(value) => Some(value.clone()),
-                Source::Path(path) | Source::Data(Some(path)) => path.get(event.data).cloned(),
-                Source::Data(None) => Some(event.data.clone()),
-                Source::Context(Some(path)) => path.get(event.context).cloned(),
-                Source::Context(None) => Some(event.context.clone()),
-                Source::EventId => Some(event.id.into()),
-                Source::EventType => Some(event.event_type.into()),
-                Source::Timestamp => Some(event.timestamp.into()),
-                Source::Webhook(field) => Some(
-                    match field {
-                        WebhookField::Id => event.webhook.id,
-                        WebhookField::Name => event.webhook.name,
-                        WebhookField::Url => event.webhook.url,
-                        WebhookField::Method => event.webhook.method,
-                    }
-                    .into(),
-                ),
-                Source::Status | Source::Header(_) | Source::Query(_) => None,
-            };
-            if let Some(value) = row.value(resolved)? {
-                row.target.set(&mut body, value).map_err(|m| row.error(m))?;
-            }
-        }
-        Ok(Some(body))
     }
 
     /// The fields to write back from a response: an object keyed by internal field names; none
@@ -913,10 +896,23 @@ fn parse_table(table: Table, value: &Value, errors: &mut Vec<String>) -> Vec<Row
             return Vec::new();
         }
     };
-    let rows: Vec<Row> = items
+    let rows = items
         .iter()
         .enumerate()
-        .filter_map(|(index, item)| match parse_row(table, index, item) {
+        .map(|(index, item)| parse_row(table, index, item));
+    collect_table(table, rows, errors)
+}
+
+/// Keeps a table's good rows, reports the others' problems (each naming its table and row),
+/// and checks the targets of the rows kept.
+fn collect_table(
+    table: Table,
+    rows: impl Iterator<Item = Result<Row, Vec<String>>>,
+    errors: &mut Vec<String>,
+) -> Vec<Row> {
+    let rows: Vec<Row> = rows
+        .enumerate()
+        .filter_map(|(index, row)| match row {
             Ok(row) => Some(row),
             Err(problems) => {
                 errors.extend(
@@ -930,6 +926,74 @@ fn parse_table(table: Table, value: &Value, errors: &mut Vec<String>) -> Vec<Row
         .collect();
     check_targets(table, &rows, errors);
     rows
+}
+
+/// A config whose every key is known and every column has its type, read without building a
+/// `Value` (the fast path of [`Mapping::from_json`]).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TypedConfig {
+    request: Option<Vec<TypedRow>>,
+    response: Option<Vec<TypedRow>>,
+    input: Option<Vec<TypedRow>>,
+    method: Option<String>,
+    skip_events: Option<Vec<String>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TypedRow {
+    api_field: Option<String>,
+    field: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    value: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    default: Option<Value>,
+    required: Option<bool>,
+    identifier: Option<bool>,
+    convert: Option<String>,
+}
+
+/// A column that is there, `null` included (`"value": null` is a constant null).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    serde::Deserialize::deserialize(d).map(Some)
+}
+
+impl TypedConfig {
+    /// The mapping, when the config passes every check; none sends it down the slow path.
+    fn into_mapping(self) -> Option<Mapping> {
+        if self.method.as_deref().is_some_and(|m| !is_token(m)) {
+            return None;
+        }
+        let mut errors = Vec::new();
+        let mut table = |table: Table, rows: Option<Vec<TypedRow>>| {
+            let rows = rows
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+                .map(|(index, row)| {
+                    let fields = RowFields {
+                        api_field: row.api_field,
+                        field: row.field,
+                        constant: row.value,
+                        default: row.default,
+                        required: row.required.unwrap_or(false),
+                        identifier: row.identifier.unwrap_or(false),
+                        convert: row.convert,
+                    };
+                    build_row(table, index, fields, Vec::new())
+                });
+            collect_table(table, rows, &mut errors)
+        };
+        let mapping = Mapping {
+            request: table(Table::Request, self.request),
+            response: table(Table::Response, self.response),
+            input: table(Table::Input, self.input),
+            method: self.method,
+            skip_events: self.skip_events.unwrap_or_default(),
+        };
+        mapping.check(errors).ok()
+    }
 }
 
 fn parse_row(table: Table, index: usize, item: &Value) -> Result<Row, Vec<String>> {
@@ -972,13 +1036,48 @@ fn parse_row(table: Table, index: usize, item: &Value) -> Result<Row, Vec<String
         }
     };
 
-    let api_field = text("api_field", &mut problems);
-    let field = text("field", &mut problems);
-    let constant = object.get("value").cloned();
-    let default = object.get("default").cloned();
-    let required = flag("required", &mut problems);
-    let identifier = flag("identifier", &mut problems);
-    let convert = text("convert", &mut problems).and_then(|name| {
+    let fields = RowFields {
+        api_field: text("api_field", &mut problems),
+        field: text("field", &mut problems),
+        constant: object.get("value").cloned(),
+        default: object.get("default").cloned(),
+        required: flag("required", &mut problems),
+        identifier: flag("identifier", &mut problems),
+        convert: text("convert", &mut problems),
+    };
+    build_row(table, index, fields, problems)
+}
+
+/// A row's columns, read from the config with their JSON types checked.
+struct RowFields {
+    api_field: Option<String>,
+    field: Option<String>,
+    /// `value`, when present (`null` included: a constant null).
+    constant: Option<Value>,
+    default: Option<Value>,
+    required: bool,
+    identifier: bool,
+    convert: Option<String>,
+}
+
+/// Checks a row's columns together and builds the row; `problems` already holds what reading
+/// the columns found.
+fn build_row(
+    table: Table,
+    index: usize,
+    fields: RowFields,
+    mut problems: Vec<String>,
+) -> Result<Row, Vec<String>> {
+    let RowFields {
+        api_field,
+        field,
+        constant,
+        default,
+        required,
+        identifier,
+        convert,
+    } = fields;
+    let convert = convert.and_then(|name| {
         let conversion = Conversion::parse(&name);
         if conversion.is_none() {
             problems.push(format!(
@@ -1102,9 +1201,9 @@ fn check_targets(table: Table, rows: &[Row], errors: &mut Vec<String>) {
     } else {
         "field"
     };
-    let mut full: HashMap<&[String], usize> = HashMap::new();
-    let mut prefixes: HashMap<&[String], (usize, bool)> = HashMap::new();
-    let mut reported = HashSet::new();
+    let mut full: BTreeMap<&[String], usize> = BTreeMap::new();
+    let mut prefixes: BTreeMap<&[String], (usize, bool)> = BTreeMap::new();
+    let mut reported = BTreeSet::new();
     for row in rows {
         let segments = row.target.0.as_slice();
         let mut problem = None;

@@ -1,11 +1,80 @@
 //! Host-side tests of the mapping engine:
 //! `cargo test --target x86_64-unknown-linux-gnu -p field-map` (inside `plugins/`).
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::mapping::{
-    upper_snake, Conversion, EventView, InputError, Mapping, Record, WebhookView,
+    upper_snake, Conversion, InputError, MapError, Mapping, Record, Source, WebhookField,
+    WebhookView,
 };
+use crate::request::{EventInput, RequestError};
+
+/// The event, as the request table sees it.
+#[derive(Debug, Clone, Copy)]
+struct EventView<'a> {
+    id: &'a str,
+    event_type: &'a str,
+    timestamp: &'a str,
+    data: &'a Value,
+    context: &'a Value,
+    webhook: WebhookView<'a>,
+}
+
+impl Mapping {
+    /// The request body for parsed data and context, through [`Mapping::request_body_json`].
+    fn request_body(&self, event: &EventView<'_>) -> Result<Option<Value>, MapError> {
+        let data = serde_json::to_vec(event.data).unwrap();
+        let context = serde_json::to_vec(event.context).unwrap();
+        let input = EventInput {
+            id: event.id,
+            event_type: event.event_type,
+            timestamp: event.timestamp,
+            data: &data,
+            context: &context,
+            webhook: event.webhook,
+        };
+        match self.request_body_json(&input) {
+            Ok(body) => Ok(body.map(|b| serde_json::from_slice(&b).expect("the body is JSON"))),
+            Err(RequestError::Map(e)) => Err(e),
+            Err(RequestError::NotJson(m)) => panic!("serialised values are JSON: {m}"),
+        }
+    }
+
+    /// The request table evaluated on parsed values, the obvious way: the oracle the lazy
+    /// evaluation of [`crate::request`] is checked against.
+    fn reference_request_body(&self, event: &EventView<'_>) -> Result<Option<Value>, MapError> {
+        if self.request.is_empty() {
+            return Ok(None);
+        }
+        let mut body = Value::Object(Map::new());
+        for row in &self.request {
+            let resolved = match &row.source {
+                Source::Const(value) => Some(value.clone()),
+                Source::Path(path) | Source::Data(Some(path)) => path.get(event.data).cloned(),
+                Source::Data(None) => Some(event.data.clone()),
+                Source::Context(Some(path)) => path.get(event.context).cloned(),
+                Source::Context(None) => Some(event.context.clone()),
+                Source::EventId => Some(event.id.into()),
+                Source::EventType => Some(event.event_type.into()),
+                Source::Timestamp => Some(event.timestamp.into()),
+                Source::Webhook(field) => Some(
+                    match field {
+                        WebhookField::Id => event.webhook.id,
+                        WebhookField::Name => event.webhook.name,
+                        WebhookField::Url => event.webhook.url,
+                        WebhookField::Method => event.webhook.method,
+                    }
+                    .into(),
+                ),
+                Source::Status | Source::Header(_) | Source::Query(_) => None,
+            };
+            if let Some(value) = row.value(resolved)? {
+                row.target.set(&mut body, value).map_err(|m| row.error(m))?;
+            }
+        }
+        Ok(Some(body))
+    }
+}
 
 fn mapping(config: Value) -> Mapping {
     Mapping::from_value(&config).unwrap_or_else(|e| panic!("config rejected: {e}"))
@@ -685,6 +754,80 @@ mod properties {
         })
     }
 
+    const CONVERSIONS: &[&str] = &[
+        "upper",
+        "lower",
+        "trim",
+        "string",
+        "number",
+        "integer",
+        "boolean",
+        "upper_snake",
+        "date:rfc3339",
+        "date:date",
+        "date:unix",
+        "date:unix_ms",
+    ];
+
+    /// Segments shared by documents and paths, so that paths often exist.
+    fn segment() -> impl Strategy<Value = String> {
+        prop::sample::select(vec!["a", "b", "c", "0", "1", "x"]).prop_map(str::to_owned)
+    }
+
+    /// Documents built of the shared segments: nested objects and arrays, scalars at the leaves.
+    fn shared_value() -> impl Strategy<Value = Value> {
+        scalar().prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::from),
+                prop::collection::btree_map(segment(), inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A row's column name: mostly known ones, sometimes not.
+    fn column() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "api_field",
+            "api_field",
+            "field",
+            "field",
+            "value",
+            "default",
+            "convert",
+            "required",
+            "identifier",
+            "bogus",
+        ])
+        .prop_map(str::to_owned)
+    }
+
+    /// A column's value: mostly of a type some column expects.
+    fn column_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            3 => prop::sample::select(vec!["a", "b.c", "@type", "@status", "x.0", "lower", "date:unix", ""])
+                .prop_map(Value::from),
+            1 => any::<bool>().prop_map(Value::from),
+            1 => scalar(),
+        ]
+    }
+
+    /// A row's source: a field (a path of shared segments or a reference), or a constant.
+    fn source() -> impl Strategy<Value = Result<String, Value>> {
+        let path = || prop::collection::vec(segment(), 1..4).prop_map(|s| s.join("."));
+        prop_oneof![
+            4 => path().prop_map(Ok),
+            1 => path().prop_map(|p| Ok(format!("@data.{p}"))),
+            1 => path().prop_map(|p| Ok(format!("@context.{p}"))),
+            1 => prop::sample::select(vec![
+                "@id", "@type", "@timestamp", "@data", "@context", "@webhook.id",
+                "@webhook.name", "@webhook.url", "@webhook.method",
+            ])
+            .prop_map(|r| Ok(r.to_owned())),
+            1 => scalar().prop_map(Err),
+        ]
+    }
+
     fn rows(pairs: &[(String, String)]) -> Value {
         pairs
             .iter()
@@ -830,6 +973,84 @@ mod properties {
                 }
                 Err(e) => prop_assert!(e.starts_with("request["), "{}", e),
             }
+        }
+
+        /// The request table evaluated lazily on raw JSON agrees with the same table evaluated
+        /// on parsed values: same body (as JSON), or the same error, for random rows reading
+        /// random documents (nested objects and arrays, missing paths, nulls, conversions,
+        /// defaults, required rows, constants and references).
+        #[test]
+        fn lazy_request_matches_the_value_oracle(
+            data in shared_value(),
+            context in shared_value(),
+            targets in disjoint_paths(6),
+            sources in prop::collection::vec(source(), 6),
+            converts in prop::collection::vec(prop::option::of(prop::sample::select(CONVERSIONS.to_vec())), 6),
+            defaults in prop::collection::vec(prop::option::of(scalar()), 6),
+            required in prop::collection::vec(any::<bool>(), 6),
+        ) {
+            let request: Vec<Value> = targets
+                .iter()
+                .enumerate()
+                .map(|(i, target)| {
+                    let mut row = json!({"api_field": target, "required": required[i]});
+                    match &sources[i] {
+                        Err(constant) => row["value"] = constant.clone(),
+                        Ok(field) => {
+                            row["field"] = json!(field);
+                            if let Some(c) = converts[i] {
+                                row["convert"] = json!(c);
+                            }
+                            if let Some(d) = &defaults[i] {
+                                row["default"] = d.clone();
+                            }
+                        }
+                    }
+                    row
+                })
+                .collect();
+            let m = mapping(json!({"request": request}));
+            let ev = Ev { data, context };
+            prop_assert_eq!(m.request_body(&ev.view()), m.reference_request_body(&ev.view()));
+        }
+
+        /// Reading a config straight into typed rows (the fast path of `from_json`) gives what
+        /// reading it as a `Value` gives: the same mapping, or the same list of problems.
+        #[test]
+        fn typed_config_matches_the_value_path(
+            tables in prop::collection::vec(
+                (prop::sample::select(vec!["request", "response", "input"]),
+                 prop::collection::vec(
+                     (path(), path(), prop::collection::vec((column(), column_value()), 0..3)),
+                     0..4)),
+                0..3),
+            method in prop::option::of(prop_oneof![Just(json!("PUT")), Just(json!("P T")), Just(json!(1)), Just(Value::Null)]),
+            skip in prop::option::of(prop_oneof![Just(json!(["a.b"])), Just(json!([1])), Just(Value::Null)]),
+        ) {
+            let mut config = Map::new();
+            for (name, rows) in tables {
+                // A valid row, then columns added or overwritten at random.
+                let rows: Vec<Value> = rows
+                    .into_iter()
+                    .map(|(api_field, field, columns)| {
+                        let mut row = json!({"api_field": api_field, "field": field});
+                        for (column, value) in columns {
+                            row[column] = value;
+                        }
+                        row
+                    })
+                    .collect();
+                config.insert(name.to_owned(), Value::from(rows));
+            }
+            if let Some(method) = method {
+                config.insert("method".into(), method);
+            }
+            if let Some(skip) = skip {
+                config.insert("skip_events".into(), skip);
+            }
+            let config = Value::Object(config);
+            let bytes = serde_json::to_vec(&config).unwrap();
+            prop_assert_eq!(Mapping::from_json(&bytes), Mapping::from_value(&config));
         }
 
         /// Date conversions agree with each other: unix → rfc3339 → unix is the identity.
