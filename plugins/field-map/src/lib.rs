@@ -2,8 +2,9 @@
 //!
 //! The config has a `request` table (event → the body sent), a `response` table (the third
 //! party's answer → fields written back) and an `input` table (a push → internal records); see
-//! `plugins/README.md` for the schema. The engine is [`mapping`] (with the request table's evaluation on raw
-//! JSON in [`request`]), pure Rust and tested on the host; the component glue below exists only in the wasm build.
+//! `plugins/README.md` for the schema. The engine is [`mapping`] (the request table is evaluated
+//! on raw JSON by [`request`]), pure Rust and tested on the host; the component glue below exists
+//! only in the wasm build.
 
 pub mod mapping;
 pub mod request;

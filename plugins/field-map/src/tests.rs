@@ -676,22 +676,25 @@ fn date_conversions() {
     }
 }
 
+/// Every conversion's name, as a config spells it.
+const CONVERSIONS: &[&str] = &[
+    "upper",
+    "lower",
+    "trim",
+    "string",
+    "number",
+    "integer",
+    "boolean",
+    "upper_snake",
+    "date:rfc3339",
+    "date:date",
+    "date:unix",
+    "date:unix_ms",
+];
+
 #[test]
 fn every_conversion_name_round_trips() {
-    for name in [
-        "upper",
-        "lower",
-        "trim",
-        "string",
-        "number",
-        "integer",
-        "boolean",
-        "upper_snake",
-        "date:rfc3339",
-        "date:date",
-        "date:unix",
-        "date:unix_ms",
-    ] {
+    for &name in CONVERSIONS {
         assert_eq!(Conversion::parse(name).unwrap().name(), name);
     }
     assert_eq!(Conversion::parse("date:iso"), None);
@@ -753,21 +756,6 @@ mod properties {
             kept
         })
     }
-
-    const CONVERSIONS: &[&str] = &[
-        "upper",
-        "lower",
-        "trim",
-        "string",
-        "number",
-        "integer",
-        "boolean",
-        "upper_snake",
-        "date:rfc3339",
-        "date:date",
-        "date:unix",
-        "date:unix_ms",
-    ];
 
     /// Segments shared by documents and paths, so that paths often exist.
     fn segment() -> impl Strategy<Value = String> {
@@ -950,10 +938,9 @@ mod properties {
         fn random_rows_never_panic(
             targets in prop::collection::vec("[a-z0-9.@]{0,10}", 1..5),
             sources in prop::collection::vec("[a-z0-9.@]{0,10}", 5),
-            converts in prop::collection::vec(prop::option::of(prop::sample::select(vec![
-                "upper", "lower", "trim", "string", "number", "integer", "boolean", "upper_snake",
-                "date:rfc3339", "date:date", "date:unix", "date:unix_ms", "bogus",
-            ])), 5),
+            converts in prop::collection::vec(prop::option::of(prop::sample::select(
+                CONVERSIONS.iter().copied().chain(["bogus"]).collect::<Vec<_>>()
+            )), 5),
             data in json_value(),
         ) {
             let request: Vec<Value> = targets
