@@ -134,8 +134,8 @@ impl ResourceLimiter for CallLimiter {
 pub struct CallState {
     /// Memory accounting.
     pub limiter: CallLimiter,
-    /// Built on the guest's first WASI call: a plugin that never makes one (field-map, any
-    /// plugin built without WASI imports) does not pay for it.
+    /// Built on the guest's first WASI call: a call that makes none (field-map's outgoing phase,
+    /// any plugin built without WASI imports) does not pay for it.
     wasi: Option<WasiCtx>,
     table: ResourceTable,
     /// Which plugin, for log lines.
