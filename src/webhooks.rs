@@ -21,6 +21,11 @@ struct Snapshot {
 #[derive(Default)]
 pub struct WebhookDirectory {
     snapshot: RwLock<Arc<Snapshot>>,
+    /// Held from reading the store to replacing the snapshot, so reloads take turns: without it a
+    /// reload that read the store before a change could replace the snapshot after a reload that
+    /// read it after the change, and the change would be lost until the next reload (events
+    /// ingested meanwhile would not fan out to a webhook just created).
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl WebhookDirectory {
@@ -33,6 +38,7 @@ impl WebhookDirectory {
 
     /// Re-reads every webhook from the store.
     pub async fn reload(&self, store: &dyn Store) -> store::Result<()> {
+        let _turn = self.reloading.lock().await;
         let hooks = store.webhooks().await?;
         let all: Vec<Arc<Webhook>> = hooks.into_iter().map(Arc::new).collect();
         let by_id = all.iter().map(|h| (h.id.clone(), h.clone())).collect();
