@@ -85,6 +85,11 @@ pub struct PluginHost {
     metrics: Arc<Metrics>,
     config: PluginsConfig,
     entries: RwLock<HashMap<String, Entry>>,
+    /// Held from reading the active pointers in the store to applying them here, by
+    /// [`PluginHost::reload`] and [`PluginHost::activate`]. Without it a reload that read the
+    /// store before an activation could set the previous version back after it (until the next
+    /// reload), and calls made meanwhile would run the version just replaced.
+    turns: tokio::sync::Mutex<()>,
 }
 
 impl PluginHost {
@@ -103,6 +108,7 @@ impl PluginHost {
             metrics,
             config: config.clone(),
             entries: RwLock::new(HashMap::new()),
+            turns: tokio::sync::Mutex::new(()),
         };
         host.reload().await?;
         for file in &config.load {
@@ -127,27 +133,47 @@ impl PluginHost {
 
     /// Brings the in-memory registry in line with the store: loads versions not loaded yet and
     /// takes over the active pointers.
+    ///
+    /// Compiling a new version can take seconds, so it happens without holding the turn (an
+    /// activation need not wait for it); the active pointers are read and applied in one turn.
     pub async fn reload(&self) -> Result<(), PluginError> {
-        for record in self.store.plugins().await? {
-            for v in &record.versions {
-                if self.loaded(&record.name, v.version).is_some() {
-                    continue;
-                }
-                let wasm = self
-                    .store
-                    .plugin_wasm(&record.name, v.version)
-                    .await?
-                    .ok_or_else(|| {
-                        PluginError::NotFound(format!("{} v{}", record.name, v.version))
-                    })?;
-                match self.compile(Bytes::from(wasm), &v.sha256).await {
-                    Ok(pre) => self.insert(v, pre),
-                    Err(e) => {
-                        tracing::error!(plugin = %record.name, version = v.version, error = %e, "stored plugin version cannot be loaded")
-                    }
+        let turn = self.turns.lock().await;
+        let records = self.store.plugins().await?;
+        let missing: Vec<&PluginVersion> = records
+            .iter()
+            .flat_map(|r| &r.versions)
+            .filter(|v| self.loaded(&v.name, v.version).is_none())
+            .collect();
+        if missing.is_empty() {
+            self.take_active(&records);
+            return Ok(());
+        }
+        drop(turn);
+        for v in missing {
+            let wasm = self
+                .store
+                .plugin_wasm(&v.name, v.version)
+                .await?
+                .ok_or_else(|| PluginError::NotFound(format!("{} v{}", v.name, v.version)))?;
+            match self.compile(Bytes::from(wasm), &v.sha256).await {
+                Ok(pre) => self.insert(v, pre),
+                Err(e) => {
+                    tracing::error!(plugin = %v.name, version = v.version, error = %e, "stored plugin version cannot be loaded")
                 }
             }
-            let mut entries = self.write();
+        }
+        // Read the pointers again in a turn: an activation may have happened while compiling.
+        // A version added meanwhile is loaded by the next reload.
+        let _turn = self.turns.lock().await;
+        let records = self.store.plugins().await?;
+        self.take_active(&records);
+        Ok(())
+    }
+
+    /// Sets each plugin's active version to the store's, where that version is loaded.
+    fn take_active(&self, records: &[store::PluginRecord]) {
+        let mut entries = self.write();
+        for record in records {
             let entry = entries.entry(record.name.clone()).or_default();
             if let Some(active) = record.active {
                 if entry.versions.contains_key(&active) && entry.active != Some(active) {
@@ -156,7 +182,6 @@ impl PluginHost {
                 }
             }
         }
-        Ok(())
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Entry>> {
@@ -289,6 +314,7 @@ impl PluginHost {
 
     /// Makes `version` active for every webhook that follows the plugin (rollback or pin).
     pub async fn activate(&self, name: &str, version: u32) -> Result<(), PluginError> {
+        let _turn = self.turns.lock().await;
         if self.loaded(name, version).is_none() {
             return Err(PluginError::NotFound(format!(
                 "plugin {name} has no loaded version {version}"
@@ -664,3 +690,6 @@ pub fn load_file(runtime: &Runtime, path: &Path) -> Result<LoadedPlugin, String>
         pre: compiled.pre,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,180 @@
+//! The registry's turn-taking between reloads and activations, on a store whose reads of the
+//! plugin list can be held at a gate.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, oneshot};
+
+use super::*;
+use crate::config::Config;
+use crate::model::{
+    Attempt, Completion, Delivery, DeliveryFilter, EventToIngest, IngestResult, Job, Millis, Page,
+    QueueStats,
+};
+use crate::store::{ClaimRequest, PluginRecord, Result as StoreResult, StoreChange};
+
+/// SQLite in memory, except that `plugins()` reads, then waits for the gate when one is set.
+struct GatedStore {
+    inner: Arc<dyn Store>,
+    /// Taken by the next `plugins()`: it reports having read on the first sender, then waits.
+    gate: Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
+}
+
+#[async_trait]
+impl Store for GatedStore {
+    async fn plugins(&self) -> StoreResult<Vec<PluginRecord>> {
+        let records = self.inner.plugins().await?;
+        let gate = self.gate.lock().unwrap().take();
+        if let Some((have_read, open)) = gate {
+            let _ = have_read.send(());
+            let _ = open.await;
+        }
+        Ok(records)
+    }
+    async fn set_active_plugin(&self, name: &str, version: u32) -> StoreResult<bool> {
+        self.inner.set_active_plugin(name, version).await
+    }
+    async fn add_plugin_version(
+        &self,
+        name: &str,
+        sha256: &str,
+        wasm: Vec<u8>,
+        now: Millis,
+    ) -> StoreResult<PluginVersion> {
+        self.inner.add_plugin_version(name, sha256, wasm, now).await
+    }
+    async fn plugin_wasm(&self, name: &str, version: u32) -> StoreResult<Option<Vec<u8>>> {
+        self.inner.plugin_wasm(name, version).await
+    }
+    async fn webhooks(&self) -> StoreResult<Vec<Webhook>> {
+        self.inner.webhooks().await
+    }
+    fn subscribe(&self) -> broadcast::Receiver<StoreChange> {
+        self.inner.subscribe()
+    }
+    // Not used by the registry.
+    async fn insert_webhook(&self, _: &Webhook) -> StoreResult<()> {
+        unimplemented!()
+    }
+    async fn update_webhook(&self, _: &Webhook) -> StoreResult<bool> {
+        unimplemented!()
+    }
+    async fn delete_webhook(&self, _: &str) -> StoreResult<bool> {
+        unimplemented!()
+    }
+    async fn webhook(&self, _: &str) -> StoreResult<Option<Webhook>> {
+        unimplemented!()
+    }
+    async fn ingest(&self, _: Vec<EventToIngest>) -> StoreResult<Vec<IngestResult>> {
+        unimplemented!()
+    }
+    async fn event(&self, _: &str) -> StoreResult<Option<Event>> {
+        unimplemented!()
+    }
+    async fn claim(&self, _: ClaimRequest) -> StoreResult<Vec<Job>> {
+        unimplemented!()
+    }
+    async fn release(&self, _: &str, _: &[String]) -> StoreResult<()> {
+        unimplemented!()
+    }
+    async fn complete(&self, _: &str, _: Completion) -> StoreResult<bool> {
+        unimplemented!()
+    }
+    async fn deliveries(&self, _: &DeliveryFilter) -> StoreResult<Page<Delivery>> {
+        unimplemented!()
+    }
+    async fn delivery(&self, _: &str) -> StoreResult<Option<(Delivery, Vec<Attempt>)>> {
+        unimplemented!()
+    }
+    async fn replay_delivery(&self, _: &str, _: Millis) -> StoreResult<Option<Delivery>> {
+        unimplemented!()
+    }
+    async fn replay_dead(&self, _: &str, _: Millis) -> StoreResult<u64> {
+        unimplemented!()
+    }
+    async fn queue_stats(&self, _: Millis) -> StoreResult<QueueStats> {
+        unimplemented!()
+    }
+    async fn remember_message(&self, _: &str, _: &str, _: Millis, _: Millis) -> StoreResult<bool> {
+        unimplemented!()
+    }
+}
+
+fn fixture(name: &str) -> Bytes {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("plugins/target/wasm32-wasip2/release/{name}.wasm"));
+    Bytes::from(std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}. Build the plugins first: bash scripts/build-plugins.sh",
+            path.display()
+        )
+    }))
+}
+
+fn active(host: &PluginHost) -> Option<u32> {
+    host.resolve(&PluginRef {
+        name: "stamp".into(),
+        version: None,
+        config: serde_json::Value::Null,
+        on_error: PluginFailure::Retry,
+    })
+    .map(|p| p.version)
+}
+
+/// A reload that read the store before an activation must not set the previous version back
+/// after it: the activation waits for the reload's turn, then applies.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_that_read_before_an_activation_does_not_undo_it() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let mut config = Config::default().plugins;
+    config.cache_dir = cache.path().to_owned();
+    let store = Arc::new(GatedStore {
+        inner: store::open("sqlite::memory:").await.expect("store"),
+        gate: Mutex::new(None),
+    });
+    let host = Arc::new(
+        PluginHost::start(&config, store.clone(), Arc::new(Metrics::new()))
+            .await
+            .expect("host"),
+    );
+    assert_eq!(
+        host.upload("stamp", fixture("version_a"))
+            .await
+            .unwrap()
+            .version,
+        1
+    );
+    assert_eq!(
+        host.upload("stamp", fixture("version_b"))
+            .await
+            .unwrap()
+            .version,
+        2
+    );
+    assert_eq!(active(&host), Some(2));
+
+    // The reload reads (v2 active) and is held at the gate.
+    let (have_read, read) = oneshot::channel();
+    let (open, gate) = oneshot::channel();
+    *store.gate.lock().unwrap() = Some((have_read, gate));
+    let reload = tokio::spawn({
+        let host = host.clone();
+        async move { host.reload().await }
+    });
+    read.await.expect("the reload read the store");
+
+    // Meanwhile an admin rolls back to v1.
+    let activate = tokio::spawn({
+        let host = host.clone();
+        async move { host.activate("stamp", 1).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = open.send(());
+    reload.await.unwrap().expect("reload");
+    activate.await.unwrap().expect("activate");
+    assert_eq!(active(&host), Some(1), "the rollback stands");
+    host.reload().await.expect("reload");
+    assert_eq!(active(&host), Some(1));
+}
