@@ -12,6 +12,10 @@
 //! commit while the next batch is being written. An in-memory database cannot be shared between
 //! connections, so there reads go through the writer as well.
 //!
+//! Nor do commits wait for checkpoints: a thread of its own copies the WAL back into the
+//! database file ([`Checkpointer`]), where SQLite's automatic checkpoint would stop the writer
+//! every 1000 WAL pages to copy them and fsync the file.
+//!
 //! Layout choices:
 //! - Timestamps are [`Millis`] integers; specs, payloads and headers are JSON text.
 //! - Delivery ids are UUIDv7 (`msg_...`), so `ORDER BY id` is creation order and the log pages
@@ -183,6 +187,8 @@ pub struct SqliteStore {
     remembered: AtomicU64,
     /// Where the database lives, for `Debug`.
     location: String,
+    /// The WAL checkpoint thread (file databases only).
+    checkpointer: Mutex<Option<Checkpointer>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -220,11 +226,18 @@ impl SqliteStore {
         }
         configure_writer(&conn)?;
         migrate(&conn)?;
+        conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)?;
+        let checkpointer = Checkpointer::start(path)?;
         let readers = Arc::new(ReadPool {
             path: path.to_path_buf(),
             idle: Mutex::new(Vec::new()),
         });
-        Self::start(conn, Some(readers), path.display().to_string())
+        Self::start(
+            conn,
+            Some(readers),
+            Some(checkpointer),
+            path.display().to_string(),
+        )
     }
 
     /// Opens a database by URL: `sqlite://relative/path.db`, `sqlite:///absolute/path.db`,
@@ -242,12 +255,13 @@ impl SqliteStore {
         let conn = Connection::open_in_memory()?;
         configure_writer(&conn)?;
         migrate(&conn)?;
-        Self::start(conn, None, ":memory:".to_owned())
+        Self::start(conn, None, None, ":memory:".to_owned())
     }
 
     fn start(
         conn: Connection,
         readers: Option<Arc<ReadPool>>,
+        checkpointer: Option<Checkpointer>,
         location: String,
     ) -> Result<SqliteStore> {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
@@ -266,6 +280,7 @@ impl SqliteStore {
             changes: broadcast::channel(CHANGE_CAPACITY).0,
             remembered: AtomicU64::new(0),
             location,
+            checkpointer: Mutex::new(checkpointer),
         })
     }
 
@@ -273,6 +288,13 @@ impl SqliteStore {
     /// [`Error::Unavailable`]. Returns once the writer thread has exited.
     pub async fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
+        let checkpointer = match self.checkpointer.lock() {
+            Ok(mut guard) => guard.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(checkpointer) = checkpointer {
+            let _ = tokio::task::spawn_blocking(move || drop(checkpointer)).await;
+        }
         if let Some(tx) = &self.tx {
             // An error means the writer is already gone, which is what we want.
             let _ = tx.send(Msg::Shutdown).await;
@@ -345,6 +367,10 @@ impl SqliteStore {
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
+        match self.checkpointer.get_mut() {
+            Ok(checkpointer) => drop(checkpointer.take()),
+            Err(poisoned) => drop(poisoned.into_inner().take()),
+        }
         // Closing the channel ends the writer after it has drained and committed the queue.
         self.tx = None;
         let handle = match self.writer.get_mut() {
@@ -376,6 +402,63 @@ fn parse_url(url: &str) -> Result<Location> {
         "" => Err(Error::Database(format!("no database path in {url}"))),
         ":memory:" => Ok(Location::Memory),
         path => Ok(Location::File(PathBuf::from(path))),
+    }
+}
+
+/// How often the checkpoint thread copies the WAL back into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// WAL size (pages) at which the writer checkpoints by itself, should the checkpoint thread
+/// fall behind.
+const WRITER_CHECKPOINT_PAGES: i64 = 16_384;
+
+/// The thread that checkpoints the WAL, copying committed pages back into the database file.
+///
+/// It runs `PRAGMA wal_checkpoint(PASSIVE)` on its own connection every [`CHECKPOINT_EVERY`]: a
+/// passive checkpoint neither waits for nor blocks the writer and the readers. Left to SQLite's
+/// automatic checkpoint (every 1000 WAL pages), the writer thread itself stops between commits to
+/// copy pages and fsync the database file, and every caller waiting for a commit waits for that
+/// too. The writer still checkpoints by itself past [`WRITER_CHECKPOINT_PAGES`], which bounds the
+/// WAL should this thread fall behind. Dropping it stops the thread and waits for it.
+struct Checkpointer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Checkpointer> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("hookyard-sqlite-checkpoint".to_owned())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                    if let Err(e) = done {
+                        tracing::warn!(error = %e, "checkpointing the SQLite WAL failed");
+                    }
+                }
+            })
+            .map_err(|e| Error::Unavailable(format!("cannot start the checkpoint thread: {e}")))?;
+        Ok(Checkpointer {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        // The thread wakes as soon as the channel closes.
+        self.stop = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -1431,6 +1514,42 @@ mod tests {
             async move { Arc::new(SqliteStore::open(&path).expect("open store")) as Arc<dyn Store> }
         })
         .await;
+    }
+
+    /// The checkpoint thread copies committed pages into the database file by itself: far below
+    /// the writer's own checkpoint threshold, the file grows within a few ticks of a commit.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_thread_checkpoints_the_wal() {
+        let dir = TempDir::new();
+        let store = file_store(&dir);
+        let hook = conformance::webhook("hook");
+        store.insert_webhook(&hook).await.expect("insert webhook");
+        let size = || std::fs::metadata(dir.db()).map_or(0, |m| m.len());
+        // The schema and the webhook reach the file first.
+        tokio::time::sleep(CHECKPOINT_EVERY * 3).await;
+        let before = size();
+        let events = (0..500)
+            .map(|i| EventToIngest {
+                event: conformance::event(&format!("evt-{i}"), "user.created", conformance::T0),
+                deliveries: vec![(hook.id.clone(), new_id("msg"))],
+            })
+            .collect();
+        store.ingest(events).await.expect("ingest");
+        let wal = dir.db().with_extension("db-wal");
+        let wal_pages = std::fs::metadata(&wal).map_or(0, |m| m.len()) / 4096;
+        assert!(
+            wal_pages < WRITER_CHECKPOINT_PAGES as u64,
+            "the writer would checkpoint {wal_pages} pages itself"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while size() <= before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the database file stayed at {before} bytes: nothing checkpointed the WAL"
+            );
+            tokio::time::sleep(CHECKPOINT_EVERY / 2).await;
+        }
+        store.close().await;
     }
 
     #[tokio::test(flavor = "multi_thread")]
