@@ -408,7 +408,9 @@ fn parse_url(url: &str) -> Result<Location> {
 /// How often the checkpoint thread copies the WAL back into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// WAL size (pages) at which the writer checkpoints by itself, should the checkpoint thread
-/// fall behind.
+/// fall behind. Under sustained maximum load it does (passive checkpoints cannot catch up with a
+/// busy writer), so the WAL file grows to this size (64 MiB of 4 KiB pages) and is reused. A
+/// quarter of it lost the throughput gain (docs/LOADTEST.md).
 const WRITER_CHECKPOINT_PAGES: i64 = 16_384;
 
 /// The thread that checkpoints the WAL, copying committed pages back into the database file.
