@@ -437,12 +437,21 @@ impl Checkpointer {
         let thread = std::thread::Builder::new()
             .name("hookyard-sqlite-checkpoint".to_owned())
             .spawn(move || {
+                // A failing disk fails every tick: say so when it starts and when it ends.
+                let mut failing = false;
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                     stopped.recv_timeout(CHECKPOINT_EVERY)
                 {
-                    let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-                    if let Err(e) = done {
-                        tracing::warn!(error = %e, "checkpointing the SQLite WAL failed");
+                    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        Err(e) if !failing => {
+                            tracing::warn!(error = %e, "checkpointing the SQLite WAL failed; retrying every {} ms", CHECKPOINT_EVERY.as_millis());
+                            failing = true;
+                        }
+                        Ok(()) if failing => {
+                            tracing::info!("checkpointing the SQLite WAL works again");
+                            failing = false;
+                        }
+                        _ => {}
                     }
                 }
             })
