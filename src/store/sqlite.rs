@@ -288,22 +288,14 @@ impl SqliteStore {
     /// [`Error::Unavailable`]. Returns once the writer thread has exited.
     pub async fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        let checkpointer = match self.checkpointer.lock() {
-            Ok(mut guard) => guard.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
-        if let Some(checkpointer) = checkpointer {
+        if let Some(checkpointer) = take(&self.checkpointer) {
             let _ = tokio::task::spawn_blocking(move || drop(checkpointer)).await;
         }
         if let Some(tx) = &self.tx {
             // An error means the writer is already gone, which is what we want.
             let _ = tx.send(Msg::Shutdown).await;
         }
-        let handle = match self.writer.lock() {
-            Ok(mut guard) => guard.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
-        if let Some(handle) = handle {
+        if let Some(handle) = take(&self.writer) {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
         if let Some(pool) = &self.readers {
@@ -367,21 +359,22 @@ impl SqliteStore {
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
-        match self.checkpointer.get_mut() {
-            Ok(checkpointer) => drop(checkpointer.take()),
-            Err(poisoned) => drop(poisoned.into_inner().take()),
-        }
+        drop(take(&self.checkpointer));
         // Closing the channel ends the writer after it has drained and committed the queue.
         self.tx = None;
-        let handle = match self.writer.get_mut() {
-            Ok(guard) => guard.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
-        if let Some(handle) = handle {
+        if let Some(handle) = take(&self.writer) {
             if handle.thread().id() != std::thread::current().id() {
                 let _ = handle.join();
             }
         }
+    }
+}
+
+/// Takes what `slot` holds, poisoned or not (a thread handle to join when stopping).
+fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
+    match slot.lock() {
+        Ok(mut guard) => guard.take(),
+        Err(poisoned) => poisoned.into_inner().take(),
     }
 }
 
