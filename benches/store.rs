@@ -74,6 +74,7 @@ impl Db {
                 received_at: now,
             },
             deliveries: vec![(self.hook.id.clone(), new_id("msg"))],
+            lease: None,
         }
     }
 

@@ -130,7 +130,7 @@ pub async fn run_with_store(
         wake.clone(),
     ));
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-    let workers = tokio::spawn(deliverer.run(stopped(stop_rx.clone()), grace));
+    let workers = tokio::spawn(deliverer.clone().run(stopped(stop_rx.clone()), grace));
 
     // Changes made through another process sharing the database reach this one through here:
     // the store's change notices (PostgreSQL: LISTEN/NOTIFY) as they happen, and a periodic
@@ -176,6 +176,7 @@ pub async fn run_with_store(
         wake,
         ready: AtomicBool::new(true),
         plugins: Some(plugins),
+        deliverer: Some(deliverer),
     });
     let public = server::public_router(state.clone());
     let admin = server::admin_router(state.clone());

@@ -44,6 +44,12 @@ pub struct Metrics {
     pub oldest_due_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Deliveries being sent right now by this process.
     pub in_flight: Gauge,
+    /// Deliveries this process claimed from the queue.
+    pub claimed: Counter,
+    /// Deliveries claimed ahead, waiting here for a slot of their webhook.
+    pub queued: Gauge,
+    /// Deliveries this process started at ingest, committed already leased to it (no claim).
+    pub started_at_ingest: Counter,
     /// Plugin calls by outcome (`ok`, `trap`, `timeout`, `memory`, `output_too_large`, `busy`).
     pub plugin_calls: Family<OutcomeLabel, Counter>,
     /// Duration of plugin calls, instantiation included, in seconds.
@@ -111,6 +117,24 @@ impl Metrics {
             "Deliveries being sent by this process",
             in_flight.clone(),
         );
+        let claimed = Counter::default();
+        registry.register(
+            "deliveries_claimed",
+            "Deliveries this process claimed from the queue",
+            claimed.clone(),
+        );
+        let queued = Gauge::default();
+        registry.register(
+            "deliveries_claimed_ahead",
+            "Deliveries claimed ahead, waiting in this process for a slot of their webhook",
+            queued.clone(),
+        );
+        let started_at_ingest = Counter::default();
+        registry.register(
+            "deliveries_started_at_ingest",
+            "Deliveries this process started when it accepted their event, without a claim",
+            started_at_ingest.clone(),
+        );
         let plugin_calls = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "plugin_calls",
@@ -156,6 +180,9 @@ impl Metrics {
             queue_due,
             oldest_due_age,
             in_flight,
+            claimed,
+            queued,
+            started_at_ingest,
         }
     }
 

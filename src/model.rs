@@ -502,6 +502,19 @@ pub struct EventToIngest {
     pub event: Event,
     /// Ids of the webhooks that get a delivery, each with the new delivery's id.
     pub deliveries: Vec<(String, String)>,
+    /// Commit the deliveries already leased to this worker, which starts them itself as soon as
+    /// the commit returns (no claim). None: they are committed free, for any worker to claim.
+    pub lease: Option<Lease>,
+}
+
+/// A lease on deliveries: who holds it and until when. After `until` any worker may claim them
+/// again, so deliveries leased by a process that died are sent by another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The worker (process) holding it.
+    pub owner: String,
+    /// When it runs out.
+    pub until: Millis,
 }
 
 /// What the store did with one ingested event.

@@ -98,6 +98,7 @@ pub fn message(sink_id: &str, message: &SinkMessage) -> EventToIngest {
             received_at: now,
         },
         deliveries: vec![(sink_id.to_owned(), new_id("msg"))],
+        lease: None,
     }
 }
 

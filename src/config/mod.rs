@@ -128,6 +128,8 @@ pub struct DeliveryConfig {
     pub lease_secs: u64,
     /// Poll interval when idle, in milliseconds.
     pub poll_interval_ms: u64,
+    /// Start new deliveries in the accepting process, committed already leased (no claim).
+    pub start_at_ingest: bool,
     /// First retry delay, in milliseconds.
     pub retry_base_ms: u64,
     /// Growth of the retry delay per attempt.

@@ -3,12 +3,23 @@
 //! One dispatcher loop claims batches from the store with a lease and spawns one task per
 //! delivery. Concurrency is bounded twice: globally (`delivery.concurrency`) and per webhook
 //! (`per_webhook_concurrency` or the webhook's `max_concurrency`). A webhook at its limit is left
-//! out of the next claim, and a delivery claimed for it in the same batch is released at once,
-//! so a slow or hanging endpoint only ever occupies its own slots and never delays the others.
+//! out of the next claim, so a slow or hanging endpoint only ever occupies its own slots and
+//! never delays the others.
+//!
+//! Two shortcuts keep the queue's round trips off the path of a delivery:
+//! - **Started at ingest.** When this process has free slots for all of a new event's
+//!   deliveries and no known backlog, the ingest commits them already leased to it and starts
+//!   them as soon as the commit returns ([`Deliverer::reserve`]): no claim at all.
+//! - **Claimed ahead.** A claim may take, for a webhook whose slots are all busy, up to as many
+//!   again as its limit; they wait here, and each delivery of that webhook that finishes starts
+//!   the next one at once instead of waiting for the dispatcher's next claim. One whose lease
+//!   could no longer cover an attempt is released instead, as are all of them on shutdown.
 //!
 //! Every attempt ends in [`Store::complete`], which logs it and moves the delivery on; the lease
 //! makes sure a delivery abandoned by a crashed process is picked up again.
 
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,8 +36,8 @@ use crate::delivery::shape::{Answer, OutgoingRequest, Shaped, Shaper};
 use crate::delivery::signing;
 use crate::metrics::Metrics;
 use crate::model::{
-    now_ms, Attempt, AttemptOutcome, Completion, EventToIngest, Job, Next, PluginFailure,
-    RequestLog, SinkMessage, Webhook,
+    now_ms, Attempt, AttemptOutcome, Completion, Delivery, DeliveryStatus, Event, EventToIngest,
+    Job, Lease, Millis, Next, PluginFailure, RequestLog, SinkMessage, Webhook,
 };
 use crate::store::{ClaimRequest, Store};
 use crate::webhooks::WebhookDirectory;
@@ -39,6 +50,13 @@ const WRITEBACK_BODY_CAP: usize = 1 << 20;
 
 /// Deliveries claimed per round trip to the store, at most.
 const CLAIM_BATCH: usize = 256;
+
+/// What a delivery's lease must still cover besides its webhook's timeout when it starts: the
+/// plugin call and recording the attempt.
+const LEASE_MARGIN_MS: i64 = 5_000;
+
+/// A delivery is queued here only if its lease would still let it start after this long.
+const QUEUE_MIN_WAIT_MS: i64 = 1_000;
 
 /// Everything a worker needs, shared by all delivery tasks.
 pub struct Deliverer {
@@ -60,6 +78,39 @@ pub struct Deliverer {
     /// Per-webhook in-flight bounds, keyed by webhook id; the limit travels with the semaphore so
     /// a changed limit gets a new one.
     per_webhook: DashMap<String, (u32, Arc<Semaphore>)>,
+    /// Set when the last claim may have left due deliveries behind (it filled its limit or gave
+    /// some back); new events then queue behind them instead of starting at ingest.
+    backlog: AtomicBool,
+    /// Set once the dispatcher stops: nothing more starts at ingest.
+    stopping: AtomicBool,
+    /// Per webhook: its deliveries running here, and those claimed ahead while its slots were
+    /// all busy. A delivery that finishes starts its webhook's next queued one at once, without
+    /// waiting for a claim (see [`Deliverer::queue`]).
+    queues: std::sync::Mutex<HashMap<String, WebhookQueue>>,
+}
+
+/// A webhook's deliveries in this process, under [`Deliverer::queues`]' lock.
+#[derive(Default)]
+struct WebhookQueue {
+    /// Tasks sending its deliveries: each takes the next queued one when it finishes.
+    running: usize,
+    /// Claimed, waiting for one of those tasks, oldest first, each with the end of its lease.
+    waiting: VecDeque<(Job, Millis)>,
+}
+
+/// Slots taken for the deliveries of one event about to be ingested, which this process will
+/// start itself (see [`Deliverer::reserve`]). Dropping it frees the slots.
+pub struct Reservation {
+    lease: Lease,
+    /// A global and a per-webhook slot for each delivery, in order.
+    slots: Vec<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+}
+
+impl Reservation {
+    /// The lease the ingest must commit the deliveries under.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
 }
 
 /// What one HTTP exchange produced.
@@ -116,6 +167,72 @@ impl Deliverer {
             config,
             wake,
             per_webhook: DashMap::new(),
+            backlog: AtomicBool::new(true),
+            stopping: AtomicBool::new(false),
+            queues: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes a slot for each of an event's `deliveries` (pairs of webhook id and delivery id),
+    /// all or none, so that the ingest can commit them leased to this process and
+    /// [`start_reserved`](Self::start_reserved) them once committed, without a claim. None when
+    /// this is off (`delivery.start_at_ingest`), the dispatcher has stopped or may have due
+    /// deliveries waiting (new ones queue behind them), or a slot is missing: the deliveries are
+    /// then committed free and claimed as usual.
+    pub fn reserve(&self, deliveries: &[(String, String)]) -> Option<Reservation> {
+        if !self.config.start_at_ingest
+            || deliveries.is_empty()
+            || self.stopping.load(Ordering::Acquire)
+            || self.backlog.load(Ordering::Acquire)
+        {
+            return None;
+        }
+        let mut slots = Vec::with_capacity(deliveries.len());
+        for (webhook_id, _) in deliveries {
+            let global = self.slots.clone().try_acquire_owned().ok()?;
+            let local = self.webhook_slot(webhook_id)?;
+            slots.push((global, local));
+        }
+        Some(Reservation {
+            lease: Lease {
+                owner: self.owner.clone(),
+                until: now_ms().saturating_add((self.config.lease_secs * 1000) as i64),
+            },
+            slots,
+        })
+    }
+
+    /// Starts the deliveries of `event`, just committed under `reservation`'s lease: the same
+    /// `deliveries` that were reserved, in the same order.
+    pub fn start_reserved(
+        self: &Arc<Self>,
+        reservation: Reservation,
+        event: Event,
+        deliveries: Vec<(String, String)>,
+    ) {
+        let events = std::iter::repeat_n(event, deliveries.len());
+        for (((global, local), (webhook_id, id)), event) in
+            reservation.slots.into_iter().zip(deliveries).zip(events)
+        {
+            let job = Job {
+                delivery: Delivery {
+                    id,
+                    event_id: event.id.clone(),
+                    event_type: event.event_type.clone(),
+                    webhook_id,
+                    status: DeliveryStatus::Pending,
+                    attempts: 0,
+                    next_attempt_at: Some(event.received_at),
+                    last_status: None,
+                    last_error: None,
+                    created_at: event.received_at,
+                    updated_at: event.received_at,
+                },
+                event,
+                attempt_no: 1,
+            };
+            self.metrics.started_at_ingest.inc();
+            self.start(job, global, local);
         }
     }
 
@@ -149,6 +266,16 @@ impl Deliverer {
                 }
             }
         }
+        self.stopping.store(true, Ordering::Release);
+        // Claimed ahead but not started: give them back so that they need not wait for their
+        // lease after a restart.
+        let waiting: Vec<(Job, Millis)> = self
+            .lock_queues()
+            .values_mut()
+            .flat_map(|q| q.waiting.drain(..))
+            .collect();
+        self.metrics.queued.dec_by(waiting.len() as i64);
+        self.give_back_leased(waiting, now_ms()).await;
         let all = self.config.concurrency as u32;
         match tokio::time::timeout(grace, self.slots.acquire_many(all)).await {
             Ok(_) => info!("deliveries drained"),
@@ -163,17 +290,27 @@ impl Deliverer {
     /// work never waits on this process. Returns how many deliveries were claimed.
     async fn dispatch_once(self: &Arc<Self>, first: OwnedSemaphorePermit) -> usize {
         let free = self.slots.available_permits() + 1;
-        let exclude: Vec<String> = self
-            .per_webhook
-            .iter()
-            .filter(|e| e.value().1.available_permits() == 0)
-            .map(|e| e.key().clone())
-            .collect();
+        // Webhooks with every slot busy and a full queue here are left out.
+        let exclude: Vec<String> = {
+            let queues = self.lock_queues();
+            self.per_webhook
+                .iter()
+                .filter(|e| {
+                    let (limit, sem) = e.value();
+                    sem.available_permits() == 0
+                        && queues.get(e.key()).map_or(0, |q| q.waiting.len()) >= *limit as usize
+                })
+                .map(|e| e.key().clone())
+                .collect()
+        };
+        let limit = self.webhook_room(free, CLAIM_BATCH);
+        let now = now_ms();
+        let lease_ms = (self.config.lease_secs * 1000) as i64;
         let req = ClaimRequest {
             owner: self.owner.clone(),
-            now: now_ms(),
-            lease_ms: (self.config.lease_secs * 1000) as i64,
-            limit: self.webhook_room(free.min(CLAIM_BATCH)),
+            now,
+            lease_ms,
+            limit,
             exclude_webhooks: exclude,
         };
         let jobs = match self.store.claim(req).await {
@@ -186,62 +323,186 @@ impl Deliverer {
             }
         };
         let claimed = jobs.len();
+        self.metrics.claimed.inc_by(claimed as u64);
         let mut first = Some(first);
         let mut give_back = Vec::new();
         for job in jobs {
-            let global = match first.take() {
-                Some(p) => p,
-                None => match self.slots.clone().try_acquire_owned() {
-                    Ok(p) => p,
-                    Err(_) => {
+            let global = first
+                .take()
+                .or_else(|| self.slots.clone().try_acquire_owned().ok());
+            let local = global
+                .as_ref()
+                .and_then(|_| self.webhook_slot(&job.delivery.webhook_id));
+            match (global, local) {
+                (Some(global), Some(local)) => self.start(job, global, local),
+                _ => {
+                    if let Some(job) = self.queue(job, now.saturating_add(lease_ms)) {
                         give_back.push(job.delivery.id);
-                        continue;
                     }
-                },
-            };
-            let Some(local) = self.webhook_slot(&job.delivery.webhook_id) else {
-                give_back.push(job.delivery.id);
-                continue;
-            };
-            let this = self.clone();
-            tokio::spawn(async move {
-                this.metrics.in_flight.inc();
-                this.deliver(job).await;
-                this.metrics.in_flight.dec();
-                // A saturated webhook (or process) was left out of the last claim: wake the
-                // dispatcher now that a slot is free instead of letting it wait for the poll.
-                let was_full = local.semaphore().available_permits() == 0
-                    || global.semaphore().available_permits() == 0;
-                drop((global, local));
-                if was_full {
-                    this.wake.notify_one();
                 }
-            });
-        }
-        if !give_back.is_empty() {
-            if let Err(e) = self.store.release(&self.owner, &give_back).await {
-                warn!(error = %e, "releasing deliveries failed; they return after their lease");
             }
         }
+        // A full claim may have left due deliveries behind, and given-back or queued ones are
+        // due now: until a claim comes back short, new events wait behind them.
+        let queued = self.lock_queues().values().any(|q| !q.waiting.is_empty());
+        self.backlog.store(
+            claimed >= limit || !give_back.is_empty() || queued,
+            Ordering::Release,
+        );
+        self.give_back(&give_back).await;
         claimed
     }
 
-    /// How many deliveries the enabled webhooks could start here now, up to `cap`: a claim asks
-    /// for no more, so a batch is not claimed for a webhook short of slots only to be released.
-    /// At least one, so deliveries of a webhook this process does not know yet are still claimed
-    /// (and the webhook looked up).
-    fn webhook_room(&self, cap: usize) -> usize {
-        let mut room = 0;
+    /// Queues a claimed `job` whose webhook has no free slot here, to be started by the next of
+    /// that webhook's running deliveries to finish. Refused (the job is returned, to be handed
+    /// back) when none is running here, when the webhook's queue already holds as many as its
+    /// concurrency limit, or when the lease would leave too little time to send it after a wait.
+    fn queue(&self, job: Job, lease_until: Millis) -> Option<Job> {
+        let Some(hook) = self.webhooks.get(&job.delivery.webhook_id) else {
+            return Some(job);
+        };
+        if !startable(&hook, lease_until, now_ms() + QUEUE_MIN_WAIT_MS) {
+            return Some(job);
+        }
+        let mut queues = self.lock_queues();
+        match queues.get_mut(&hook.id) {
+            Some(queue)
+                if queue.running > 0
+                    && queue.waiting.len() < self.webhook_limit(&hook) as usize =>
+            {
+                queue.waiting.push_back((job, lease_until));
+                self.metrics.queued.inc();
+                None
+            }
+            _ => Some(job),
+        }
+    }
+
+    /// Called by a task of `webhook_id` that finished a delivery: the webhook's next queued
+    /// delivery that can still be started, for the task to send next, or none, and the task
+    /// ends. Queued ones whose lease got too short, or whose webhook is gone or disabled, are
+    /// handed back. Wakes the dispatcher when the queue runs low, so that it is refilled before
+    /// it runs dry.
+    async fn next_queued(&self, webhook_id: &str) -> Option<Job> {
+        let hook = self.webhooks.get(webhook_id).filter(|h| h.spec.enabled);
+        let now = now_ms();
+        let mut stale = Vec::new();
+        let next = {
+            let mut queues = self.lock_queues();
+            let queue = queues.entry(webhook_id.to_owned()).or_default();
+            let mut next = None;
+            while let Some((job, lease_until)) = queue.waiting.pop_front() {
+                self.metrics.queued.dec();
+                match &hook {
+                    Some(hook) if startable(hook, lease_until, now) => {
+                        next = Some(job);
+                        break;
+                    }
+                    _ => stale.push((job, lease_until)),
+                }
+            }
+            if let Some(hook) = &hook {
+                if queue.waiting.len() <= self.webhook_limit(hook) as usize / 2 {
+                    self.wake.notify_one();
+                }
+            }
+            if next.is_none() {
+                queue.running = queue.running.saturating_sub(1);
+                if queue.running == 0 && queue.waiting.is_empty() {
+                    queues.remove(webhook_id);
+                }
+            }
+            next
+        };
+        self.give_back_leased(stale, now).await;
+        next
+    }
+
+    fn lock_queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, WebhookQueue>> {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Releases deliveries this process will not send after all. Only those whose lease has not
+    /// run out: one that has may have been claimed again since (by this very process, under
+    /// the same owner), and releasing it would free the new claim.
+    async fn give_back_leased(&self, jobs: Vec<(Job, Millis)>, now: Millis) {
+        let ids: Vec<String> = jobs
+            .into_iter()
+            .filter(|(_, lease_until)| *lease_until > now)
+            .map(|(job, _)| job.delivery.id)
+            .collect();
+        self.give_back(&ids).await;
+    }
+
+    /// Releases leased deliveries this process will not send, so that they are claimable now.
+    async fn give_back(&self, ids: &[String]) {
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.release(&self.owner, ids).await {
+            warn!(error = %e, "releasing deliveries failed; they return after their lease");
+        }
+    }
+
+    /// Sends `job` on a task of its own, holding its global and per-webhook slots until done.
+    fn start(
+        self: &Arc<Self>,
+        job: Job,
+        global: OwnedSemaphorePermit,
+        local: OwnedSemaphorePermit,
+    ) {
+        let webhook_id = job.delivery.webhook_id.clone();
+        self.lock_queues()
+            .entry(webhook_id.clone())
+            .or_default()
+            .running += 1;
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut job = job;
+            loop {
+                this.metrics.in_flight.inc();
+                this.deliver(job).await;
+                this.metrics.in_flight.dec();
+                // The slots pass on to the webhook's next queued delivery, if any.
+                match this.next_queued(&webhook_id).await {
+                    Some(next) => job = next,
+                    None => break,
+                }
+            }
+            // A saturated webhook (or process) was left out of the last claim: wake the
+            // dispatcher now that a slot is free instead of letting it wait for the poll.
+            let was_full = local.semaphore().available_permits() == 0
+                || global.semaphore().available_permits() == 0;
+            drop((global, local));
+            if was_full {
+                this.wake.notify_one();
+            }
+        });
+    }
+
+    /// How many deliveries the enabled webhooks could start (within `free` global slots) or
+    /// queue here now, up to `cap`: a claim asks for no more, so a batch is not claimed for a
+    /// webhook short of slots only to be released. At least one, so deliveries of a webhook this
+    /// process does not know yet are still claimed (and the webhook looked up).
+    fn webhook_room(&self, free: usize, cap: usize) -> usize {
+        let queues = self.lock_queues();
+        let (mut start, mut wait) = (0, 0);
         for hook in self.webhooks.enabled() {
-            room += match self.per_webhook.get(&hook.id) {
+            let limit = self.webhook_limit(&hook) as usize;
+            start += match self.per_webhook.get(&hook.id) {
                 Some(entry) => entry.value().1.available_permits(),
-                None => self.webhook_limit(&hook) as usize,
+                None => limit,
             };
-            if room >= cap {
+            // Behind deliveries running here, as many again may wait for their slots.
+            wait += queues
+                .get(&hook.id)
+                .filter(|q| q.running > 0)
+                .map_or(0, |q| limit.saturating_sub(q.waiting.len()));
+            if start.min(free) + wait >= cap {
                 return cap;
             }
         }
-        room.max(1)
+        (start.min(free) + wait).max(1)
     }
 
     /// A webhook's concurrency limit here.
@@ -745,6 +1006,16 @@ fn outcome_of(next: &Next) -> AttemptOutcome {
         Next::Dead => AttemptOutcome::Dead,
         Next::Skipped => AttemptOutcome::Skipped,
     }
+}
+
+/// Whether a delivery of `hook` leased until `lease_until` may still be started at `now`: its
+/// attempt (the webhook's timeout) and the recording of it must end within the lease, or another
+/// worker could claim it again meanwhile.
+fn startable(hook: &Webhook, lease_until: Millis, now: Millis) -> bool {
+    let needed = i64::try_from(hook.spec.timeout_ms)
+        .unwrap_or(i64::MAX)
+        .saturating_add(LEASE_MARGIN_MS);
+    now.saturating_add(needed) <= lease_until
 }
 
 fn outcome_name(outcome: AttemptOutcome) -> &'static str {

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::error::{body_error, from_value, parse_json, ApiError};
 use super::Shared;
+use crate::delivery::worker::Reservation;
 use crate::model::{new_id, now_ms, Event, EventToIngest, IngestResult, NewEvent};
 
 /// Longest event id and type accepted.
@@ -117,14 +118,59 @@ fn prepare(state: &Shared, event: NewEvent, at: &str) -> Result<EventToIngest, A
             received_at,
         },
         deliveries,
+        lease: None,
     })
 }
 
-async fn commit(state: &Shared, events: Vec<EventToIngest>) -> Result<Vec<IngestResult>, ApiError> {
+/// An event whose deliveries this process reserved slots for, kept to start them once
+/// committed.
+struct Reserved {
+    reservation: Reservation,
+    event: Event,
+    deliveries: Vec<(String, String)>,
+}
+
+/// Commits `events` and starts their deliveries: at once in this process where it has the
+/// slots (committed leased to it, see
+/// [`Deliverer::reserve`](crate::delivery::worker::Deliverer::reserve)), else by waking the
+/// workers to claim them.
+async fn commit(
+    state: &Shared,
+    mut events: Vec<EventToIngest>,
+) -> Result<Vec<IngestResult>, ApiError> {
+    let mut reserved: Vec<Option<Reserved>> = Vec::with_capacity(events.len());
+    for e in &mut events {
+        let reservation = state
+            .deliverer
+            .as_ref()
+            .and_then(|d| d.reserve(&e.deliveries));
+        reserved.push(reservation.map(|reservation| {
+            e.lease = Some(reservation.lease().clone());
+            Reserved {
+                reservation,
+                event: e.event.clone(),
+                deliveries: e.deliveries.clone(),
+            }
+        }));
+    }
+    // On an error the reservations are dropped, which frees their slots.
     let results = state.store.ingest(events).await?;
     let fresh = results.iter().filter(|r| !r.duplicate).count();
     state.metrics.events_accepted.inc_by(fresh as u64);
-    if results.iter().any(|r| !r.duplicate && r.deliveries > 0) {
+    let mut waiting = false;
+    for (result, reserved) in results.iter().zip(reserved) {
+        if result.duplicate || result.deliveries == 0 {
+            // A duplicate committed nothing: its reservation is dropped, its slots freed.
+            continue;
+        }
+        match (reserved, &state.deliverer) {
+            (Some(r), Some(deliverer)) => {
+                deliverer.start_reserved(r.reservation, r.event, r.deliveries)
+            }
+            _ => waiting = true,
+        }
+    }
+    if waiting {
         state.wake.notify_one();
     }
     Ok(results)

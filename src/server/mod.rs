@@ -17,6 +17,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 
 use crate::config::Config;
+use crate::delivery::worker::Deliverer;
 use crate::metrics::Metrics;
 use crate::model::now_ms;
 use crate::plugin::PluginHost;
@@ -48,6 +49,9 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// The plugin registry (none when plugins are off).
     pub plugins: Option<Arc<PluginHost>>,
+    /// The workers, which start new deliveries at ingest when they can (none: every delivery
+    /// waits for a claim).
+    pub deliverer: Option<Arc<Deliverer>>,
 }
 
 /// Shared state of the routers.

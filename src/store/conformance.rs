@@ -36,6 +36,7 @@ macro_rules! for_each_check {
             changes_are_announced,
             plugin_versions,
             followups_commit_with_the_lease,
+            a_lease_at_ingest_is_a_claim,
         );
     };
 }
@@ -52,7 +53,7 @@ use tokio::sync::broadcast;
 use super::{ClaimRequest, Error, Store, StoreChange};
 use crate::model::{
     new_id, Attempt, AttemptOutcome, Completion, Delivery, DeliveryFilter, DeliveryStatus, Event,
-    EventToIngest, Job, Millis, Next, RequestLog, Webhook, WebhookSpec,
+    EventToIngest, Job, Lease, Millis, Next, RequestLog, Webhook, WebhookSpec,
 };
 
 /// The simulated start of time (November 2023), so `now_ms()` of the store is always later.
@@ -102,6 +103,7 @@ fn to_ingest(event: Event, hooks: &[&Webhook]) -> EventToIngest {
             .iter()
             .map(|h| (h.id.clone(), new_id("msg")))
             .collect(),
+        lease: None,
     }
 }
 
@@ -354,6 +356,7 @@ pub(crate) async fn failed_ingest_stores_nothing(store: Arc<dyn Store>) {
             event: event("evt-3", "user.created", T0),
             // Reuses a delivery id: the whole call must fail.
             deliveries: vec![(h.id.clone(), taken.clone())],
+            lease: None,
         },
     ];
     let fine = vec![to_ingest(event("evt-4", "user.created", T0), &[&h])];
@@ -1348,4 +1351,73 @@ pub(crate) async fn followups_commit_with_the_lease(store: Arc<dyn Store>) {
         get(store, &old.delivery.id).await.status,
         DeliveryStatus::Pending
     );
+}
+
+/// Deliveries ingested with a lease are as good as claimed by its owner: nobody else claims
+/// them until it expires, the owner completes them like claimed ones, a lapsed one is claimed
+/// again (the owner may have died), and a duplicate event leases nothing.
+pub(crate) async fn a_lease_at_ingest_is_a_claim(store: Arc<dyn Store>) {
+    let store = &*store;
+    let h = add_webhook(store, "hook").await;
+    let free = ingest_one(store, "evt-0", T0, &[&h]).await.remove(0);
+    let leased = |id: &str, owner: &str, until: Millis| {
+        let mut e = to_ingest(event(id, "user.created", T0), &[&h]);
+        e.lease = Some(Lease {
+            owner: owner.to_owned(),
+            until,
+        });
+        e
+    };
+    let kept = leased("evt-1", "ingester", T0 + LEASE);
+    let lapsed = leased("evt-2", "crashed", T0 + 1_000);
+    let (kept_id, lapsed_id) = (kept.deliveries[0].1.clone(), lapsed.deliveries[0].1.clone());
+    let results = store.ingest(vec![kept, lapsed]).await.expect("ingest");
+    assert!(results.iter().all(|r| !r.duplicate && r.deliveries == 1));
+    let pending = get(store, &kept_id).await;
+    assert_eq!(pending.status, DeliveryStatus::Pending);
+    assert_eq!((pending.attempts, pending.next_attempt_at), (0, Some(T0)));
+
+    assert_eq!(
+        ids(&claim(store, "other", T0 + 1, 10).await),
+        vec![free],
+        "only the delivery ingested without a lease is claimable"
+    );
+    assert!(claim(store, "other", T0 + 999, 10).await.is_empty());
+    let jobs = claim(store, "other", T0 + 1_000, 10).await;
+    assert_eq!(
+        ids(&jobs),
+        vec![lapsed_id],
+        "a lapsed lease is claimed again"
+    );
+    assert_eq!(jobs[0].attempt_no, 1);
+
+    // The same event again, under a longer lease of someone else's: a duplicate, nothing changes.
+    let results = store
+        .ingest(vec![leased("evt-1", "someone-else", T0 + 100 * LEASE)])
+        .await
+        .expect("ingest");
+    assert!(results[0].duplicate);
+    assert!(claim(store, "other", T0 + LEASE - 1, 10).await.is_empty());
+
+    // The owner completes it without having claimed it.
+    let job = Job {
+        delivery: pending,
+        event: event("evt-1", "user.created", T0),
+        attempt_no: 1,
+    };
+    assert!(
+        complete(
+            store,
+            "ingester",
+            &job,
+            Next::RetryAt(T0 + 2_000),
+            Some(503)
+        )
+        .await
+    );
+    let d = get(store, &kept_id).await;
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Pending, 1));
+    let jobs = claim(store, "other", T0 + 2_000, 10).await;
+    assert_eq!(ids(&jobs), vec![kept_id], "its retry is claimable as usual");
+    assert_eq!(jobs[0].attempt_no, 2);
 }

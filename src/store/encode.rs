@@ -4,7 +4,8 @@
 
 use super::{Result, DEFAULT_PAGE, MAX_PAGE};
 use crate::model::{
-    Attempt, AttemptOutcome, Completion, Delivery, DeliveryFilter, Event, EventToIngest, Next, Page,
+    Attempt, AttemptOutcome, Completion, Delivery, DeliveryFilter, Event, EventToIngest, Lease,
+    Next, Page,
 };
 
 /// The columns a store's `delivery_row` reads, in its order.
@@ -62,6 +63,7 @@ pub(super) struct EncodedEvent {
     pub(super) data: String,
     pub(super) context: String,
     pub(super) deliveries: Vec<(String, String)>,
+    pub(super) lease: Option<Lease>,
 }
 
 /// [`EncodedEvent`]s of `events`, in order.
@@ -74,6 +76,7 @@ pub(super) fn encode_events(events: Vec<EventToIngest>) -> Result<Vec<EncodedEve
                 context: to_json(&e.event.context)?,
                 event: e.event,
                 deliveries: e.deliveries,
+                lease: e.lease,
             })
         })
         .collect()

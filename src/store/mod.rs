@@ -5,9 +5,9 @@
 //! Every delivery is one row. Its state machine:
 //!
 //! ```text
-//!                 ingest (same transaction as its event)
-//!                         |
-//!                         v
+//!                 ingest (same transaction as its event)     ingest with a lease
+//!                         |                                       (handed to its worker)
+//!                         v                                        v
 //!    +------------>   pending  --------- claim ---------> pending + lease(owner, until)
 //!    |                 ^   ^                                   |        |
 //!    | replay          |   +--- complete(RetryAt) / release ---+        | lease expires:
@@ -22,6 +22,10 @@
 //!   are committed (fsync'd) in one transaction; either all of them exist or none do.
 //! - **Idempotent ingest.** An event id is stored once; ingesting it again enqueues nothing and
 //!   reports `duplicate`.
+//! - **A lease at ingest is a claim.** An event ingested with a [`Lease`](crate::model::Lease)
+//!   commits its deliveries already leased to that owner, exactly as if it had claimed them in the
+//!   same transaction: nobody else claims them until the lease expires, and the owner completes
+//!   them as claimed ones. A duplicate event leases nothing.
 //! - **Claiming is exclusive while the lease lasts.** `claim` hands out only `pending` deliveries
 //!   that are due (`next_attempt_at <= now`), whose webhook exists and is enabled, and that hold no
 //!   unexpired lease; it sets `lease_owner` and `lease_until`. Two claimers never get the same

@@ -712,6 +712,7 @@ async fn ingest_in(
 
     let (mut d_ids, mut d_events, mut d_hooks, mut d_types, mut d_at) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut d_owners, mut d_until) = (Vec::new(), Vec::new());
     for &i in &order {
         let e = &events[i];
         if !inserted.contains(&e.event.id) {
@@ -723,21 +724,30 @@ async fn ingest_in(
             d_hooks.push(webhook_id.as_str());
             d_types.push(e.event.event_type.as_str());
             d_at.push(e.event.received_at);
+            d_owners.push(e.lease.as_ref().map(|l| l.owner.as_str()));
+            d_until.push(e.lease.as_ref().map(|l| l.until));
         }
     }
     if !d_ids.is_empty() {
         let stmt = tx
             .prepare_cached(
                 "INSERT INTO deliveries (id, event_id, webhook_id, event_type, status, attempts, \
-                 total_attempts, next_attempt_at, created_at, updated_at) \
+                 total_attempts, next_attempt_at, lease_owner, lease_until, created_at, \
+                 updated_at) \
                  SELECT d.id, d.event_id, d.webhook_id, d.event_type, 'pending', 0, 0, d.at, \
-                        d.at, d.at \
-                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[]) \
-                      AS d (id, event_id, webhook_id, event_type, at)",
+                        d.owner, d.until, d.at, d.at \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], \
+                             $6::text[], $7::int8[]) \
+                      AS d (id, event_id, webhook_id, event_type, at, owner, until)",
             )
             .await?;
-        tx.execute(&stmt, &[&d_ids, &d_events, &d_hooks, &d_types, &d_at])
-            .await?;
+        tx.execute(
+            &stmt,
+            &[
+                &d_ids, &d_events, &d_hooks, &d_types, &d_at, &d_owners, &d_until,
+            ],
+        )
+        .await?;
     }
 
     let duplicates: Vec<&str> = events
@@ -1742,6 +1752,7 @@ mod tests {
                     (h1.id.clone(), new_id("msg")),
                     (h2.id.clone(), new_id("msg")),
                 ],
+                lease: None,
             })
             .collect();
         stores[0].ingest(events).await.expect("ingest");
@@ -1883,6 +1894,7 @@ mod tests {
                 .map(|i| EventToIngest {
                     event: conformance::event(&format!("evt-{i}"), "user.created", conformance::T0),
                     deliveries: vec![(hook.id.clone(), new_id("msg"))],
+                    lease: None,
                 })
                 .collect();
             if reverse {

@@ -848,8 +848,8 @@ fn ingest_in(conn: &Connection, events: &[EncodedEvent]) -> Result<Vec<IngestRes
     )?;
     let mut insert_delivery = conn.prepare_cached(
         "INSERT INTO deliveries (id, event_id, webhook_id, event_type, status, attempts, \
-         total_attempts, next_attempt_at, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, 'pending', 0, 0, ?5, ?5, ?5)",
+         total_attempts, next_attempt_at, lease_owner, lease_until, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, 'pending', 0, 0, ?5, ?6, ?7, ?5, ?5)",
     )?;
     let mut count = conn.prepare_cached("SELECT COUNT(*) FROM deliveries WHERE event_id = ?1")?;
     let mut results = Vec::with_capacity(events.len());
@@ -872,13 +872,19 @@ fn ingest_in(conn: &Connection, events: &[EncodedEvent]) -> Result<Vec<IngestRes
             });
             continue;
         }
+        let (owner, until) = match &e.lease {
+            Some(lease) => (Some(lease.owner.as_str()), Some(lease.until)),
+            None => (None, None),
+        };
         for (webhook_id, delivery_id) in &e.deliveries {
             insert_delivery.execute(params![
                 delivery_id,
                 ev.id,
                 webhook_id,
                 ev.event_type,
-                ev.received_at
+                ev.received_at,
+                owner,
+                until
             ])?;
         }
         results.push(IngestResult {
@@ -1536,6 +1542,7 @@ mod tests {
             .map(|i| EventToIngest {
                 event: conformance::event(&format!("evt-{i}"), "user.created", conformance::T0),
                 deliveries: vec![(hook.id.clone(), new_id("msg"))],
+                lease: None,
             })
             .collect();
         store.ingest(events).await.expect("ingest");
@@ -1576,6 +1583,7 @@ mod tests {
                     .ingest(vec![EventToIngest {
                         event,
                         deliveries: vec![(hook_id, new_id("msg"))],
+                        lease: None,
                     }])
                     .await
             }));
@@ -1609,6 +1617,7 @@ mod tests {
             .map(|i| EventToIngest {
                 event: conformance::event(&format!("evt-{i}"), "user.created", conformance::T0),
                 deliveries: vec![(hook.id.clone(), new_id("msg"))],
+                lease: None,
             })
             .collect();
         store.ingest(events).await.expect("ingest");
@@ -1634,6 +1643,7 @@ mod tests {
             .ingest(vec![EventToIngest {
                 event,
                 deliveries: vec![(hook.id.clone(), new_id("msg"))],
+                lease: None,
             }])
             .await
             .expect("ingest");

@@ -196,3 +196,148 @@ async fn redirects_are_not_followed() {
     assert_eq!(target.count(), 0);
     gw.stop().await;
 }
+
+/// A new event's delivery starts in the process that accepted it, without a claim, when that
+/// process has a free slot for it; a webhook at its limit leaves the next one queued, and the
+/// workers claim it once the slot frees. With `start_at_ingest` off every delivery is claimed.
+#[tokio::test(flavor = "multi_thread")]
+async fn deliveries_start_at_ingest_when_a_slot_is_free() {
+    for start_at_ingest in [true, false] {
+        let dir = temp_dir();
+        let mut config = test_config(dir.path());
+        config.delivery.start_at_ingest = start_at_ingest;
+        let gw = TestGateway::start(config).await;
+        let rx = Receiver::start().await;
+        gw.create_webhook(
+            json!({"name": "single", "events": ["*"], "url": rx.url("/"),
+                                 "max_concurrency": 1}),
+        )
+        .await;
+        // The first answer takes a while: its delivery holds the webhook's only slot meanwhile.
+        post_two_behind_a_slow_first(&gw, &rx, Duration::from_millis(500)).await;
+        let got = rx.wait_for(2).await;
+        let order: Vec<i64> = got
+            .iter()
+            .map(|r| r.json()["data"]["n"].as_i64().unwrap())
+            .collect();
+        assert_eq!(order, vec![1, 2]);
+        gw.wait_for_status("single", "succeeded", 2).await;
+
+        let started = gw
+            .metric("hookyard_deliveries_started_at_ingest_total")
+            .await;
+        let claimed = gw.metric("hookyard_deliveries_claimed_total").await;
+        if start_at_ingest {
+            assert_eq!(
+                (started, claimed),
+                (Some(1.0), Some(1.0)),
+                "the first started at ingest; the second, queued behind the busy slot, was claimed"
+            );
+        } else {
+            assert_eq!((started, claimed), (Some(0.0), Some(2.0)));
+        }
+        gw.stop().await;
+    }
+}
+
+/// Deliveries claimed while their webhook's slots are all busy wait in the process for those
+/// slots instead of being handed back: each delivery that finishes starts the next one at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn deliveries_claimed_ahead_wait_for_their_webhooks_slot() {
+    let dir = temp_dir();
+    let gw = TestGateway::start(test_config(dir.path())).await;
+    let rx = Receiver::start().await;
+    rx.set_default(Reply::status(200).delay(Duration::from_millis(150)));
+    gw.create_webhook(
+        json!({"name": "single", "events": ["*"], "url": rx.url("/"),
+                             "max_concurrency": 1}),
+    )
+    .await;
+    let batch: Vec<_> = (0..8)
+        .map(|n| json!({"type": "t", "data": {"n": n}}))
+        .collect();
+    let (status, body) = gw.post_batch(json!(batch)).await;
+    assert_eq!(status, 202, "{body}");
+    eventually(
+        Duration::from_secs(10),
+        "a delivery claimed ahead, waiting for the webhook's one slot",
+        || async {
+            let waiting = gw.metric("hookyard_deliveries_claimed_ahead").await;
+            (waiting == Some(1.0)).then_some(())
+        },
+    )
+    .await;
+    let got = rx.wait_for(8).await;
+    let mut sent: Vec<i64> = got
+        .iter()
+        .map(|r| r.json()["data"]["n"].as_i64().unwrap())
+        .collect();
+    sent.sort_unstable();
+    assert_eq!(sent, (0..8).collect::<Vec<_>>(), "each sent once");
+    gw.wait_for_status("single", "succeeded", 8).await;
+    assert_eq!(
+        gw.metric("hookyard_deliveries_claimed_ahead").await,
+        Some(0.0)
+    );
+    gw.stop().await;
+}
+
+/// A delivery that waited here for a slot until its lease could no longer cover an attempt is
+/// handed back and claimed again, not sent on a lease about to run out (another worker could
+/// claim it meanwhile); it is still sent exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claimed_ahead_delivery_whose_lease_ran_short_is_claimed_again() {
+    let dir = temp_dir();
+    let mut config = test_config(dir.path());
+    // A webhook timeout of 2.5 s plus the 5 s margin leaves 1.5 s of waiting on a 9 s lease.
+    config.delivery.lease_secs = 9;
+    let gw = TestGateway::start(config).await;
+    let rx = Receiver::start().await;
+    gw.create_webhook(
+        json!({"name": "single", "events": ["*"], "url": rx.url("/"),
+                             "max_concurrency": 1, "timeout_ms": 2500}),
+    )
+    .await;
+    // The first attempt runs into the timeout, holding the one slot for 2.5 s: the second
+    // event's delivery, claimed meanwhile, waits longer than its lease allows.
+    post_two_behind_a_slow_first(&gw, &rx, Duration::from_millis(3000)).await;
+    eventually(
+        Duration::from_secs(5),
+        "the second claimed ahead",
+        || async {
+            let waiting = gw.metric("hookyard_deliveries_claimed_ahead").await;
+            (waiting == Some(1.0)).then_some(())
+        },
+    )
+    .await;
+    gw.wait_for_status("single", "succeeded", 2).await;
+    let second: Vec<_> = rx
+        .received()
+        .into_iter()
+        .filter(|r| r.json()["data"]["n"] == 2)
+        .collect();
+    assert_eq!(second.len(), 1, "the second event was sent once");
+    let claimed = gw.metric("hookyard_deliveries_claimed_total").await;
+    assert!(
+        claimed >= Some(3.0),
+        "the second was claimed twice (ahead, then again after it was handed back) and the \
+         first once for its retry: {claimed:?}"
+    );
+    gw.stop().await;
+}
+
+/// Posts an event answered after `answer_after`, waits until its request arrives (it holds
+/// its webhook's slot until then), and posts a second one.
+async fn post_two_behind_a_slow_first(gw: &TestGateway, rx: &Receiver, answer_after: Duration) {
+    rx.script([Reply::status(200).delay(answer_after)]);
+    let (status, body) = gw.post_event(json!({"type": "t", "data": {"n": 1}})).await;
+    assert_eq!(status, 202, "{body}");
+    eventually(
+        Duration::from_secs(5),
+        "the first request arrives",
+        || async { (rx.arrived() == 1).then_some(()) },
+    )
+    .await;
+    let (status, body) = gw.post_event(json!({"type": "t", "data": {"n": 2}})).await;
+    assert_eq!(status, 202, "{body}");
+}
