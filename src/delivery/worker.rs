@@ -78,9 +78,10 @@ pub struct Deliverer {
     /// Per-webhook in-flight bounds, keyed by webhook id; the limit travels with the semaphore so
     /// a changed limit gets a new one.
     per_webhook: DashMap<String, (u32, Arc<Semaphore>)>,
-    /// Set when the last claim may have left due deliveries behind (it filled its limit or gave
-    /// some back); new events then queue behind them instead of starting at ingest.
-    backlog: AtomicBool,
+    /// Set once a claim has come back short: from then on, which webhooks may have due
+    /// deliveries waiting in the store is known ([`WebhookQueue::behind`]). Until then (a
+    /// backlog from before a restart) nothing starts at ingest.
+    caught_up: AtomicBool,
     /// Set once the dispatcher stops: nothing more starts at ingest.
     stopping: AtomicBool,
     /// Per webhook: its deliveries running here, and those claimed ahead while its slots were
@@ -96,6 +97,55 @@ struct WebhookQueue {
     running: usize,
     /// Claimed, waiting for one of those tasks, oldest first, each with the end of its lease.
     waiting: VecDeque<(Job, Millis)>,
+    /// Due deliveries of this webhook may be waiting in the store (a full claim took some of
+    /// them, or some were handed back): its new events queue behind them instead of starting at
+    /// ingest, until a claim that did not leave it out comes back short.
+    behind: bool,
+}
+
+impl WebhookQueue {
+    /// Whether the entry says nothing a fresh one would not.
+    fn is_idle(&self) -> bool {
+        self.running == 0 && self.waiting.is_empty() && !self.behind
+    }
+}
+
+/// Records what a claim says about each webhook's backlog: a claim that came back short took
+/// every due delivery of the webhooks it did not leave out (`excluded`); a full one may have
+/// left more of those it took some of (`claimed`, their webhook ids). Webhooks some were handed
+/// back for (`given_back`) have those due now.
+fn note_claim(
+    queues: &mut HashMap<String, WebhookQueue>,
+    full: bool,
+    excluded: &[String],
+    claimed: &[&str],
+    given_back: &[&str],
+) {
+    if full {
+        for id in claimed {
+            queues.entry((*id).to_owned()).or_default().behind = true;
+        }
+    } else {
+        for (id, queue) in queues.iter_mut() {
+            if !excluded.contains(id) {
+                queue.behind = false;
+            }
+        }
+    }
+    for id in given_back {
+        queues.entry((*id).to_owned()).or_default().behind = true;
+    }
+    queues.retain(|_, queue| !queue.is_idle());
+}
+
+/// Whether new deliveries to these webhooks may start at ingest as far as their queues go: none
+/// of them has deliveries waiting, here or (as far as this process knows) in the store.
+fn nothing_waits(queues: &HashMap<String, WebhookQueue>, deliveries: &[(String, String)]) -> bool {
+    deliveries.iter().all(|(webhook_id, _)| {
+        queues
+            .get(webhook_id)
+            .is_none_or(|q| !q.behind && q.waiting.is_empty())
+    })
 }
 
 /// Slots taken for the deliveries of one event about to be ingested, which this process will
@@ -167,7 +217,7 @@ impl Deliverer {
             config,
             wake,
             per_webhook: DashMap::new(),
-            backlog: AtomicBool::new(true),
+            caught_up: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             queues: std::sync::Mutex::new(HashMap::new()),
         }
@@ -176,14 +226,15 @@ impl Deliverer {
     /// Takes a slot for each of an event's `deliveries` (pairs of webhook id and delivery id),
     /// all or none, so that the ingest can commit them leased to this process and
     /// [`start_reserved`](Self::start_reserved) them once committed, without a claim. None when
-    /// this is off (`delivery.start_at_ingest`), the dispatcher has stopped or may have due
-    /// deliveries waiting (new ones queue behind them), or a slot is missing: the deliveries are
-    /// then committed free and claimed as usual.
+    /// this is off (`delivery.start_at_ingest`), the dispatcher has stopped, one of the
+    /// webhooks may have due deliveries waiting (new ones queue behind them), or a slot is
+    /// missing: the deliveries are then committed free and claimed as usual.
     pub fn reserve(&self, deliveries: &[(String, String)]) -> Option<Reservation> {
         if !self.config.start_at_ingest
             || deliveries.is_empty()
             || self.stopping.load(Ordering::Acquire)
-            || self.backlog.load(Ordering::Acquire)
+            || !self.caught_up.load(Ordering::Acquire)
+            || !nothing_waits(&self.lock_queues(), deliveries)
         {
             return None;
         }
@@ -311,7 +362,7 @@ impl Deliverer {
             now,
             lease_ms,
             limit,
-            exclude_webhooks: exclude,
+            exclude_webhooks: exclude.clone(),
         };
         let jobs = match self.store.claim(req).await {
             Ok(jobs) => jobs,
@@ -324,8 +375,10 @@ impl Deliverer {
         };
         let claimed = jobs.len();
         self.metrics.claimed.inc_by(claimed as u64);
+        let claimed_hooks: Vec<String> =
+            jobs.iter().map(|j| j.delivery.webhook_id.clone()).collect();
         let mut first = Some(first);
-        let mut give_back = Vec::new();
+        let (mut give_back, mut given_back_hooks) = (Vec::new(), Vec::new());
         for job in jobs {
             let global = first
                 .take()
@@ -337,18 +390,26 @@ impl Deliverer {
                 (Some(global), Some(local)) => self.start(job, global, local),
                 _ => {
                     if let Some(job) = self.queue(job, now.saturating_add(lease_ms)) {
+                        given_back_hooks.push(job.delivery.webhook_id);
                         give_back.push(job.delivery.id);
                     }
                 }
             }
         }
-        // A full claim may have left due deliveries behind, and given-back or queued ones are
-        // due now: until a claim comes back short, new events wait behind them.
-        let queued = self.lock_queues().values().any(|q| !q.waiting.is_empty());
-        self.backlog.store(
-            claimed >= limit || !give_back.is_empty() || queued,
-            Ordering::Release,
+        let full = claimed >= limit;
+        note_claim(
+            &mut self.lock_queues(),
+            full,
+            &exclude,
+            &claimed_hooks.iter().map(String::as_str).collect::<Vec<_>>(),
+            &given_back_hooks
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
         );
+        if !full {
+            self.caught_up.store(true, Ordering::Release);
+        }
         self.give_back(&give_back).await;
         claimed
     }
@@ -408,7 +469,7 @@ impl Deliverer {
             }
             if next.is_none() {
                 queue.running = queue.running.saturating_sub(1);
-                if queue.running == 0 && queue.waiting.is_empty() {
+                if queue.is_idle() {
                     queues.remove(webhook_id);
                 }
             }
@@ -1111,4 +1172,83 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event_to(hooks: &[&str]) -> Vec<(String, String)> {
+        hooks
+            .iter()
+            .map(|h| ((*h).to_owned(), format!("msg_{h}")))
+            .collect()
+    }
+
+    /// A webhook whose backlog fills the claims does not keep another one's new events from
+    /// starting at ingest; its own wait until a claim that looked at it comes back short.
+    #[test]
+    fn a_full_claim_puts_behind_only_the_webhooks_it_took_from() {
+        let mut queues = HashMap::new();
+        assert!(nothing_waits(&queues, &event_to(&["slow", "fast"])));
+
+        note_claim(&mut queues, true, &[], &["slow", "slow"], &[]);
+        assert!(!nothing_waits(&queues, &event_to(&["slow"])));
+        assert!(nothing_waits(&queues, &event_to(&["fast"])));
+        assert!(
+            !nothing_waits(&queues, &event_to(&["fast", "slow"])),
+            "an event to both waits"
+        );
+
+        // Short, but with "slow" left out: nothing learnt about it.
+        note_claim(&mut queues, false, &["slow".to_owned()], &[], &[]);
+        assert!(!nothing_waits(&queues, &event_to(&["slow"])));
+        // Short and looking at every webhook: all caught up, and the entry goes.
+        note_claim(&mut queues, false, &[], &["slow"], &[]);
+        assert!(nothing_waits(&queues, &event_to(&["slow", "fast"])));
+        assert!(queues.is_empty());
+    }
+
+    #[test]
+    fn handed_back_or_queued_deliveries_hold_back_their_webhook() {
+        let mut queues = HashMap::new();
+        note_claim(&mut queues, false, &[], &["a", "b"], &["b"]);
+        assert!(nothing_waits(&queues, &event_to(&["a"])));
+        assert!(!nothing_waits(&queues, &event_to(&["b"])), "handed back");
+
+        let mut queues = HashMap::new();
+        let queue: &mut WebhookQueue = queues.entry("c".to_owned()).or_default();
+        queue.running = 1;
+        queue.waiting.push_back((job("c"), 0));
+        note_claim(&mut queues, false, &[], &[], &[]);
+        assert!(!nothing_waits(&queues, &event_to(&["c"])), "queued here");
+        assert!(queues.contains_key("c"), "a busy entry stays");
+    }
+
+    fn job(webhook_id: &str) -> Job {
+        Job {
+            delivery: Delivery {
+                id: "msg_1".to_owned(),
+                event_id: "evt_1".to_owned(),
+                event_type: "t".to_owned(),
+                webhook_id: webhook_id.to_owned(),
+                status: DeliveryStatus::Pending,
+                attempts: 0,
+                next_attempt_at: Some(0),
+                last_status: None,
+                last_error: None,
+                created_at: 0,
+                updated_at: 0,
+            },
+            event: Event {
+                id: "evt_1".to_owned(),
+                event_type: "t".to_owned(),
+                data: serde_json::Value::Null,
+                context: serde_json::Value::Null,
+                occurred_at: 0,
+                received_at: 0,
+            },
+            attempt_no: 1,
+        }
+    }
 }

@@ -153,25 +153,38 @@ async fn commit(
             }
         }));
     }
-    // On an error the reservations are dropped, which frees their slots.
-    let results = state.store.ingest(events).await?;
-    let fresh = results.iter().filter(|r| !r.duplicate).count();
-    state.metrics.events_accepted.inc_by(fresh as u64);
-    let mut waiting = false;
-    for (result, reserved) in results.iter().zip(reserved) {
-        if result.duplicate || result.deliveries == 0 {
-            // A duplicate committed nothing: its reservation is dropped, its slots freed.
-            continue;
-        }
-        match (reserved, &state.deliverer) {
-            (Some(r), Some(deliverer)) => {
-                deliverer.start_reserved(r.reservation, r.event, r.deliveries)
+    // A task of its own, so that a caller who hangs up cannot stop it between the commit and
+    // the start: deliveries committed leased to this process would otherwise wait for their
+    // lease to run out. On an error the reservations are dropped, which frees their slots.
+    let state = state.clone();
+    let task = tokio::spawn(async move {
+        let results = state.store.ingest(events).await?;
+        let fresh = results.iter().filter(|r| !r.duplicate).count();
+        state.metrics.events_accepted.inc_by(fresh as u64);
+        let mut waiting = false;
+        for (result, reserved) in results.iter().zip(reserved) {
+            if result.duplicate || result.deliveries == 0 {
+                // A duplicate committed nothing: its reservation is dropped, its slots freed.
+                continue;
             }
-            _ => waiting = true,
+            match (reserved, &state.deliverer) {
+                (Some(r), Some(deliverer)) => {
+                    deliverer.start_reserved(r.reservation, r.event, r.deliveries)
+                }
+                _ => waiting = true,
+            }
         }
+        if waiting {
+            state.wake.notify_one();
+        }
+        Ok::<_, crate::store::Error>(results)
+    });
+    match task.await {
+        Ok(results) => Ok(results?),
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("ingest failed: {e}"),
+        )),
     }
-    if waiting {
-        state.wake.notify_one();
-    }
-    Ok(results)
 }
