@@ -44,6 +44,8 @@ pub struct Metrics {
     pub oldest_due_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Deliveries being sent right now by this process.
     pub in_flight: Gauge,
+    /// Claims this process made (round trips to the queue that lease due deliveries).
+    pub claims: Counter,
     /// Deliveries this process claimed from the queue.
     pub claimed: Counter,
     /// Deliveries claimed ahead, waiting here for a slot of their webhook.
@@ -117,6 +119,12 @@ impl Metrics {
             "Deliveries being sent by this process",
             in_flight.clone(),
         );
+        let claims = Counter::default();
+        registry.register(
+            "delivery_claims",
+            "Claims this process made (round trips to the queue that lease due deliveries)",
+            claims.clone(),
+        );
         let claimed = Counter::default();
         registry.register(
             "deliveries_claimed",
@@ -180,6 +188,7 @@ impl Metrics {
             queue_due,
             oldest_due_age,
             in_flight,
+            claims,
             claimed,
             queued,
             started_at_ingest,

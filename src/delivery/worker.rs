@@ -374,6 +374,7 @@ impl Deliverer {
             }
         };
         let claimed = jobs.len();
+        self.metrics.claims.inc();
         self.metrics.claimed.inc_by(claimed as u64);
         let claimed_hooks: Vec<String> =
             jobs.iter().map(|j| j.delivery.webhook_id.clone()).collect();

@@ -213,6 +213,7 @@ async fn deliveries_start_at_ingest_when_a_slot_is_free() {
                                  "max_concurrency": 1}),
         )
         .await;
+        wait_for_the_first_claim(&gw).await;
         // The first answer takes a while: its delivery holds the webhook's only slot meanwhile.
         post_two_behind_a_slow_first(&gw, &rx, Duration::from_millis(500)).await;
         let got = rx.wait_for(2).await;
@@ -298,6 +299,7 @@ async fn a_claimed_ahead_delivery_whose_lease_ran_short_is_claimed_again() {
                              "max_concurrency": 1, "timeout_ms": 2500}),
     )
     .await;
+    wait_for_the_first_claim(&gw).await;
     // The first attempt runs into the timeout, holding the one slot for 2.5 s: the second
     // event's delivery, claimed meanwhile, waits longer than its lease allows.
     post_two_behind_a_slow_first(&gw, &rx, Duration::from_millis(3000)).await;
@@ -324,6 +326,17 @@ async fn a_claimed_ahead_delivery_whose_lease_ran_short_is_claimed_again() {
          first once for its retry: {claimed:?}"
     );
     gw.stop().await;
+}
+
+/// Waits until the workers' first claim has come back. It finds nothing in a new gateway, and
+/// until it has come back the process does not know whether a backlog is waiting, so nothing
+/// starts at ingest.
+async fn wait_for_the_first_claim(gw: &TestGateway) {
+    eventually(Duration::from_secs(10), "the first claim", || async {
+        let claims = gw.metric("hookyard_delivery_claims_total").await;
+        claims.is_some_and(|n| n >= 1.0).then_some(())
+    })
+    .await;
 }
 
 /// Posts an event answered after `answer_after`, waits until its request arrives (it holds
