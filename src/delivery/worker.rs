@@ -463,6 +463,8 @@ impl Deliverer {
                     _ => stale.push((job, lease_until)),
                 }
             }
+            // Handed back, they are due now: the webhook's new events wait behind them.
+            queue.behind |= !stale.is_empty();
             if let Some(hook) = &hook {
                 if queue.waiting.len() <= self.webhook_limit(hook) as usize / 2 {
                     self.wake.notify_one();
