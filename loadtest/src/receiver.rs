@@ -68,6 +68,8 @@ pub fn new_histogram() -> Histogram<u64> {
 struct Seen {
     /// By `seq`: when its first 2xx delivery arrived (clock ns), 0 when none yet.
     first_at: Vec<u64>,
+    /// By `seq`: the lag of its first 2xx delivery, microseconds (for `LOADTEST_LAG_DUMP`).
+    first_lag_us: Vec<u32>,
     /// Hashes of the `webhook-id`s answered 2xx.
     msg_ids: HashSet<u64>,
     /// Lag of each 2xx delivery, microseconds.
@@ -98,6 +100,7 @@ impl Hook {
             mode: AtomicU8::new(mode as u8),
             seen: Mutex::new(Seen {
                 first_at: Vec::new(),
+                first_lag_us: Vec::new(),
                 msg_ids: HashSet::new(),
                 lag: new_histogram(),
             }),
@@ -153,6 +156,11 @@ impl Hook {
         lock(&self.seen).first_at.clone()
     }
 
+    /// The lag of every `seq`'s first delivery, microseconds (0: never delivered).
+    pub fn first_lags_us(&self) -> Vec<u32> {
+        lock(&self.seen).first_lag_us.clone()
+    }
+
     fn record(&self, seq: u64, sent_at_ns: u64, msg_id: Option<&[u8]>) {
         let now = clock::now_ns();
         let lag_us = now.saturating_sub(sent_at_ns) / 1000;
@@ -165,9 +173,11 @@ impl Hook {
         if seen.first_at.len() <= i {
             let grown = (i + 1).max(seen.first_at.len() * 2).max(1024);
             seen.first_at.resize(grown, 0);
+            seen.first_lag_us.resize(grown, 0);
         }
         if seen.first_at[i] == 0 {
             seen.first_at[i] = now.max(1);
+            seen.first_lag_us[i] = lag_us.min(u32::MAX as u64) as u32;
             self.delivered.fetch_add(1, Ordering::Relaxed);
         } else {
             self.dup_events.fetch_add(1, Ordering::Relaxed);

@@ -204,6 +204,38 @@ fn webhook(name: &str, events: &[&str], url: String) -> Value {
     })
 }
 
+/// Syncs timed by the disk probe of the baseline.
+const FSYNC_PROBES: usize = 1000;
+
+/// Times `n` rounds of an 8 KiB write and `fdatasync` in a file under `dir` (the gateway's
+/// store lives on the same file system): the floor of a durable commit on this machine.
+fn fsync_probe(dir: &std::path::Path, n: usize) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join("fsync-probe");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    // Preallocated, like a WAL being reused: the size does not change while probing.
+    const SPAN: u64 = 4 << 20;
+    file.set_len(SPAN)?;
+    file.sync_all()?;
+    let page = vec![0x5au8; 8192];
+    let mut lat = new_histogram();
+    for i in 0..n as u64 {
+        file.write_at(&page, (i * 8192) % SPAN)?;
+        let t = Instant::now();
+        file.sync_data()?;
+        let _ = lat.record((t.elapsed().as_micros() as u64).max(1));
+    }
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    Ok(lat)
+}
+
 fn ms(histogram_us: u64) -> f64 {
     histogram_us as f64 / 1000.0
 }
@@ -276,6 +308,16 @@ impl Runner {
         row.diag.notes.push(
             "generator and receiver only (no gateway); ingest column = request round trip".into(),
         );
+        let dir = self.scratch.path().to_owned();
+        match tokio::task::spawn_blocking(move || fsync_probe(&dir, FSYNC_PROBES)).await? {
+            Ok(lat) => row.diag.notes.push(format!(
+                "disk: an 8 KiB write + fdatasync p50 / p99 / max {:.2} / {:.2} / {:.2} ms ({FSYNC_PROBES} calls; every accepted event waits for one)",
+                ms(lat.value_at_quantile(0.5)),
+                ms(lat.value_at_quantile(0.99)),
+                ms(lat.max()),
+            )),
+            Err(e) => row.diag.notes.push(format!("disk probe failed: {e:#}")),
+        }
         push_error_notes(&mut row, &gen);
         self.ceiling = row.accepted_per_s;
         self.print_row(&row);
@@ -851,6 +893,39 @@ fn count_routed(accepted: &[bool], route: &Route, hook: usize) -> u64 {
         .count() as u64
 }
 
+/// With `LOADTEST_LAG_DUMP=<dir>`, writes one line per delivered event of `hook`
+/// (`seq`, milliseconds from the phase's start to its first delivery, its lag in µs) to a file
+/// named after the phase: to see when in a phase the slow deliveries happened.
+fn dump_lags(row: &Row, h: usize, hook: &crate::receiver::Hook, firsts: &[u64], gen: &GenStats) {
+    let Some(dir) = std::env::var_os("LOADTEST_LAG_DUMP") else {
+        return;
+    };
+    let lags = hook.first_lags_us();
+    let mut text = String::from("seq at_ms lag_us\n");
+    for (seq, at) in firsts.iter().enumerate().filter(|(_, t)| **t > 0) {
+        let at_ms = clock::instant_of(*at)
+            .saturating_duration_since(gen.started)
+            .as_secs_f64()
+            * 1e3;
+        let lag = lags.get(seq).copied().unwrap_or(0);
+        text.push_str(&format!("{seq} {at_ms:.3} {lag}\n"));
+    }
+    let name: String = format!("{}-{}-hook{h}.txt", row.scenario, row.load)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let path = std::path::Path::new(&dir).join(name);
+    if let Err(e) = std::fs::write(&path, text) {
+        eprintln!("cannot write {}: {e}", path.display());
+    }
+}
+
 /// Deliveries per second, lag, losses and duplicates of the measured hooks.
 fn fill_deliveries(
     row: &mut Row,
@@ -875,6 +950,7 @@ fn fill_deliveries(
         dup_msgs += m;
         last = last.max(hook.last_at());
         let firsts = hook.first_delivery_times();
+        dump_lags(row, h, hook, &firsts, gen);
         for (seq, accepted) in gen.accepted.iter().enumerate() {
             let got = firsts.get(seq).is_some_and(|t| *t > 0);
             if *accepted && route(seq as u64, h) && !got {

@@ -469,6 +469,11 @@ impl Drop for Checkpointer {
 /// Pragmas and caches of the connection that writes.
 fn configure_writer(conn: &Connection) -> Result<()> {
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // Every command of a group commit runs in a savepoint, and SQLite keeps the pages a
+    // savepoint changes in a sub-journal so that it can roll them back. With temporary files on
+    // disk (the default), a sub-journal past 64 KiB spills into a temporary file: under load
+    // that was ~24 `pwrite`s per delivery, against ~2 for the WAL itself. In memory it is a copy.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
@@ -1524,6 +1529,19 @@ mod tests {
             async move { Arc::new(SqliteStore::open(&path).expect("open store")) as Arc<dyn Store> }
         })
         .await;
+    }
+
+    /// The savepoints of a group commit keep their sub-journals in memory: spilled into a
+    /// temporary file, they cost more `pwrite`s than the WAL itself.
+    #[tokio::test]
+    async fn the_writer_keeps_savepoint_journals_in_memory() {
+        let dir = TempDir::new();
+        let store = file_store(&dir);
+        let temp_store: i64 = store
+            .write(|conn| Ok(conn.pragma_query_value(None, "temp_store", |r| r.get(0))?))
+            .await
+            .expect("read the pragma");
+        assert_eq!(temp_store, 2, "temp_store is not MEMORY");
     }
 
     /// The checkpoint thread copies committed pages into the database file by itself: far below
