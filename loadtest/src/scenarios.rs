@@ -901,7 +901,14 @@ fn dump_lags(row: &Row, h: usize, hook: &crate::receiver::Hook, firsts: &[u64], 
         return;
     };
     let lags = hook.first_lags_us();
-    let mut text = String::from("seq at_ms lag_us\n");
+    // The phase's start as wall-clock time, to line the file up with other recordings.
+    let started_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_sub(gen.started.elapsed())
+        .as_secs_f64()
+        * 1e3;
+    let mut text = format!("# phase started at unix ms {started_unix_ms:.3}\nseq at_ms lag_us\n");
     for (seq, at) in firsts.iter().enumerate().filter(|(_, t)| **t > 0) {
         let at_ms = clock::instant_of(*at)
             .saturating_duration_since(gen.started)
