@@ -629,10 +629,7 @@ impl Runner {
             body: gateway_body(run, n, plan.event_type),
         };
         let record_to = s.perf_record.as_ref().map(|dir| {
-            let name: String = format!("{}-{}", plan.scenario, plan.label)
-                .chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-                .collect();
+            let name = file_stem(&format!("{}-{}", plan.scenario, plan.label));
             dir.join(format!("{name}.perf.data"))
         });
         let stat_dir = s.perf_stat.then(|| self.scratch.path());
@@ -893,6 +890,13 @@ fn count_routed(accepted: &[bool], route: &Route, hook: usize) -> u64 {
         .count() as u64
 }
 
+/// A phase's name made safe for a file name: anything but ASCII letters and digits becomes `-`.
+fn file_stem(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
+}
+
 /// With `LOADTEST_LAG_DUMP=<dir>`, writes one line per delivered event of `hook`
 /// (`seq`, milliseconds from the phase's start to its first delivery, its lag in µs) to a file
 /// named after the phase: to see when in a phase the slow deliveries happened.
@@ -917,17 +921,8 @@ fn dump_lags(row: &Row, h: usize, hook: &crate::receiver::Hook, firsts: &[u64], 
         let lag = lags.get(seq).copied().unwrap_or(0);
         text.push_str(&format!("{seq} {at_ms:.3} {lag}\n"));
     }
-    let name: String = format!("{}-{}-hook{h}.txt", row.scenario, row.load)
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let path = std::path::Path::new(&dir).join(name);
+    let name = file_stem(&format!("{}-{}-hook{h}", row.scenario, row.load));
+    let path = std::path::Path::new(&dir).join(format!("{name}.txt"));
     if let Err(e) = std::fs::write(&path, text) {
         eprintln!("cannot write {}: {e}", path.display());
     }
