@@ -112,36 +112,97 @@ pub fn body_error(rejection: BytesRejection) -> ApiError {
 /// Parses a JSON body: malformed JSON is 400, well-formed JSON of the wrong shape is 422
 /// naming the field.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| invalid_json(&e))?;
     from_value(value)
 }
 
 /// Deserialises a parsed JSON value, with 422 naming the field on failure.
 pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        // The root is "." in serde_path_to_error; the API names it with an empty field.
-        let path = match e.path().to_string() {
-            root if root == "." => String::new(),
-            path => path,
-        };
-        let inner = e.into_inner().to_string();
-        // For a missing field the path ends at its parent; serde names the field in its message.
-        // (For an unknown field the path already ends with it.)
-        let field = named_field(&inner)
-            .map(|f| {
-                if path.is_empty() {
-                    f
-                } else {
-                    format!("{path}.{f}")
-                }
-            })
-            .unwrap_or(path);
-        ApiError::invalid_field(field, inner)
-    })
+    serde_path_to_error::deserialize(value).map_err(shape_error)
+}
+
+fn invalid_json(e: &serde_json::Error) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string())
+}
+
+/// 422 naming the field of well-formed JSON of the wrong shape.
+fn shape_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    // The root is "." in serde_path_to_error; the API names it with an empty field.
+    let path = match e.path().to_string() {
+        root if root == "." => String::new(),
+        path => path,
+    };
+    let inner = e.into_inner().to_string();
+    // For a missing field the path ends at its parent; serde names the field in its message.
+    // (For an unknown field the path already ends with it.)
+    let field = named_field(&inner)
+        .map(|f| {
+            if path.is_empty() {
+                f
+            } else {
+                format!("{path}.{f}")
+            }
+        })
+        .unwrap_or(path);
+    ApiError::invalid_field(field, inner)
 }
 
 fn named_field(message: &str) -> Option<String> {
     let rest = message.strip_prefix("missing field `")?;
     Some(rest.split('`').next()?.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::NewEvent;
+
+    fn parse(body: &str) -> Result<NewEvent, (StatusCode, &'static str, Option<String>)> {
+        parse_json::<NewEvent>(body.as_bytes()).map_err(|e| (e.status, e.code, e.field))
+    }
+
+    #[test]
+    fn a_well_formed_body_of_the_right_shape_parses() {
+        let event = parse(r#"{"type":"user.created","data":{"id":7,"name":"a"}}"#).unwrap();
+        assert_eq!(event.event_type, "user.created");
+        assert_eq!(event.data, serde_json::json!({"id": 7, "name": "a"}));
+    }
+
+    #[test]
+    fn malformed_json_is_400_even_when_the_shape_is_also_wrong_before_the_syntax_error() {
+        for body in [
+            r#"{"type": "#,
+            "not json",
+            "",
+            r#"{"type":"t","data":1}}"#,
+            // The wrong type for `type` comes first; the missing `}` after it still makes the
+            // body malformed, which is what the caller must hear about.
+            r#"{"type": 5, "data": {}"#,
+        ] {
+            let (status, code, _) = parse(body).unwrap_err();
+            assert_eq!(
+                (status, code),
+                (StatusCode::BAD_REQUEST, "invalid_json"),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn well_formed_json_of_the_wrong_shape_is_422_naming_the_field() {
+        for (body, field) in [
+            (r#"{"type": 5, "data": {}}"#, "type"),
+            (r#"{"type": "t"}"#, "data"),
+            (
+                r#"{"type": "t", "data": {}, "occurred_at": "yesterday"}"#,
+                "occurred_at",
+            ),
+            (r#""just a string""#, ""),
+        ] {
+            let (status, code, got) = parse(body).unwrap_err();
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+            assert_eq!(code, "invalid_field", "{body}");
+            assert_eq!(got.as_deref(), Some(field), "{body}");
+        }
+    }
 }
