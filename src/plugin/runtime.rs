@@ -432,7 +432,8 @@ fn engine_config(limits: &PluginsConfig, pooling: bool) -> WasmConfig {
         // still bounds what a call can use): with the whole 32-bit range reserved plus a guard,
         // compiled code needs no bounds check on memory accesses. Reserving only the cap made every
         // load and store check its bounds: field-map calls were ~11 % slower (docs/BENCHMARKS.md).
-        // 64 slots × 4 memories is ~1 TiB of the 128 TiB address space.
+        // With the default 64 call slots (4 memories each) that is ~1 TiB of the 128 TiB of
+        // address space; should the reservation fail, `Runtime::new` falls back to on-demand.
     }
     config
 }
