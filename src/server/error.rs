@@ -39,6 +39,11 @@ impl ApiError {
         }
     }
 
+    /// 400 for a body that is not well-formed JSON.
+    pub fn invalid_json(e: &serde_json::Error) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string())
+    }
+
     /// 404.
     pub fn not_found(what: &str) -> ApiError {
         ApiError::new(
@@ -112,39 +117,33 @@ pub fn body_error(rejection: BytesRejection) -> ApiError {
 /// Parses a JSON body: malformed JSON is 400, well-formed JSON of the wrong shape is 422
 /// naming the field.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| invalid_json(&e))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(&e))?;
     from_value(value)
 }
 
 /// Deserialises a parsed JSON value, with 422 naming the field on failure.
 pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(shape_error)
-}
-
-fn invalid_json(e: &serde_json::Error) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string())
-}
-
-/// 422 naming the field of well-formed JSON of the wrong shape.
-fn shape_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
-    // The root is "." in serde_path_to_error; the API names it with an empty field.
-    let path = match e.path().to_string() {
-        root if root == "." => String::new(),
-        path => path,
-    };
-    let inner = e.into_inner().to_string();
-    // For a missing field the path ends at its parent; serde names the field in its message.
-    // (For an unknown field the path already ends with it.)
-    let field = named_field(&inner)
-        .map(|f| {
-            if path.is_empty() {
-                f
-            } else {
-                format!("{path}.{f}")
-            }
-        })
-        .unwrap_or(path);
-    ApiError::invalid_field(field, inner)
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        // The root is "." in serde_path_to_error; the API names it with an empty field.
+        let path = match e.path().to_string() {
+            root if root == "." => String::new(),
+            path => path,
+        };
+        let inner = e.into_inner().to_string();
+        // For a missing field the path ends at its parent; serde names the field in its message.
+        // (For an unknown field the path already ends with it.)
+        let field = named_field(&inner)
+            .map(|f| {
+                if path.is_empty() {
+                    f
+                } else {
+                    format!("{path}.{f}")
+                }
+            })
+            .unwrap_or(path);
+        ApiError::invalid_field(field, inner)
+    })
 }
 
 fn named_field(message: &str) -> Option<String> {

@@ -110,14 +110,13 @@ fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, ApiError> {
         return Ok(serde_json::to_vec(&object).unwrap_or_default());
     }
     serde_json::from_slice::<serde::de::IgnoredAny>(body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))?;
+        .map_err(|e| ApiError::invalid_json(&e))?;
     Ok(body.to_vec())
 }
 
 /// Without a plugin: each object of the body is a record, identified by `identify_by`.
 fn plain_records(inbound: &InboundConfig, body: &[u8]) -> Result<Vec<InboundRecord>, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(&e))?;
     let objects = match value {
         Value::Array(items) => items,
         other => vec![other],
