@@ -114,8 +114,8 @@ fn user_event() -> Event {
     Event {
         id: "evt_01hzx3k9qw8e7r5t4y2u1i0opa".into(),
         event_type: "user.modified".into(),
-        data,
-        context,
+        data: data.into(),
+        context: context.into(),
         occurred_at: 1_714_549_512_000,
         received_at: 1_714_549_512_031,
     }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput};
 use hookyard::model::{
-    new_id, now_ms, Attempt, AttemptOutcome, Completion, Event, EventToIngest, Next, RequestLog,
-    Webhook, WebhookSpec,
+    new_id, now_ms, Attempt, AttemptOutcome, Completion, Event, EventToIngest, Json, Next,
+    RequestLog, Webhook, WebhookSpec,
 };
 use hookyard::store::sqlite::SqliteStore;
 use hookyard::store::{ClaimRequest, Store};
@@ -28,7 +28,7 @@ const CLAIM: usize = 100;
 struct Db {
     store: Arc<SqliteStore>,
     hook: Webhook,
-    data: Value,
+    data: Json,
     _dir: TempDir,
 }
 
@@ -56,7 +56,7 @@ impl Db {
         Db {
             store: Arc::new(store),
             hook,
-            data: user_record(),
+            data: user_record().into(),
             _dir: dir,
         }
     }
@@ -69,7 +69,8 @@ impl Db {
                 id: new_id("evt"),
                 event_type: "user.modified".into(),
                 data: self.data.clone(),
-                context: json!({"actor": {"id": 1, "username": "admin"}, "tenant": "acme-corp"}),
+                context: json!({"actor": {"id": 1, "username": "admin"}, "tenant": "acme-corp"})
+                    .into(),
                 occurred_at: now - 3,
                 received_at: now,
             },

@@ -199,7 +199,9 @@ fn plugin_check(
         id: new_event.id.unwrap_or_else(|| "evt_check".into()),
         event_type: new_event.event_type,
         data: new_event.data,
-        context: new_event.context.unwrap_or(serde_json::Value::Null),
+        context: new_event
+            .context
+            .unwrap_or_else(hookyard::model::Json::null),
         occurred_at: new_event
             .occurred_at
             .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)

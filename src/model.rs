@@ -457,6 +457,65 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|&c| c == b'*')
 }
 
+/// JSON text kept as it was received: an event's `data` and `context` go from the request body
+/// to the store, the plugin and the delivered body without being parsed into a tree, so key
+/// order, number formatting and the precision of large numbers pass through unchanged, and
+/// nothing is allocated per key. Well-formed by construction (parsed once, on the way in).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Json(Box<serde_json::value::RawValue>);
+
+impl Json {
+    /// `null`.
+    pub fn null() -> Json {
+        Json::from(&Value::Null)
+    }
+
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// Parses the text into a tree, for the rare reader that needs to look inside (write-back
+    /// identifiers). The text is well-formed, so this cannot fail; `null` if it ever did.
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(self.get()).unwrap_or(Value::Null)
+    }
+}
+
+impl From<&Value> for Json {
+    fn from(value: &Value) -> Json {
+        // A `Value` always serialises: its map keys are strings.
+        Json(serde_json::value::to_raw_value(value).expect("a Value serialises"))
+    }
+}
+
+impl From<Value> for Json {
+    fn from(value: Value) -> Json {
+        Json::from(&value)
+    }
+}
+
+/// Text equality: the same JSON written differently (`1.0` and `1`, other key order) differs.
+impl PartialEq for Json {
+    fn eq(&self, other: &Json) -> bool {
+        self.get() == other.get()
+    }
+}
+
+/// Equality of the parsed value, for tests that compare with `json!`.
+impl PartialEq<Value> for Json {
+    fn eq(&self, other: &Value) -> bool {
+        self.to_value() == *other
+    }
+}
+
+impl std::fmt::Debug for Json {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.get())
+    }
+}
+
 /// An event as posted to `POST /v1/events`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -468,10 +527,10 @@ pub struct NewEvent {
     #[serde(rename = "type")]
     pub event_type: String,
     /// The event's payload.
-    pub data: Value,
+    pub data: Json,
     /// Extra context (who did it, which tenant...), passed through.
     #[serde(default)]
-    pub context: Option<Value>,
+    pub context: Option<Json>,
     /// When it happened (RFC 3339); the time of receipt when absent.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub occurred_at: Option<time::OffsetDateTime>,
@@ -486,9 +545,9 @@ pub struct Event {
     #[serde(rename = "type")]
     pub event_type: String,
     /// Payload.
-    pub data: Value,
+    pub data: Json,
     /// Context (`null` when none was given).
-    pub context: Value,
+    pub context: Json,
     /// When it happened.
     pub occurred_at: Millis,
     /// When hookyard accepted it.

@@ -8,7 +8,7 @@
 
 use crate::config::{Config, SinkConfig};
 use crate::model::{
-    new_id, now_ms, Event, EventToIngest, RetryPolicy, SigningConfig, SinkMessage, Webhook,
+    new_id, now_ms, Event, EventToIngest, Json, RetryPolicy, SigningConfig, SinkMessage, Webhook,
     WebhookSpec,
 };
 use crate::store::{self, Store};
@@ -92,8 +92,8 @@ pub fn message(sink_id: &str, message: &SinkMessage) -> EventToIngest {
         event: Event {
             id: new_id("evt"),
             event_type: format!("hookyard.sink.{}", message.operation),
-            data: serde_json::to_value(message).unwrap_or_default(),
-            context: serde_json::Value::Null,
+            data: serde_json::to_value(message).unwrap_or_default().into(),
+            context: Json::null(),
             occurred_at: now,
             received_at: now,
         },

@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::model::{Event, Millis, PluginFailure, Webhook};
+use crate::model::{Event, Json, Millis, PluginFailure, Webhook};
 
 /// A request the worker should send, before auth, signing and the gateway's own headers.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,7 +91,7 @@ pub struct Answer<'a> {
 /// The body without a plugin: a sink message's data as is, else the default envelope.
 pub fn plain_body(hook: &Webhook, event: &Event) -> Vec<u8> {
     if crate::sink::is_sink(hook) {
-        serde_json::to_vec(&event.data).unwrap_or_default()
+        event.data.get().as_bytes().to_vec()
     } else {
         default_body(event)
     }
@@ -104,8 +104,8 @@ pub fn default_body(event: &Event) -> Vec<u8> {
         #[serde(rename = "type")]
         event_type: &'a str,
         timestamp: String,
-        data: &'a serde_json::Value,
-        context: &'a serde_json::Value,
+        data: &'a Json,
+        context: &'a Json,
     }
     let envelope = Envelope {
         event_type: &event.event_type,
@@ -113,7 +113,7 @@ pub fn default_body(event: &Event) -> Vec<u8> {
         data: &event.data,
         context: &event.context,
     };
-    // Serialising Values and strings into a Vec cannot fail.
+    // Serialising raw JSON and strings into a Vec cannot fail.
     serde_json::to_vec(&envelope).unwrap_or_default()
 }
 
@@ -134,8 +134,8 @@ mod tests {
         let event = Event {
             id: "e1".into(),
             event_type: "user.created".into(),
-            data: serde_json::json!({"a": 1}),
-            context: serde_json::Value::Null,
+            data: serde_json::json!({"a": 1}).into(),
+            context: Json::null(),
             occurred_at: 1_614_265_330_000,
             received_at: 0,
         };

@@ -844,8 +844,9 @@ impl Deliverer {
             settings.identify_by
         };
         let mut identifiers = serde_json::Map::new();
+        let data = job.event.data.to_value();
         for field in &identify_by {
-            if let Some(value) = crate::sink::lookup(&job.event.data, field) {
+            if let Some(value) = crate::sink::lookup(&data, field) {
                 identifiers.insert(field.clone(), value.clone());
             }
         }
@@ -1246,8 +1247,8 @@ mod tests {
             event: Event {
                 id: "evt_1".to_owned(),
                 event_type: "t".to_owned(),
-                data: serde_json::Value::Null,
-                context: serde_json::Value::Null,
+                data: crate::model::Json::null(),
+                context: crate::model::Json::null(),
                 occurred_at: 0,
                 received_at: 0,
             },

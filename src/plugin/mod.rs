@@ -27,7 +27,7 @@ use crate::delivery::shape::{
     plain_body, rfc3339, Answer, OutgoingRequest, ShapeError, Shaped, Shaper,
 };
 use crate::metrics::Metrics;
-use crate::model::{now_ms, Event, PluginFailure, PluginRef, Webhook};
+use crate::model::{now_ms, Event, Json, PluginFailure, PluginRef, Webhook};
 use crate::store::{self, PluginVersion, Store};
 
 pub mod bindings;
@@ -356,8 +356,8 @@ impl PluginHost {
         let event = Event {
             id: "evt_smoke_test".into(),
             event_type: "hookyard.smoke_test".into(),
-            data: serde_json::json!({"id": "1", "name": "smoke test"}),
-            context: serde_json::Value::Null,
+            data: serde_json::json!({"id": "1", "name": "smoke test"}).into(),
+            context: Json::null(),
             occurred_at: now_ms(),
             received_at: now_ms(),
         };
@@ -601,8 +601,8 @@ pub fn wit_event(event: &Event) -> types::Event {
         id: event.id.clone(),
         event_type: event.event_type.clone(),
         occurred_at: rfc3339(event.occurred_at),
-        data: serde_json::to_vec(&event.data).unwrap_or_default(),
-        context: serde_json::to_vec(&event.context).unwrap_or_default(),
+        data: event.data.get().as_bytes().to_vec(),
+        context: event.context.get().as_bytes().to_vec(),
     }
 }
 

@@ -116,34 +116,53 @@ pub fn body_error(rejection: BytesRejection) -> ApiError {
 
 /// Parses a JSON body: malformed JSON is 400, well-formed JSON of the wrong shape is 422
 /// naming the field.
+///
+/// One pass straight into `T` (no intermediate `Value` tree, so [`Json`](crate::model::Json)
+/// fields keep the text as sent). Only when that fails on the shape is the body scanned again,
+/// to tell a malformed body (400, even when the shape went wrong before the syntax did) from a
+/// well-formed one of the wrong shape.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(&e))?;
-    from_value(value)
+    let mut de = serde_json::Deserializer::from_slice(body);
+    match serde_path_to_error::deserialize(&mut de) {
+        Ok(value) => {
+            de.end().map_err(|e| ApiError::invalid_json(&e))?;
+            Ok(value)
+        }
+        Err(e) if e.inner().is_data() => {
+            if let Err(syntax) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                return Err(ApiError::invalid_json(&syntax));
+            }
+            Err(field_error(e))
+        }
+        Err(e) => Err(ApiError::invalid_json(e.inner())),
+    }
 }
 
 /// Deserialises a parsed JSON value, with 422 naming the field on failure.
 pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        // The root is "." in serde_path_to_error; the API names it with an empty field.
-        let path = match e.path().to_string() {
-            root if root == "." => String::new(),
-            path => path,
-        };
-        let inner = e.into_inner().to_string();
-        // For a missing field the path ends at its parent; serde names the field in its message.
-        // (For an unknown field the path already ends with it.)
-        let field = named_field(&inner)
-            .map(|f| {
-                if path.is_empty() {
-                    f
-                } else {
-                    format!("{path}.{f}")
-                }
-            })
-            .unwrap_or(path);
-        ApiError::invalid_field(field, inner)
-    })
+    serde_path_to_error::deserialize(value).map_err(field_error)
+}
+
+/// 422 naming the field a deserialisation failed at.
+fn field_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    // The root is "." in serde_path_to_error; the API names it with an empty field.
+    let path = match e.path().to_string() {
+        root if root == "." => String::new(),
+        path => path,
+    };
+    let inner = e.into_inner().to_string();
+    // For a missing field the path ends at its parent; serde names the field in its message.
+    // (For an unknown field the path already ends with it.)
+    let field = named_field(&inner)
+        .map(|f| {
+            if path.is_empty() {
+                f
+            } else {
+                format!("{path}.{f}")
+            }
+        })
+        .unwrap_or(path);
+    ApiError::invalid_field(field, inner)
 }
 
 fn named_field(message: &str) -> Option<String> {
@@ -165,6 +184,10 @@ mod tests {
         let event = parse(r#"{"type":"user.created","data":{"id":7,"name":"a"}}"#).unwrap();
         assert_eq!(event.event_type, "user.created");
         assert_eq!(event.data, serde_json::json!({"id": 7, "name": "a"}));
+        // Kept as the text sent, key order and formatting included.
+        let event = parse(r#"{"type":"t","data": {"z": 1.50, "a": [1, 2]} }"#).unwrap();
+        assert_eq!(event.data.get(), r#"{"z": 1.50, "a": [1, 2]}"#);
+        assert_eq!(event.context, None);
     }
 
     #[test]

@@ -9,9 +9,10 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::error::{body_error, from_value, parse_json, ApiError};
+use super::error::{body_error, parse_json, ApiError};
 use super::Shared;
 use crate::delivery::worker::Reservation;
 use crate::model::{new_id, now_ms, Event, EventToIngest, IngestResult, NewEvent};
@@ -40,7 +41,8 @@ pub async fn batch(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let body = body.map_err(body_error)?;
-    let items: Vec<Value> = parse_json(&body)?;
+    // Each item is split off as text and parsed on its own (its `data` kept as sent).
+    let items: Vec<Box<RawValue>> = parse_json(&body)?;
     if items.is_empty() {
         return Err(ApiError::invalid_field("", "the batch is empty"));
     }
@@ -56,7 +58,7 @@ pub async fn batch(
     }
     let mut prepared = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
-        let event: NewEvent = from_value(item).map_err(|mut e| {
+        let event: NewEvent = parse_json(item.get().as_bytes()).map_err(|mut e| {
             let inner = e.field.take().filter(|f| !f.is_empty());
             e.field = Some(format!(
                 "[{i}]{}",
@@ -113,7 +115,7 @@ fn prepare(state: &Shared, event: NewEvent, at: &str) -> Result<EventToIngest, A
             id: event.id.unwrap_or_else(|| new_id("evt")),
             event_type: event_type.to_owned(),
             data: event.data,
-            context: event.context.unwrap_or(Value::Null),
+            context: event.context.unwrap_or_else(crate::model::Json::null),
             occurred_at,
             received_at,
         },

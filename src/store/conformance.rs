@@ -88,8 +88,8 @@ pub(crate) fn event(id: &str, event_type: &str, at: Millis) -> Event {
     Event {
         id: id.to_owned(),
         event_type: event_type.to_owned(),
-        data: json!({ "user": id, "tags": ["a", "b"] }),
-        context: json!({ "actor": "admin" }),
+        data: json!({ "user": id, "tags": ["a", "b"] }).into(),
+        context: json!({ "actor": "admin" }).into(),
         occurred_at: at - 5,
         received_at: at,
     }
@@ -156,7 +156,7 @@ fn attempt(job: &Job, next: &Next, status: Option<u16>) -> Attempt {
             method: "POST".to_owned(),
             url: "https://example.test/hook".to_owned(),
             headers: vec![("webhook-id".to_owned(), job.delivery.id.clone())],
-            body: job.event.data.to_string(),
+            body: job.event.data.get().to_owned(),
         }),
         response_status: status,
         response_headers: vec![("content-type".to_owned(), "text/plain".to_owned())],
@@ -289,7 +289,7 @@ pub(crate) async fn ingest_is_idempotent(store: Arc<dyn Store>) {
 
     // Again, with other delivery ids and even another payload: nothing new.
     let mut again = to_ingest(event("evt-1", "user.deleted", T0 + 50), &[&h1]);
-    again.event.data = json!({ "other": true });
+    again.event.data = json!({ "other": true }).into();
     let results = store.ingest(vec![again]).await.unwrap();
     assert_eq!(results[0].deliveries, 2, "counts the existing deliveries");
     assert!(results[0].duplicate);
@@ -1127,6 +1127,11 @@ where
         json!({ "user": "evt-2", "tags": ["a", "b"] })
     );
     assert_ne!(jobs[0].event.context, Value::Null);
+    assert_eq!(
+        jobs[0].event.data.get(),
+        r#"{"tags":["a","b"],"user":"evt-2"}"#,
+        "the stored text comes back as it went in"
+    );
 }
 
 /// How long a check waits for a change notice (PostgreSQL delivers its own through LISTEN).
