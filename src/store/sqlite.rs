@@ -199,10 +199,36 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
+/// Process-wide SQLite settings, applied once before the first connection: no memory
+/// statistics, so SQLite's allocator does not take a global mutex on every `malloc` and `free`
+/// (the savepoint journals of each group commit allocate and free in a loop).
+fn configure_sqlite() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: `sqlite3_config` is documented as callable before `sqlite3_initialize` (and
+        // fails harmlessly with SQLITE_MISUSE after it); `Once` keeps it from running twice or
+        // concurrently with itself. SQLITE_CONFIG_MEMSTATUS takes one int.
+        #[allow(unsafe_code)]
+        let rc = unsafe {
+            rusqlite::ffi::sqlite3_config(
+                rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS,
+                0 as std::ffi::c_int,
+            )
+        };
+        if rc != rusqlite::ffi::SQLITE_OK {
+            tracing::debug!(
+                rc,
+                "SQLite was initialised already; memory statistics stay on"
+            );
+        }
+    });
+}
+
 impl SqliteStore {
     /// Opens (creating it and its parent directories if needed) the database at `path` and
     /// brings its schema up to date.
     pub fn open(path: &Path) -> Result<SqliteStore> {
+        configure_sqlite();
         if let Some(parent) = path.parent() {
             if !parent.as_os_str().is_empty() {
                 std::fs::create_dir_all(parent).map_err(|e| {
@@ -252,6 +278,7 @@ impl SqliteStore {
 
     /// Opens a private in-memory database (gone when the store is dropped).
     pub fn open_memory() -> Result<SqliteStore> {
+        configure_sqlite();
         let conn = Connection::open_in_memory()?;
         configure_writer(&conn)?;
         migrate(&conn)?;
