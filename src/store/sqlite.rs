@@ -205,9 +205,11 @@ impl std::fmt::Debug for SqliteStore {
 fn configure_sqlite() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        // SAFETY: `sqlite3_config` is documented as callable before `sqlite3_initialize` (and
-        // fails harmlessly with SQLITE_MISUSE after it); `Once` keeps it from running twice or
-        // concurrently with itself. SQLITE_CONFIG_MEMSTATUS takes one int.
+        // SAFETY: `sqlite3_config` may be called before `sqlite3_initialize` (after it, it
+        // refuses with SQLITE_MISUSE and changes nothing) and must not run while another thread
+        // calls into SQLite: `Once` keeps it from running twice or beside itself, and every
+        // connection hookyard opens is opened after it (the stores call it first; nothing else
+        // in the process uses SQLite). SQLITE_CONFIG_MEMSTATUS takes one int.
         #[allow(unsafe_code)]
         let rc = unsafe {
             rusqlite::ffi::sqlite3_config(
