@@ -3,28 +3,9 @@
 
 use std::time::Duration;
 
-use axum::http::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::common::*;
-
-/// Sends `body` raw (as JSON content) with an optional bearer token.
-async fn raw(
-    gw: &TestGateway,
-    method: &str,
-    url: String,
-    token: Option<&str>,
-    body: Option<Vec<u8>>,
-) -> (StatusCode, Value) {
-    let mut req = gw.client().request(method.parse().unwrap(), url);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        req = req.header("content-type", "application/json").body(b);
-    }
-    status_json(req.send().await.unwrap()).await
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_json_errors_and_loses_nothing() {
@@ -57,7 +38,7 @@ async fn bad_input_gets_json_errors_and_loses_nothing() {
             b"{\"type\":\"t\",\"data\":1}}",
         ] {
             let (status, answer) =
-                raw(&gw, "POST", url.clone(), Some(token), Some(body.to_vec())).await;
+                send_raw(&gw, "POST", url.clone(), Some(token), Some(body.to_vec())).await;
             assert_error(status, &answer, 400, "invalid_json");
         }
     }
@@ -70,7 +51,8 @@ async fn bad_input_gets_json_errors_and_loses_nothing() {
         (hooks.clone(), INGEST_TOKEN),
     ] {
         for token in [None, Some(wrong), Some("")] {
-            let (status, answer) = raw(&gw, "POST", url.clone(), token, Some(event.clone())).await;
+            let (status, answer) =
+                send_raw(&gw, "POST", url.clone(), token, Some(event.clone())).await;
             assert_error(status, &answer, 401, "unauthorized");
         }
     }
@@ -82,7 +64,7 @@ async fn bad_input_gets_json_errors_and_loses_nothing() {
         (batch.clone(), INGEST_TOKEN),
         (hooks.clone(), ADMIN_TOKEN),
     ] {
-        let (status, answer) = raw(&gw, "POST", url, Some(token), Some(big.clone())).await;
+        let (status, answer) = send_raw(&gw, "POST", url, Some(token), Some(big.clone())).await;
         assert_error(status, &answer, 413, "body_too_large");
     }
 
@@ -115,7 +97,7 @@ async fn bad_input_gets_json_errors_and_loses_nothing() {
         assert_error(status, &answer, 404, "not_found");
     }
     // Unknown route: 404 JSON too.
-    let (status, answer) = raw(&gw, "GET", gw.url("/v2/nothing"), None, None).await;
+    let (status, answer) = send_raw(&gw, "GET", gw.url("/v2/nothing"), None, None).await;
     assert_error(status, &answer, 404, "not_found");
 
     // A batch with one bad item: 422 naming it, and nothing of the batch is enqueued.
@@ -142,9 +124,9 @@ async fn bad_input_gets_json_errors_and_loses_nothing() {
     assert_eq!(status, 422, "an empty batch: {answer}");
 
     // The gateway is still up and healthy.
-    let (status, _) = raw(&gw, "GET", gw.url("/healthz"), None, None).await;
+    let (status, _) = send_raw(&gw, "GET", gw.url("/healthz"), None, None).await;
     assert_eq!(status, 200);
-    let (status, _) = raw(&gw, "GET", gw.url("/readyz"), None, None).await;
+    let (status, _) = send_raw(&gw, "GET", gw.url("/readyz"), None, None).await;
     assert_eq!(status, 200);
 
     // Nothing from the refused batches was stored: their ids are new.

@@ -206,16 +206,14 @@ async fn data_and_context_are_delivered_as_sent_byte_for_byte() {
         format!(r#"{{"id": "v-1", "type": "user.created", "data": {data}, "context": {context}}}"#);
     let batch = format!(r#"[{{"id": "v-2", "type": "user.created", "data": {data}}}]"#);
     for (path, body) in [("/v1/events", single), ("/v1/events/batch", batch)] {
-        let r = gw
-            .client()
-            .post(gw.url(path))
-            .bearer_auth(INGEST_TOKEN)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let (status, answer) = status_json(r).await;
+        let (status, answer) = send_raw(
+            &gw,
+            "POST",
+            gw.url(path),
+            Some(INGEST_TOKEN),
+            Some(body.into_bytes()),
+        )
+        .await;
         assert_eq!(status, 202, "{path}: {answer}");
     }
     let got = rx.wait_for(2).await;

@@ -310,6 +310,24 @@ impl Drop for TestGateway {
     }
 }
 
+/// Sends `body` raw (as JSON content) with an optional bearer token.
+pub async fn send_raw(
+    gw: &TestGateway,
+    method: &str,
+    url: String,
+    token: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> (StatusCode, Value) {
+    let mut req = gw.client().request(method.parse().unwrap(), url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.header("content-type", "application/json").body(b);
+    }
+    status_json(req.send().await.unwrap()).await
+}
+
 pub async fn status_json(r: reqwest::Response) -> (StatusCode, Value) {
     let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
     let text = r.text().await.unwrap();
