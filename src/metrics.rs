@@ -25,6 +25,31 @@ pub struct PluginLabel {
     pub plugin: String,
 }
 
+/// A label set naming a plugin version and what a call of it led to.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginCallLabel {
+    /// The plugin's name.
+    pub plugin: String,
+    /// The version called.
+    pub version: String,
+    /// `ok`, `trap`, `timeout`, `memory`, `output_too_large` or `busy`.
+    pub outcome: String,
+}
+
+/// A label set naming a plugin version.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginVersionLabel {
+    /// The plugin's name.
+    pub plugin: String,
+    /// The version.
+    pub version: String,
+}
+
+/// Buckets of `hookyard_plugin_call_duration_seconds`: 5 µs to ~2.6 s.
+fn plugin_call_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_005, 2.0, 20))
+}
+
 /// All metrics of one gateway.
 pub struct Metrics {
     registry: Registry,
@@ -52,10 +77,11 @@ pub struct Metrics {
     pub queued: Gauge,
     /// Deliveries this process started at ingest, committed already leased to it (no claim).
     pub started_at_ingest: Counter,
-    /// Plugin calls by outcome (`ok`, `trap`, `timeout`, `memory`, `output_too_large`, `busy`).
-    pub plugin_calls: Family<OutcomeLabel, Counter>,
-    /// Duration of plugin calls, instantiation included, in seconds.
-    pub plugin_call_duration: Histogram,
+    /// Plugin calls by plugin, version and outcome (`ok`, `trap`, `timeout`, `memory`,
+    /// `output_too_large`, `busy`).
+    pub plugin_calls: Family<PluginCallLabel, Counter>,
+    /// Duration of plugin calls, instantiation included, in seconds, by plugin and version.
+    pub plugin_call_duration: Family<PluginVersionLabel, Histogram, fn() -> Histogram>,
     /// Plugin components compiled (a cached artifact is not counted).
     pub plugin_compilations: Counter,
     /// The version of each plugin this process runs for webhooks that do not pin one (set at
@@ -143,13 +169,16 @@ impl Metrics {
             "Deliveries this process started when it accepted their event, without a claim",
             started_at_ingest.clone(),
         );
-        let plugin_calls = Family::<OutcomeLabel, Counter>::default();
+        let plugin_calls = Family::<PluginCallLabel, Counter>::default();
         registry.register(
             "plugin_calls",
-            "Plugin calls by outcome",
+            "Plugin calls by plugin, version and outcome",
             plugin_calls.clone(),
         );
-        let plugin_call_duration = Histogram::new(exponential_buckets(0.000_005, 2.0, 20));
+        let plugin_call_duration =
+            Family::<PluginVersionLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                plugin_call_histogram,
+            );
         registry.register(
             "plugin_call_duration_seconds",
             "Duration of plugin calls, instantiation included",

@@ -166,6 +166,10 @@ pub struct PluginsConfig {
     pub max_upload_bytes: usize,
     /// Calls at once.
     pub max_concurrent_calls: usize,
+    /// Threads that compile uploaded components (compiles beyond them wait their turn).
+    pub compile_threads: usize,
+    /// Nice value added to the compile threads (0 to 19), so live calls win the CPU.
+    pub compile_nice: i32,
     /// Plugins loaded from files at start-up.
     #[serde(default)]
     pub load: Vec<PluginFile>,
@@ -309,6 +313,12 @@ impl Config {
         if p.memory_limit_mb == 0 || p.timeout_ms == 0 || p.max_concurrent_calls == 0 {
             return Err(Error::Invalid(
                 "plugins.memory_limit_mb, plugins.timeout_ms and plugins.max_concurrent_calls must be positive".into(),
+            ));
+        }
+        if p.compile_threads == 0 || !(0..=19).contains(&p.compile_nice) {
+            return Err(Error::Invalid(
+                "plugins.compile_threads must be positive and plugins.compile_nice within 0..=19"
+                    .into(),
             ));
         }
         if !(self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres")) {

@@ -27,14 +27,19 @@ use crate::delivery::shape::{
     plain_body, rfc3339, Answer, OutgoingRequest, ShapeError, Shaped, Shaper,
 };
 use crate::metrics::Metrics;
-use crate::model::{now_ms, Event, Json, PluginFailure, PluginRef, Webhook};
+use crate::model::{now_ms, Event, PluginFailure, PluginRef, Webhook};
 use crate::store::{self, PluginVersion, Store};
 
 pub mod bindings;
+mod compile;
+pub mod exports;
+mod observe;
 pub mod runtime;
+pub mod sample;
 
 use bindings::types;
-pub use runtime::{CallError, LoadError, Runtime, Usage};
+use observe::CallObserver;
+pub use runtime::{CallError, LoadError, LogLine, Runtime, Usage};
 
 /// Errors of the plugin registry.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +88,7 @@ pub struct PluginHost {
     runtime: Arc<Runtime>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
+    observer: CallObserver,
     config: PluginsConfig,
     entries: RwLock<HashMap<String, Entry>>,
     /// Held from reading the active pointers in the store to applying them here, by
@@ -106,6 +112,7 @@ impl PluginHost {
             runtime: Arc::new(runtime),
             store,
             metrics,
+            observer: CallObserver::default(),
             config: config.clone(),
             entries: RwLock::new(HashMap::new()),
             turns: tokio::sync::Mutex::new(()),
@@ -243,13 +250,15 @@ impl PluginHost {
     }
 
     /// Uploads a version: size cap, sha256, compiled and checked against the world, config of
-    /// every webhook that follows the plugin validated, a smoke call on a sample event; then it
-    /// is stored and made active. Uploading the same bytes again changes nothing but the active
-    /// pointer.
+    /// every webhook that follows the plugin validated, a smoke call on the sample event
+    /// ([`sample`]); then it is stored and made active. Uploading the same bytes again changes
+    /// nothing but the active pointer. A rejected upload leaves nothing behind: no version, and
+    /// no compiled code in the cache.
     pub async fn upload(&self, name: &str, wasm: Bytes) -> Result<PluginVersion, PluginError> {
         if !valid_name(name) {
             return Err(PluginError::Invalid(
-                "a plugin name is 1 to 100 of [A-Za-z0-9._-]".into(),
+                "a plugin name is 1 to 100 of [A-Za-z0-9._-] and starts with a letter or digit"
+                    .into(),
             ));
         }
         if wasm.len() > self.config.max_upload_bytes {
@@ -260,14 +269,59 @@ impl PluginHost {
             )));
         }
         let sha256 = hex(&Sha256::digest(&wasm));
+        let stored_before = self.stored_with(&sha256).await?;
+        let checked = self.check_candidate(name, wasm.clone(), &sha256).await;
+        let candidate = match checked {
+            Ok(candidate) => candidate,
+            Err(e) => {
+                if !stored_before {
+                    self.runtime.forget(&sha256);
+                }
+                tracing::info!(plugin = name, sha256 = %sha256, error = %e, "plugin upload rejected");
+                return Err(e);
+            }
+        };
+        let stored = self
+            .store
+            .add_plugin_version(name, &sha256, wasm.to_vec(), now_ms())
+            .await?;
+        if self.loaded(name, stored.version).is_none() {
+            let pre = Arc::try_unwrap(candidate)
+                .map(|c| c.pre)
+                .map_err(|_| PluginError::Invalid("candidate still in use".into()))?;
+            self.insert(&stored, pre);
+        }
+        self.activate(name, stored.version).await?;
+        tracing::info!(plugin = name, version = stored.version, sha256 = %stored.sha256, "plugin version active");
+        Ok(stored)
+    }
+
+    /// Whether any stored version (of any plugin) has these bytes: its compiled code is in use.
+    async fn stored_with(&self, sha256: &str) -> Result<bool, PluginError> {
+        Ok(self
+            .store
+            .plugins()
+            .await?
+            .iter()
+            .flat_map(|r| &r.versions)
+            .any(|v| v.sha256 == sha256))
+    }
+
+    /// Compiles a candidate version and runs the upload's checks on it.
+    async fn check_candidate(
+        &self,
+        name: &str,
+        wasm: Bytes,
+        sha256: &str,
+    ) -> Result<Arc<LoadedPlugin>, PluginError> {
         let pre = self
-            .compile(wasm.clone(), &sha256)
+            .compile(wasm, sha256)
             .await
             .map_err(|e| PluginError::Invalid(e.to_string()))?;
         let candidate = Arc::new(LoadedPlugin {
             name: name.to_owned(),
             version: 0,
-            sha256: sha256.clone(),
+            sha256: sha256.to_owned(),
             pre,
         });
         // Every webhook that will run this version must accept it.
@@ -297,19 +351,7 @@ impl PluginHost {
             .and_then(|h| h.spec.plugin.as_ref().map(|p| p.config.clone()))
             .unwrap_or(serde_json::Value::Null);
         self.smoke_test(&candidate, &sample_config).await?;
-        let stored = self
-            .store
-            .add_plugin_version(name, &sha256, wasm.to_vec(), now_ms())
-            .await?;
-        if self.loaded(name, stored.version).is_none() {
-            let pre = Arc::try_unwrap(candidate)
-                .map(|c| c.pre)
-                .map_err(|_| PluginError::Invalid("candidate still in use".into()))?;
-            self.insert(&stored, pre);
-        }
-        self.activate(name, stored.version).await?;
-        tracing::info!(plugin = name, version = stored.version, sha256 = %stored.sha256, "plugin version active");
-        Ok(stored)
+        Ok(candidate)
     }
 
     /// Makes `version` active for every webhook that follows the plugin (rollback or pin).
@@ -348,30 +390,24 @@ impl PluginHost {
         call_validate_config(&self.runtime, plugin, config).await
     }
 
+    /// The upload's smoke call: the outgoing phase on [`sample::event`], the same event
+    /// `hookyard plugin check` uses. Any answer of the plugin passes, an error it returns too
+    /// (a plugin may refuse an event it does not handle, or a `null` config); a trap, a timeout,
+    /// the memory or output cap fail the upload.
     async fn smoke_test(
         &self,
         plugin: &LoadedPlugin,
         config: &serde_json::Value,
     ) -> Result<(), PluginError> {
-        let event = Event {
-            id: "evt_smoke_test".into(),
-            event_type: "hookyard.smoke_test".into(),
-            data: serde_json::json!({"id": "1", "name": "smoke test"}).into(),
-            context: Json::null(),
-            occurred_at: now_ms(),
-            received_at: now_ms(),
-        };
-        let hook = types::Webhook {
-            id: "wh_smoke_test".into(),
-            name: "smoke-test".into(),
-            url: "https://example.invalid/".into(),
-            method: "POST".into(),
-        };
-        // A plugin error (it rejects the sample) is fine; a trap or a limit is not.
-        match self.call_outgoing_raw(plugin, config, hook, &event).await {
+        let event = sample::event();
+        match self
+            .call_outgoing_raw(plugin, config, sample::webhook(), &event)
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) => Err(PluginError::Invalid(format!(
-                "smoke call on a sample event failed: {e}"
+                "smoke call (outgoing on the sample {} event) failed: {e}",
+                sample::EVENT_TYPE
             ))),
         }
     }
@@ -384,19 +420,24 @@ impl PluginHost {
         event: &Event,
     ) -> Result<Result<types::OutgoingAction, types::PluginError>, CallError> {
         let (result, usage) = call_outgoing(&self.runtime, plugin, config, hook, event).await;
-        self.observe(&result, usage);
+        self.observe(plugin, "outgoing", &result, &usage);
         result
     }
 
-    fn observe<T>(&self, result: &Result<T, CallError>, usage: Usage) {
-        self.metrics
-            .plugin_call_duration
-            .observe(usage.duration.as_secs_f64());
-        let label = match result {
-            Ok(_) => "ok",
-            Err(e) => e.label(),
-        };
-        Metrics::count(&self.metrics.plugin_calls, label);
+    fn observe<T>(
+        &self,
+        plugin: &LoadedPlugin,
+        phase: &'static str,
+        result: &Result<T, CallError>,
+        usage: &Usage,
+    ) {
+        self.observer.observe(
+            &self.metrics,
+            (&plugin.name, plugin.version),
+            phase,
+            result,
+            usage,
+        );
     }
 
     /// Response phase: fields to write back from a third party's answer (none: nothing).
@@ -414,24 +455,21 @@ impl PluginHost {
         let plugin = self
             .resolve(plugin_ref)
             .ok_or_else(|| format!("plugin {:?} is not loaded", plugin_ref.name))?;
-        let config = config_bytes(&plugin_ref.config);
-        let (wh, ev) = (wit_webhook(hook), wit_event(event));
         let resp = types::Response {
             status,
             headers,
             body,
         };
-        let (result, usage) = self
-            .runtime
-            .call(&plugin.name, &plugin.pre, move |p, s| {
-                Box::pin(async move {
-                    p.hookyard_plugin_handler()
-                        .call_response(s, &config, &wh, &ev, &resp)
-                        .await
-                })
-            })
-            .await;
-        self.observe(&result, usage);
+        let (result, usage) = call_response(
+            &self.runtime,
+            &plugin,
+            &plugin_ref.config,
+            wit_webhook(hook),
+            wit_event(event),
+            resp,
+        )
+        .await;
+        self.observe(&plugin, "response", &result, &usage);
         match result.map_err(|e| e.to_string())? {
             Ok(None) => Ok(None),
             Ok(Some(fields)) => serde_json::from_slice(&fields)
@@ -453,19 +491,15 @@ impl PluginHost {
         let plugin = self
             .resolve(plugin_ref)
             .ok_or_else(|| (503, format!("plugin {:?} is not loaded", plugin_ref.name)))?;
-        let config = config_bytes(&plugin_ref.config);
-        let wh = wit_webhook(hook);
-        let (result, usage) = self
-            .runtime
-            .call(&plugin.name, &plugin.pre, move |p, s| {
-                Box::pin(async move {
-                    p.hookyard_plugin_handler()
-                        .call_inbound(s, &config, &wh, &request)
-                        .await
-                })
-            })
-            .await;
-        self.observe(&result, usage);
+        let (result, usage) = call_inbound(
+            &self.runtime,
+            &plugin,
+            &plugin_ref.config,
+            wit_webhook(hook),
+            request,
+        )
+        .await;
+        self.observe(&plugin, "inbound", &result, &usage);
         match result.map_err(|e| (500, e.to_string()))? {
             Ok(records) => records
                 .into_iter()
@@ -616,9 +650,12 @@ pub fn wit_webhook(hook: &Webhook) -> types::Webhook {
     }
 }
 
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 100
+/// A plugin name: 1 to 100 of `[A-Za-z0-9._-]`, starting with a letter or digit, so that `.`,
+/// `..` and names that look like options or hidden files are refused (names end up in URLs and
+/// on command lines).
+pub fn valid_name(name: &str) -> bool {
+    name.len() <= 100
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
@@ -652,6 +689,53 @@ pub async fn call_outgoing(
         .await
 }
 
+/// Calls the response phase of `plugin` once.
+pub async fn call_response(
+    runtime: &Runtime,
+    plugin: &LoadedPlugin,
+    config: &serde_json::Value,
+    hook: types::Webhook,
+    event: types::Event,
+    response: types::Response,
+) -> (
+    Result<Result<Option<Vec<u8>>, types::PluginError>, CallError>,
+    Usage,
+) {
+    let config = config_bytes(config);
+    runtime
+        .call(&plugin.name, &plugin.pre, move |p, s| {
+            Box::pin(async move {
+                p.hookyard_plugin_handler()
+                    .call_response(s, &config, &hook, &event, &response)
+                    .await
+            })
+        })
+        .await
+}
+
+/// Calls the inbound phase of `plugin` once.
+pub async fn call_inbound(
+    runtime: &Runtime,
+    plugin: &LoadedPlugin,
+    config: &serde_json::Value,
+    hook: types::Webhook,
+    request: types::InboundRequest,
+) -> (
+    Result<Result<Vec<types::InboundRecord>, types::Rejection>, CallError>,
+    Usage,
+) {
+    let config = config_bytes(config);
+    runtime
+        .call(&plugin.name, &plugin.pre, move |p, s| {
+            Box::pin(async move {
+                p.hookyard_plugin_handler()
+                    .call_inbound(s, &config, &hook, &request)
+                    .await
+            })
+        })
+        .await
+}
+
 /// Calls `validate-config` of `plugin` once.
 pub async fn call_validate_config(
     runtime: &Runtime,
@@ -675,7 +759,10 @@ pub async fn call_validate_config(
     }
 }
 
-/// Loads a component file outside any gateway, for `hookyard plugin check`.
+/// Loads a component file outside any gateway, for `hookyard plugin check` and `plugin test`:
+/// from the runtime's cache when these bytes were compiled before (the cache is keyed by
+/// content hash), so an unchanged component is not compiled again
+/// ([`Runtime::compilations`] tells whether it was).
 pub fn load_file(runtime: &Runtime, path: &Path) -> Result<LoadedPlugin, String> {
     let wasm = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let sha256 = hex(&Sha256::digest(&wasm));

@@ -22,9 +22,11 @@ use wasmtime::{
     Config as WasmConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
     ResourceLimiter, Store, Trap, UpdateDeadline,
 };
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{self, log::Level, Plugin, PluginPre};
+use super::compile::CompilePool;
 use crate::config::PluginsConfig;
 
 /// How often the epoch advances; deadlines are checked this often.
@@ -34,6 +36,12 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 const LOG_MESSAGE_MAX: usize = 1024;
 /// Log bytes one call may write; the rest is dropped and counted.
 const LOG_BUDGET: usize = 16 * 1024;
+/// Guest stdout and stderr kept per call (both go to one buffer, in the order written). Past it
+/// the streams report closed to the guest: a chatty guest cannot grow the host's memory.
+const GUEST_OUTPUT_MAX: usize = 64 * 1024;
+/// The end of the guest's output carried into a failed call's error: a Python traceback or a
+/// JavaScript stack ends with the exception, which is what an author needs to see.
+pub const GUEST_OUTPUT_IN_ERROR: usize = 4 * 1024;
 
 /// Why a plugin could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +60,9 @@ pub enum LoadError {
 /// Why one call failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CallError {
-    /// The guest trapped (panic, unreachable, out-of-bounds access...).
+    /// The guest trapped (panic, unreachable, out-of-bounds access, an uncaught Python or
+    /// JavaScript exception...). The text ends with the tail of what the guest wrote to stderr
+    /// and stdout (the traceback), when it wrote anything.
     #[error("plugin trapped: {0}")]
     Trap(String),
     /// The call ran past its deadline.
@@ -143,12 +153,31 @@ pub struct CallState {
     log_left: usize,
     /// Log messages dropped once the budget was spent.
     pub logs_dropped: u64,
+    /// The guest's stdout and stderr, capped at [`GUEST_OUTPUT_MAX`].
+    output: MemoryOutputPipe,
+    /// The `log` lines of this call, in order (within the log budget).
+    logs: Vec<LogLine>,
+}
+
+/// One line a plugin wrote with the `log` import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// `trace`, `debug`, `info`, `warn` or `error`.
+    pub level: &'static str,
+    /// The message (cut at 1 KiB).
+    pub message: String,
 }
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let output = &self.output;
         WasiCtxView {
-            ctx: self.wasi.get_or_insert_with(|| WasiCtx::builder().build()),
+            ctx: self.wasi.get_or_insert_with(|| {
+                WasiCtx::builder()
+                    .stdout(output.clone())
+                    .stderr(output.clone())
+                    .build()
+            }),
             table: &mut self.table,
         }
     }
@@ -170,13 +199,29 @@ impl bindings::log::Host for CallState {
         }
         self.log_left -= message.len();
         let plugin = &*self.plugin;
-        match level {
-            Level::Trace => tracing::trace!(plugin, "{message}"),
-            Level::Debug => tracing::debug!(plugin, "{message}"),
-            Level::Info => tracing::info!(plugin, "{message}"),
-            Level::Warn => tracing::warn!(plugin, "{message}"),
-            Level::Error => tracing::error!(plugin, "{message}"),
-        }
+        let level = match level {
+            Level::Trace => {
+                tracing::trace!(plugin, "{message}");
+                "trace"
+            }
+            Level::Debug => {
+                tracing::debug!(plugin, "{message}");
+                "debug"
+            }
+            Level::Info => {
+                tracing::info!(plugin, "{message}");
+                "info"
+            }
+            Level::Warn => {
+                tracing::warn!(plugin, "{message}");
+                "warn"
+            }
+            Level::Error => {
+                tracing::error!(plugin, "{message}");
+                "error"
+            }
+        };
+        self.logs.push(LogLine { level, message });
     }
 }
 
@@ -190,13 +235,17 @@ pub struct Compiled {
     pub compiled_now: bool,
 }
 
-/// Resource use of one call, for `plugin check` and metrics.
-#[derive(Debug, Clone, Copy, Default)]
+/// Resource use and output of one call, for `plugin check` and metrics.
+#[derive(Debug, Clone, Default)]
 pub struct Usage {
     /// Wall time, instantiation included.
     pub duration: Duration,
     /// Peak linear memory.
     pub peak_memory: usize,
+    /// What the plugin logged with the `log` import.
+    pub logs: Vec<LogLine>,
+    /// What the guest wrote to stdout and stderr (capped; lossy UTF-8).
+    pub guest_output: String,
 }
 
 /// The engine and what every call shares.
@@ -208,6 +257,7 @@ pub struct Runtime {
     compat: String,
     slots: Arc<Semaphore>,
     compilations: AtomicU64,
+    compiler: CompilePool,
 }
 
 impl Runtime {
@@ -249,6 +299,8 @@ impl Runtime {
             compat,
             slots: Arc::new(Semaphore::new(limits.max_concurrent_calls)),
             compilations: AtomicU64::new(0),
+            compiler: CompilePool::new(limits.compile_threads, limits.compile_nice)
+                .map_err(LoadError::Compile)?,
         })
     }
 
@@ -258,32 +310,43 @@ impl Runtime {
     }
 
     /// Compiles `wasm` (or loads its cached artifact) and checks it against the world.
-    /// Blocking: call from `spawn_blocking`.
+    /// Blocking: call from `spawn_blocking`. The compile itself runs on the compile pool
+    /// ([`CompilePool`]); errors never name server paths (they reach uploaders), the log does.
     pub fn load(&self, wasm: &[u8], sha256: &str) -> Result<Compiled, LoadError> {
         if !wasmparser_is_component(wasm) {
             return Err(LoadError::NotAComponent(
                 "expected a component binary (a core module, a precompiled artifact or other bytes were given)".into(),
             ));
         }
-        let path = self
-            .cache_dir
-            .join(format!("{sha256}-{}.cwasm", self.compat));
+        let path = self.cache_path(sha256);
         let mut compiled_now = false;
         if !path.exists() {
             let artifact = self
-                .engine
-                .precompile_component(wasm)
+                .compiler
+                .install(|| self.engine.precompile_component(wasm))
                 .map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
             std::fs::create_dir_all(&self.cache_dir)
-                .map_err(|e| LoadError::Compile(format!("{}: {e}", self.cache_dir.display())))?;
+                .map_err(|e| cache_failure("creating", &self.cache_dir, &e))?;
             let tmp = path.with_extension(format!("tmp{}", std::process::id()));
             std::fs::write(&tmp, &artifact)
                 .and_then(|_| std::fs::rename(&tmp, &path))
-                .map_err(|e| LoadError::Compile(format!("{}: {e}", path.display())))?;
+                .map_err(|e| {
+                    let _ = std::fs::remove_file(&tmp);
+                    cache_failure("writing", &path, &e)
+                })?;
             self.compilations.fetch_add(1, Ordering::Relaxed);
             compiled_now = true;
         }
-        let component = deserialize(&self.engine, &path)?;
+        let checked = self.instantiate_pre(&path);
+        if checked.is_err() && compiled_now {
+            // Nothing will ever load a component that does not fit the world: keep no file.
+            self.forget(sha256);
+        }
+        checked.map(|pre| Compiled { pre, compiled_now })
+    }
+
+    fn instantiate_pre(&self, path: &Path) -> Result<PluginPre<CallState>, LoadError> {
+        let component = deserialize(&self.engine, path)?;
         component
             .initialize_copy_on_write_image()
             .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
@@ -291,9 +354,26 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-        let pre =
-            PluginPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-        Ok(Compiled { pre, compiled_now })
+        super::exports::check(&self.engine, &component).map_err(LoadError::WrongWorld)?;
+        PluginPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))
+    }
+
+    /// Where the compiled code of the component with this sha256 is cached.
+    fn cache_path(&self, sha256: &str) -> PathBuf {
+        self.cache_dir
+            .join(format!("{sha256}-{}.cwasm", self.compat))
+    }
+
+    /// Removes the cached compiled code of a component (one that was rejected: nothing loads it).
+    pub fn forget(&self, sha256: &str) {
+        let path = self.cache_path(sha256);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a rejected plugin's compiled code")
+            }
+        }
     }
 
     /// Runs `f` on a fresh instance of `pre` under the call limits.
@@ -336,6 +416,8 @@ impl Runtime {
             plugin: Arc::from(plugin),
             log_left: LOG_BUDGET,
             logs_dropped: 0,
+            output: MemoryOutputPipe::new(GUEST_OUTPUT_MAX),
+            logs: Vec::new(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -355,11 +437,15 @@ impl Runtime {
         // Epochs cannot interrupt time spent in host calls; the outer timeout covers that.
         let result =
             tokio::time::timeout(Duration::from_millis(timeout_ms) + EPOCH_TICK * 4, result).await;
+        let duration = started.elapsed();
+        let data = store.data_mut();
         let usage = Usage {
-            duration: started.elapsed(),
-            peak_memory: store.data().limiter.peak,
+            duration,
+            peak_memory: data.limiter.peak,
+            logs: std::mem::take(&mut data.logs),
+            guest_output: String::from_utf8_lossy(&data.output.contents()).into_owned(),
         };
-        let hit_cap = store.data().limiter.hit_cap;
+        let hit_cap = data.limiter.hit_cap;
         let result = match result {
             Err(_) => Err(CallError::Timeout(timeout_ms)),
             Ok(Ok(value)) => {
@@ -373,22 +459,62 @@ impl Runtime {
                     Ok(value)
                 }
             }
-            Ok(Err(e)) => Err(classify(e, hit_cap, timeout_ms, max_memory)),
+            Ok(Err(e)) => Err(classify(
+                e,
+                hit_cap,
+                timeout_ms,
+                max_memory,
+                &usage.guest_output,
+            )),
         };
         (result, usage)
     }
 }
 
-/// Maps a wasmtime error of a call to why it failed.
-fn classify(e: wasmtime::Error, hit_cap: bool, timeout_ms: u64, max_memory: usize) -> CallError {
-    if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
+/// Maps a wasmtime error of a call to why it failed. A trap's text is the trap itself (not the
+/// wasm backtrace, which names offsets only wasmtime can read) followed by the end of what the
+/// guest wrote: where Python's traceback and JavaScript's error and stack go.
+fn classify(
+    e: wasmtime::Error,
+    hit_cap: bool,
+    timeout_ms: u64,
+    max_memory: usize,
+    guest_output: &str,
+) -> CallError {
+    let trap = e.downcast_ref::<Trap>();
+    if let Some(Trap::Interrupt) = trap {
         return CallError::Timeout(timeout_ms);
     }
     if hit_cap {
         return CallError::Memory(max_memory);
     }
-    let text = format!("{e:#}");
-    CallError::Trap(text.lines().next().unwrap_or("unknown").to_owned())
+    let mut text = match trap {
+        Some(trap) => trap.to_string(),
+        None => format!("{e:#}")
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("unknown")
+            .trim_end_matches(':')
+            .to_owned(),
+    };
+    let output = tail(guest_output.trim_end(), GUEST_OUTPUT_IN_ERROR);
+    if !output.is_empty() {
+        text.push_str("; guest output:\n");
+        text.push_str(output);
+    }
+    CallError::Trap(text)
+}
+
+/// The last `max` bytes of `text`, cut at a character boundary.
+fn tail(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
 }
 
 /// Sizes of what a plugin returns, checked against `max_output_bytes`.
@@ -451,6 +577,17 @@ fn deserialize(engine: &Engine, path: &Path) -> Result<Component, LoadError> {
     // SAFETY: the file is one this process (or an earlier run with the same engine
     // compatibility hash) produced with `Engine::precompile_component` from a validated
     // component, in a directory only hookyard writes, and it is never modified in place.
-    unsafe { Component::deserialize_file(engine, path) }
-        .map_err(|e| LoadError::Compile(format!("loading {}: {e:#}", path.display())))
+    unsafe { Component::deserialize_file(engine, path) }.map_err(|e| {
+        tracing::error!(path = %path.display(), error = format!("{e:#}"), "cannot load compiled plugin code");
+        LoadError::Compile("the compiled code could not be loaded (the gateway log says why)".into())
+    })
+}
+
+/// A cache file could not be written: the path and the OS error go to the log, the caller (an
+/// uploader, who has no business knowing server paths) gets a generic message.
+fn cache_failure(doing: &str, path: &Path, e: &std::io::Error) -> LoadError {
+    tracing::error!(path = %path.display(), error = %e, "{doing} the plugin code cache failed");
+    LoadError::Compile(
+        "the compiled code could not be cached on the server (the gateway log says why)".into(),
+    )
 }
