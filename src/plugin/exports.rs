@@ -196,8 +196,14 @@ pub fn render(ty: &Type) -> String {
                     .collect()
             )
         ),
-        Type::Enum(e) => format!("enum {{ {} }}", join(e.names().map(str::to_owned).collect())),
-        Type::Flags(f) => format!("flags {{ {} }}", join(f.names().map(str::to_owned).collect())),
+        Type::Enum(e) => format!(
+            "enum {{ {} }}",
+            join(e.names().map(str::to_owned).collect())
+        ),
+        Type::Flags(f) => format!(
+            "flags {{ {} }}",
+            join(f.names().map(str::to_owned).collect())
+        ),
         Type::Option(o) => format!("option<{}>", render(&o.ty())),
         Type::Result(r) => match (r.ok(), r.err()) {
             (None, None) => "result".into(),

@@ -655,7 +655,10 @@ pub fn wit_webhook(hook: &Webhook) -> types::Webhook {
 /// on command lines).
 pub fn valid_name(name: &str) -> bool {
     name.len() <= 100
-        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))

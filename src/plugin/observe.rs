@@ -139,7 +139,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(r#"hookyard_plugin_call_duration_seconds_count{plugin="p",version="3"} 2"#),
+            text.contains(
+                r#"hookyard_plugin_call_duration_seconds_count{plugin="p",version="3"} 2"#
+            ),
             "{text}"
         );
     }

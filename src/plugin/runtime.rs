@@ -359,7 +359,7 @@ impl Runtime {
     }
 
     /// Where the compiled code of the component with this sha256 is cached.
-    fn cache_path(&self, sha256: &str) -> PathBuf {
+    pub fn cache_path(&self, sha256: &str) -> PathBuf {
         self.cache_dir
             .join(format!("{sha256}-{}.cwasm", self.compat))
     }
