@@ -8,4 +8,7 @@ if [[ ! -d node_modules/@bytecodealliance/componentize-js || ! -d node_modules/@
     npm ci --no-audit --no-fund
 fi
 
+# The helper library is shared with the scaffolds (sdk/js): a copy beside plugin.js, because
+# componentize-js resolves imports from the source's directory.
+cp ../../sdk/js/hookyard-plugin.js ../../sdk/js/hookyard-plugin.d.ts .
 node componentize.mjs

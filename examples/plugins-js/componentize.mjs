@@ -10,8 +10,8 @@ const { component } = await componentize({
   sourcePath: resolve(here, 'plugin.js'),
   witPath: resolve(here, '../../wit'),
   worldName: 'plugin',
-  // No console, randomness, clocks, fetch or wasi:http handler: fewer WASI imports for the host to provide.
-  disableFeatures: ['stdio', 'random', 'clocks', 'http', 'fetch-event'],
+  // stdio stays on: an uncaught error's message and stack go to stderr, which the gateway shows.
+  disableFeatures: ['random', 'clocks', 'http', 'fetch-event'],
 });
 await mkdir(resolve(here, 'out'), { recursive: true });
 await writeFile(resolve(here, 'out/plugin.wasm'), component);

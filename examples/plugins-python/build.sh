@@ -13,5 +13,6 @@ if [[ ! -x .venv/bin/componentize-py ]] \
 fi
 
 mkdir -p out
-.venv/bin/componentize-py -d "$WIT_DIR" -w plugin componentize app -o out/plugin.wasm
+# -p: the helper library (sdk/python/hookyard_plugin.py) is importable beside app.py.
+.venv/bin/componentize-py -d "$WIT_DIR" -w plugin componentize -p . -p ../../sdk/python app -o out/plugin.wasm
 ls -l out/plugin.wasm

@@ -81,7 +81,11 @@ export interface Hooks {
   validateConfig?(config: Json): void;
   /** An event becomes the request(s) to send. Default: the gateway's envelope. */
   outgoing?(config: Json, hook: Webhook, event: Event): OutgoingAction;
-  /** Every answer (2xx or not, once per request sent) becomes fields to write back, or nothing. */
+  /**
+   * The answer becomes fields to write back, or nothing. Called only for webhooks with a
+   * `writeback` section, after a successful delivery (every request answered 2xx), with the
+   * answer to the last request sent (a fan-out's last).
+   */
   response?(config: Json, hook: Webhook, event: Event, response: Response): { [field: string]: Json } | null | undefined;
   /** A push becomes records; throw Rejected to refuse it. Default: the JSON object is one record. */
   inbound?(config: Json, hook: Webhook, request: InboundRequest): InboundRecord[];

@@ -128,11 +128,9 @@ class Event:
     raw_context: bytes
 
 
-@dataclass(frozen=True)
-class Response:
-    """The third party's answer; ``json()`` parses the body."""
+class _HasBody:
+    """``header(name)`` (case-insensitive) and ``json()`` for a record with headers and body."""
 
-    status: int
     headers: List[Tuple[str, str]]
     body: bytes
 
@@ -141,11 +139,20 @@ class Response:
         return next((v for k, v in self.headers if k.lower() == name), None)
 
     def json(self) -> Json:
-        return from_json(self.body, "the response body")
+        return from_json(self.body, "the body")
 
 
 @dataclass(frozen=True)
-class InboundRequest:
+class Response(_HasBody):
+    """The third party's answer; ``json()`` parses the body."""
+
+    status: int
+    headers: List[Tuple[str, str]]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class InboundRequest(_HasBody):
     """A third party's push; ``json()`` parses the body."""
 
     method: str
@@ -154,13 +161,6 @@ class InboundRequest:
     headers: List[Tuple[str, str]]
     body: bytes
     content_type: Optional[str]
-
-    def header(self, name: str) -> Optional[str]:
-        name = name.lower()
-        return next((v for k, v in self.headers if k.lower() == name), None)
-
-    def json(self) -> Json:
-        return from_json(self.body, "the body")
 
 
 @dataclass
@@ -338,8 +338,10 @@ class Plugin(exports.Handler):
     def on_response(
         self, config: Json, hook: Webhook, event: Event, response: Response
     ) -> Optional[Mapping[str, Any]]:
-        """The third party's answer (every answer, 2xx or not, once per request sent) becomes
-        fields to write back to the internal system; ``None``: nothing. Default: nothing."""
+        """The third party's answer becomes fields to write back to the internal system;
+        ``None``: nothing. Called only for webhooks with a ``writeback`` section, after a
+        successful delivery (every request answered 2xx), with the answer to the last request
+        sent (a fan-out's last). Default: nothing."""
         return None
 
     def on_inbound(

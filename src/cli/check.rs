@@ -135,21 +135,8 @@ pub(super) fn run(args: &CheckArgs) -> anyhow::Result<bool> {
             return Ok(false);
         }
     };
-    println!(
-        "component: {} (sha256 {}), {} in {} ms",
-        args.file.display(),
-        local.plugin.sha256,
-        if local.compiled {
-            "compiled"
-        } else {
-            "loaded from the cache"
-        },
-        local.load_ms
-    );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let run = rt.block_on(run_hook(&local, args.hook, &input));
+    println!("{}", local.describe(&args.file));
+    let run = local::block_on(run_hook(&local, args.hook, &input))?;
     let mut out = std::io::stdout().lock();
     let passed = print_run(&mut out, args.hook, &run, args.pretty)?;
     out.flush()?;

@@ -26,6 +26,32 @@ pub(super) struct Local {
     pub(super) load_ms: u128,
 }
 
+impl Local {
+    /// `component: PATH (sha256 ...), compiled in N ms` or `..., loaded from the cache in N ms`.
+    pub(super) fn describe(&self, file: &Path) -> String {
+        format!(
+            "component: {} (sha256 {}), {} in {} ms",
+            file.display(),
+            self.plugin.sha256,
+            if self.compiled {
+                "compiled"
+            } else {
+                "loaded from the cache"
+            },
+            self.load_ms
+        )
+    }
+}
+
+/// Runs a future to completion on a single-threaded runtime (the local commands make one call
+/// at a time).
+pub(super) fn block_on<F: std::future::Future>(future: F) -> anyhow::Result<F::Output> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(future))
+}
+
 /// The local compiled-code cache directory.
 pub(super) fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("HOOKYARD_CACHE_DIR") {
@@ -41,7 +67,10 @@ pub(super) fn cache_dir() -> PathBuf {
 /// Loads `file` with the gateway's default limits: from the cache when these bytes were
 /// compiled before. `Err` with the reason when it is not a valid plugin.
 pub(super) fn load(file: &Path) -> anyhow::Result<Result<Local, String>> {
-    let limits = hookyard::config::Config::default().plugins;
+    let mut limits = hookyard::config::Config::default().plugins;
+    // No live traffic to protect here: compile with every core at normal priority.
+    limits.compile_nice = 0;
+    limits.compile_threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let dir = cache_dir();
     let runtime = Runtime::new(&limits, &dir).context("starting the WebAssembly engine")?;
     if !file.is_file() {
@@ -77,7 +106,7 @@ fn touch_and_prune(used: &Path, dir: &Path) {
         .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
-    files.sort_by(|a, b| b.0.cmp(&a.0));
+    files.sort_by_key(|f| std::cmp::Reverse(f.0));
     for (_, path) in files.into_iter().skip(CACHE_KEEP) {
         let _ = std::fs::remove_file(path);
     }

@@ -1,7 +1,12 @@
 //! WebAssembly plugins: the registry of versions, hot swap, and the calls the gateway makes.
 //!
 //! - [`bindings`]: the one `bindgen!` of `wit/plugin.wit`.
-//! - [`runtime`]: the engine, compilation with an on-disk cache, and sandboxed calls.
+//! - [`runtime`]: the engine, compilation with an on-disk cache, and sandboxed calls (with the
+//!   guest's stdout/stderr captured into a trap's error).
+//! - `compile`: the compile pool (bounded threads, lowered priority), off the request path.
+//! - [`exports`]: the `handler` exports checked against the WIT, naming a mismatched function.
+//! - `observe`: metrics by plugin and version, and the rate-limited failure log line.
+//! - [`sample`]: the sample inputs of the upload's smoke call and of `hookyard plugin check`.
 //! - [`PluginHost`]: versions and active pointers (kept in the store, so a restart keeps them),
 //!   upload with validation, activation, and the three phases; it is also the delivery
 //!   pipeline's [`Shaper`].

@@ -497,7 +497,7 @@ fn classify(
             .trim_end_matches(':')
             .to_owned(),
     };
-    let output = tail(guest_output.trim_end(), GUEST_OUTPUT_IN_ERROR);
+    let output = tail(guest_output.trim(), GUEST_OUTPUT_IN_ERROR);
     if !output.is_empty() {
         text.push_str("; guest output:\n");
         text.push_str(output);

@@ -178,3 +178,103 @@ async fn a_reload_that_read_before_an_activation_does_not_undo_it() {
     host.reload().await.expect("reload");
     assert_eq!(active(&host), Some(1));
 }
+
+fn scratch_runtime() -> (tempfile::TempDir, Runtime) {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(&Config::default().plugins, dir.path()).unwrap();
+    (dir, runtime)
+}
+
+/// A component built from `wit/` passes the export check: the shapes pinned in
+/// [`super::exports::EXPECTED`] are the WIT's.
+#[test]
+fn a_component_built_from_the_wit_has_the_expected_exports() {
+    let (_dir, runtime) = scratch_runtime();
+    let wasm = fixture("passthrough");
+    let sha = hex(&Sha256::digest(&wasm));
+    runtime.load(&wasm, &sha).map(|_| ()).unwrap();
+}
+
+/// `outgoing` without its `hook` parameter is refused naming `outgoing`, with the expected and
+/// the found signature, and its compiled code is not kept.
+#[test]
+fn a_mismatched_export_is_named_with_what_was_expected_and_found() {
+    let (dir, runtime) = scratch_runtime();
+    let wasm = fixture("wrong_signature");
+    let sha = hex(&Sha256::digest(&wasm));
+    let error = match runtime.load(&wasm, &sha) {
+        Ok(_) => panic!("a wrong signature was accepted"),
+        Err(e) => e.to_string(),
+    };
+    for part in [
+        "export `outgoing` of hookyard:plugin/handler@0.1.0 does not match the WIT",
+        "it takes 2 parameters where 3 are expected",
+        "expected `outgoing: func(config: list<u8>, hook: webhook, ev: event)",
+        "found `outgoing: func(config: list<u8>, ev: record { id: string, event-type: string",
+    ] {
+        assert!(error.contains(part), "{part:?} missing in: {error}");
+    }
+    assert!(!error.contains("validate-config"), "{error}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn dot_names_and_option_like_names_are_refused() {
+    for bad in [
+        "",
+        ".",
+        "..",
+        ".hidden",
+        "-rf",
+        "_x",
+        "a/b",
+        &"x".repeat(101),
+    ] {
+        assert!(!valid_name(bad), "{bad:?}");
+    }
+    for good in ["field-map", "a", "v1.2_x", "9lives"] {
+        assert!(valid_name(good), "{good:?}");
+    }
+}
+
+/// A guest's panic message (its stderr) is in the trap's error, after the trap itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trap_carries_the_guest_output() {
+    let (_dir, runtime) = scratch_runtime();
+    let wasm = fixture("always_trap");
+    let sha = hex(&Sha256::digest(&wasm));
+    let plugin = LoadedPlugin {
+        name: "always-trap".into(),
+        version: 1,
+        sha256: sha.clone(),
+        pre: runtime.load(&wasm, &sha).unwrap().pre,
+    };
+    let (result, usage) = call_outgoing(
+        &runtime,
+        &plugin,
+        &serde_json::Value::Null,
+        sample::webhook(),
+        &sample::event(),
+    )
+    .await;
+    let error = match result {
+        Ok(_) => panic!("always-trap did not trap"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        error.starts_with(
+            "plugin trapped: wasm trap: wasm `unreachable` instruction executed; guest output:\n"
+        ),
+        "{error}"
+    );
+    assert!(
+        error.contains("always-trap fixture: outgoing traps on purpose (event evt_sample)"),
+        "{error}"
+    );
+    assert!(
+        usage.guest_output.contains("panicked"),
+        "{}",
+        usage.guest_output
+    );
+}

@@ -78,6 +78,8 @@ retry_max_ms = 400
 
 [plugins]
 cache_dir = "{cache}"
+# Normal priority: a niced compile of a swapped-in version starves on the busy test machine.
+compile_nice = 0
 
 [log]
 level = "warn"

@@ -179,6 +179,13 @@ async fn broken_plugins_fail_their_call_and_everything_else_flows() {
         let detail = gw.delivery(dead[0]["id"].as_str().unwrap()).await;
         let error = detail["attempts"][0]["error"].as_str().unwrap();
         assert!(error.contains(reason), "{name}: {error}");
+        if name == "trap" {
+            // The guest's panic message (its stderr) is in the Webhook Log, not only "trapped".
+            assert!(
+                error.contains("trap fixture: outgoing traps on purpose"),
+                "{error}"
+            );
+        }
         assert_eq!(
             detail["attempts"].as_array().unwrap().len(),
             1,
@@ -199,7 +206,14 @@ async fn broken_plugins_fail_their_call_and_everything_else_flows() {
     assert_eq!(health.status(), 200);
     let metrics = gw.metrics().await;
     for outcome in ["trap", "timeout", "memory"] {
-        let line = format!("hookyard_plugin_calls_total{{outcome=\"{outcome}\"}} 3");
+        let line = format!(
+            "hookyard_plugin_calls_total{{plugin=\"{name}\",version=\"1\",outcome=\"{outcome}\"}} 3",
+            name = match outcome {
+                "trap" => "trap",
+                "timeout" => "loop",
+                _ => "hog",
+            }
+        );
         assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
     }
     gw.stop().await;
@@ -416,6 +430,7 @@ async fn plugin_check_runs_a_component_locally() {
     let wasm =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("plugins/target/wasm32-wasip2/release");
     let out = std::process::Command::new(binary())
+        .env("HOOKYARD_CACHE_DIR", dir.path().join("cache"))
         .args(["plugin", "check"])
         .arg(wasm.join("field_map.wasm"))
         .arg("--event")
@@ -431,13 +446,15 @@ async fn plugin_check_runs_a_component_locally() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("validate-config: ok"), "{stdout}");
-    assert!(stdout.contains("\"emp_id\": 7"), "{stdout}");
+    // The exact bytes the gateway would send, not a re-formatted copy.
+    assert!(stdout.contains("\n{\"emp_id\":7}\n"), "{stdout}");
     assert!(
         stdout.contains("time:") && stdout.contains("KiB peak"),
         "{stdout}"
     );
 
     let out = std::process::Command::new(binary())
+        .env("HOOKYARD_CACHE_DIR", dir.path().join("cache"))
         .args(["plugin", "check"])
         .arg(wasm.join("always_trap.wasm"))
         .output()
@@ -445,4 +462,6 @@ async fn plugin_check_runs_a_component_locally() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
     assert!(stdout.contains("trapped"), "{stdout}");
+    // The panic message the guest wrote to stderr is shown.
+    assert!(stdout.contains("always-trap fixture"), "{stdout}");
 }

@@ -61,7 +61,7 @@ async fn response_phase_needs_writeback() {
     gw.wait_for_status("hr-users", "succeeded", 3).await;
     let metrics = gw.metrics().await;
     assert!(
-        metrics.contains("hookyard_plugin_calls_total{outcome=\"ok\"} 4\n"),
+        metrics.contains("hookyard_plugin_calls_total{plugin=\"field-map\",version=\"1\",outcome=\"ok\"} 4\n"),
         "validate-config when the webhook was made, three outgoing calls, no response call:\n{metrics}"
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
