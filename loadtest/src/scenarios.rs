@@ -755,7 +755,16 @@ impl Runner {
             let mean = |name: &str| {
                 let delta = |suffix: &str| {
                     let key = format!("{name}_{suffix}");
-                    b.get(&key).copied().unwrap_or(0.0) - a.get(&key).copied().unwrap_or(0.0)
+                    let labelled = format!("{key}{{");
+                    // Summed over label sets: the plugin metrics are labelled by plugin and
+                    // version.
+                    let total = |m: &std::collections::HashMap<String, f64>| -> f64 {
+                        m.iter()
+                            .filter(|(k, _)| **k == key || k.starts_with(&labelled))
+                            .map(|(_, v)| *v)
+                            .sum()
+                    };
+                    total(b) - total(a)
                 };
                 let count = delta("count");
                 (count > 0.0).then(|| delta("sum") / count)

@@ -31,7 +31,7 @@ pub(super) struct CallObserver {
 }
 
 impl CallObserver {
-    /// Records one call of `plugin` version `version` in `phase`.
+    /// Records one call of `plugin` version `version` (0: an upload's candidate) in `phase`.
     pub(super) fn observe<T>(
         &self,
         metrics: &Metrics,
@@ -40,7 +40,12 @@ impl CallObserver {
         result: &Result<T, CallError>,
         usage: &Usage,
     ) {
-        let version_label = version.to_string();
+        // Version 0 is a candidate being checked at upload (its smoke call), not yet stored.
+        let version_label = if version == 0 {
+            "candidate".to_owned()
+        } else {
+            version.to_string()
+        };
         metrics
             .plugin_call_duration
             .get_or_create(&PluginVersionLabel {
