@@ -315,19 +315,26 @@ fn build_rust(dir: &Path, name: &str, output: &Path) -> anyhow::Result<()> {
             "installing the wasm32-wasip2 target",
         )?;
     }
+    // Cargo's own default, said explicitly so the component is found where it was built.
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"));
     step(
-        Command::new("cargo").current_dir(dir).args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--target-dir",
-            "target",
-        ]),
+        Command::new("cargo")
+            .current_dir(dir)
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--target-dir",
+            ])
+            .arg(&target_dir),
         "cargo build",
     )?;
     let built = dir
-        .join("target/wasm32-wasip2/release")
+        .join(&target_dir)
+        .join("wasm32-wasip2/release")
         .join(format!("{}.wasm", name.replace('-', "_")));
     std::fs::copy(&built, output)
         .with_context(|| format!("copying {} to {}", built.display(), output.display()))?;
