@@ -21,7 +21,9 @@
 //!   registry of versions with hot swap and rollback.
 //! - [`sink`]: the internal system's endpoint for write-backs and inbound records.
 //! - [`auth`]: credentials for outgoing requests, with the OAuth2 token cache.
-//! - [`server`]: the public (ingest, inbound, health, metrics) and admin HTTP APIs.
+//! - [`server`]: the public (ingest, inbound, health, metrics) and admin HTTP APIs, and the
+//!   listeners that serve them ([`server::listener`]: timeouts, connection caps, TLS from
+//!   [`server::tls`]; [`server::limits`]: open-file budget, body deadline, inbound rate limit).
 //! - [`metrics`]: the Prometheus registry.
 //!
 //! [`run`] is the entry point: it takes bound listeners and a shutdown future, so tests run the
