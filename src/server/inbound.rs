@@ -3,9 +3,9 @@
 //! The caller is verified by the webhook's inbound auth (secrets compared in constant time; a
 //! Standard Webhooks signature within its tolerance, each `webhook-id` accepted once), as far
 //! as the headers allow before the body is read. An unknown name, a disabled inbound and wrong
-//! credentials get the one same 401. The body
-//! (JSON, or form-encoded) goes through the plugin's inbound phase, or without a plugin becomes
-//! one record per object identified by `inbound.identify_by`. Every record becomes a sink
+//! credentials get the one same 401. The body (JSON, or form-encoded) goes through the plugin's
+//! inbound phase, or without a plugin becomes one record per object identified by
+//! `inbound.identify_by`. Every record becomes a sink
 //! message (`update`, or `upsert` under JIT provisioning), all committed together before the 202.
 
 use axum::body::Bytes;

@@ -8,7 +8,7 @@
 //! A connection is served by hyper's HTTP/1 machinery with:
 //! - `header_read_timeout`: hyper's timer, running whenever a request head is awaited (from
 //!   the connection's start, or the end of the previous response: idle keep-alive connections
-//!   end with it too); it also bounds the TLS handshake;
+//!   end with it too); the TLS handshake gets the same time of its own;
 //! - the body deadline ([`super::limits::DeadlineBody`]);
 //! - the idle timeout: a connection that moves no byte for that long while none of its requests
 //!   is in a handler (a client that stopped reading its response) is dropped.
