@@ -618,9 +618,11 @@ async fn accept_errors_back_off_and_recover() {
     )
     .await;
     let stderr = stop_child(child, dir.path());
+    // Once per episode: the flood is one; freeing descriptors one by one may briefly make a
+    // second. A listener that spun would log thousands.
     let failures = stderr.matches("accept failed").count();
-    assert_eq!(
-        failures, 1,
+    assert!(
+        (1..=3).contains(&failures),
         "accept failures logged {failures} times: {stderr}"
     );
     assert!(stderr.contains("accepting connections again"), "{stderr}");
