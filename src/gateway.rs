@@ -109,7 +109,11 @@ pub async fn run_with_store(
         }
     }
     let directory = Arc::new(WebhookDirectory::load(store.as_ref()).await?);
-    let metrics = Arc::new(Metrics::new());
+    let mut metrics = Metrics::new();
+    let edge = Arc::new(server::edge_metrics::EdgeMetrics::register(
+        metrics.registry_mut(),
+    ));
+    let metrics = Arc::new(metrics);
     let plugins = Arc::new(
         PluginHost::start(&config.plugins, store.clone(), metrics.clone())
             .await
@@ -179,6 +183,7 @@ pub async fn run_with_store(
         store: store.clone(),
         webhooks: directory,
         metrics,
+        edge: edge.clone(),
         config: config.clone(),
         wake,
         ready: AtomicBool::new(true),
@@ -206,6 +211,7 @@ pub async fn run_with_store(
                 server::admin_router(state.clone()),
                 ListenerLimits::new(&config.server, admin_cap),
                 admin_tls,
+                edge.listener("admin"),
                 stopped(stop_rx.clone()),
             )?);
             servers.push(spawn_listener(
@@ -214,6 +220,7 @@ pub async fn run_with_store(
                 server::public_router(state.clone()),
                 public_limits,
                 public_tls,
+                edge.listener("public"),
                 stopped(stop_rx.clone()),
             )?);
         }
@@ -223,6 +230,7 @@ pub async fn run_with_store(
             server::combined_router(state.clone()),
             public_limits,
             public_tls,
+            edge.listener("public+admin"),
             stopped(stop_rx.clone()),
         )?),
     }
@@ -250,6 +258,10 @@ fn spawn_listener(
     router: axum::Router,
     limits: ListenerLimits,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    metrics: (
+        prometheus_client::metrics::gauge::Gauge,
+        prometheus_client::metrics::counter::Counter,
+    ),
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<tokio::task::JoinHandle<()>, Error> {
     info!(
@@ -260,7 +272,7 @@ fn spawn_listener(
         "listening"
     );
     Ok(tokio::spawn(listener::serve(
-        name, tcp, router, limits, tls, stop,
+        name, tcp, router, limits, tls, metrics, stop,
     )))
 }
 

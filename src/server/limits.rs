@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use hyper::body::{Body, Frame, SizeHint};
+use prometheus_client::metrics::counter::Counter;
 use tokio::time::{Instant, Sleep};
 
 use super::ApiError;
@@ -151,11 +152,14 @@ pub struct InboundRateLimit {
     /// Held while pruning, so one caller prunes and the others go on.
     pruning: Mutex<()>,
     clock: DefaultClock,
+    /// Requests refused.
+    refused: Counter,
 }
 
 impl InboundRateLimit {
-    /// The limiter `server` configures; none when `inbound_rate_per_sec` is 0.
-    pub fn from_config(server: &ServerConfig) -> Option<InboundRateLimit> {
+    /// The limiter `server` configures, counting refusals in `refused`; none when
+    /// `inbound_rate_per_sec` is 0.
+    pub fn from_config(server: &ServerConfig, refused: Counter) -> Option<InboundRateLimit> {
         let rate = NonZeroU32::new(server.inbound_rate_per_sec)?;
         let burst = NonZeroU32::new(server.inbound_rate_burst).unwrap_or(rate);
         let quota = Quota::per_second(rate).allow_burst(burst);
@@ -165,6 +169,7 @@ impl InboundRateLimit {
             max_clients: server.inbound_rate_max_clients.max(1),
             pruning: Mutex::new(()),
             clock: DefaultClock::default(),
+            refused,
         })
     }
 
@@ -177,9 +182,10 @@ impl InboundRateLimit {
         if limiter.len() >= self.max_clients {
             self.prune(&limiter);
         }
-        limiter
-            .check_key(&client_key(addr))
-            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+        limiter.check_key(&client_key(addr)).map_err(|not_until| {
+            self.refused.inc();
+            not_until.wait_time_from(self.clock.now())
+        })
     }
 
     /// Client addresses remembered.
@@ -290,7 +296,7 @@ mod tests {
         server.inbound_rate_per_sec = rate;
         server.inbound_rate_burst = burst;
         server.inbound_rate_max_clients = max_clients;
-        InboundRateLimit::from_config(&server).unwrap()
+        InboundRateLimit::from_config(&server, Counter::default()).unwrap()
     }
 
     #[test]
@@ -302,6 +308,7 @@ mod tests {
             assert!(limit.check(a).is_ok());
         }
         let wait = limit.check(a).unwrap_err();
+        assert_eq!(limit.refused.get(), 1);
         assert!(
             wait > Duration::ZERO && wait <= Duration::from_secs(1),
             "{wait:?}"
@@ -323,7 +330,7 @@ mod tests {
     fn off_when_the_rate_is_zero() {
         let mut server = Config::default().server;
         server.inbound_rate_per_sec = 0;
-        assert!(InboundRateLimit::from_config(&server).is_none());
+        assert!(InboundRateLimit::from_config(&server, Counter::default()).is_none());
     }
 
     /// A body that yields a byte at every tick of its interval, forever.

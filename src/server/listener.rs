@@ -30,6 +30,8 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -72,14 +74,17 @@ impl ListenerLimits {
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Serves `router` on `listener` until `shutdown`, then lets open connections finish.
+/// `metrics`: the listener's gauge of open connections and counter of failed accepts.
 pub async fn serve(
     name: &'static str,
     listener: TcpListener,
     router: Router,
     limits: ListenerLimits,
     tls: Option<TlsAcceptor>,
+    metrics: (Gauge, Counter),
     shutdown: impl Future<Output = ()>,
 ) {
+    let (open_connections, accept_errors) = metrics;
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -112,6 +117,7 @@ pub async fn serve(
             // The client gave up before we took its connection: nothing to do with the listener.
             Err(e) if is_connection_error(&e) => continue,
             Err(e) => {
+                accept_errors.inc();
                 let pause = match backoff {
                     None => {
                         warn!(listener = name, error = %e, "accept failed; retrying with a pause until it succeeds");
@@ -137,9 +143,12 @@ pub async fn serve(
         };
         let watcher = graceful.watcher();
         let tls = tls.clone();
+        let open = open_connections.clone();
+        open.inc();
         tokio::spawn(async move {
             let _permit = permit;
             conn.run(stream, tls, watcher).await;
+            open.dec();
         });
     }
     drop(listener);

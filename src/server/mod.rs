@@ -28,6 +28,7 @@ use crate::store::Store;
 use crate::webhooks::WebhookDirectory;
 
 pub mod admin;
+pub mod edge_metrics;
 pub mod error;
 pub mod inbound;
 pub mod ingest;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub webhooks: Arc<WebhookDirectory>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Metrics of the listeners.
+    pub edge: Arc<edge_metrics::EdgeMetrics>,
     /// The configuration.
     pub config: Arc<Config>,
     /// Wakes the workers when new work is committed.
@@ -87,7 +90,10 @@ fn public_routes(state: &Shared) -> Router<Shared> {
             require_ingest_token,
         ));
     let mut inbound = Router::new().route("/v1/inbound/{webhook}", post(inbound::receive));
-    if let Some(limit) = limits::InboundRateLimit::from_config(&state.config.server) {
+    if let Some(limit) = limits::InboundRateLimit::from_config(
+        &state.config.server,
+        state.edge.inbound_rate_limited.clone(),
+    ) {
         inbound = inbound.route_layer(middleware::from_fn_with_state(
             Arc::new(limit),
             limits::limit_inbound,

@@ -395,6 +395,10 @@ async fn inbound_pushes_are_rate_limited_per_client_address() {
     assert!((1..=2).contains(&retry_after), "Retry-After: {retry_after}");
     let (status, body) = status_json(r).await;
     assert_error(status, &body, 429, "rate_limited");
+    assert_eq!(
+        gw.metric("hookyard_inbound_rate_limited_total").await,
+        Some(1.0)
+    );
     // Another address has its own bucket (127.0.0.0/8 is all loopback on Linux).
     let r = push_from("127.0.0.2").await;
     assert_eq!(r.status(), 202);
@@ -617,6 +621,11 @@ async fn accept_errors_back_off_and_recover() {
         },
     )
     .await;
+    let errors = api
+        .metric("hookyard_accept_errors_total{listener=\"public\"}")
+        .await
+        .unwrap_or(0.0);
+    assert!(errors >= 1.0, "accept errors counted: {errors}");
     let stderr = stop_child(child, dir.path());
     // Once per episode: the flood is one; freeing descriptors one by one may briefly make a
     // second. A listener that spun would log thousands.
