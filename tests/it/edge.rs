@@ -224,11 +224,7 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
     config.server.header_read_timeout_ms = 60_000;
     config.server.idle_timeout_ms = 60_000;
     let gw = TestGateway::start(config).await;
-    // A client without a pool: every request its own connection.
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
+    let client = unpooled();
     // Three silent connections fill the cap (with the readiness probe's pooled connection, if
     // it is still open, one of them waits in the backlog too).
     let mut held = Vec::new();
@@ -514,6 +510,46 @@ fn stop_child(mut child: Child, dir: &Path) -> String {
     read("out.log") + &read("err.log")
 }
 
+/// The API of the child on these ports, once it is ready.
+async fn ready_api(public: u16, admin: u16) -> Api {
+    let api = Api::new(
+        SocketAddr::from(([127, 0, 0, 1], public)),
+        SocketAddr::from(([127, 0, 0, 1], admin)),
+    );
+    eventually(Duration::from_secs(20), "the gateway is ready", || async {
+        let r = api.client().get(api.url("/readyz")).send().await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    api
+}
+
+/// A client without a connection pool: every request its own connection.
+fn unpooled() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+/// Waits until the public API answers `/healthz` on a fresh connection again.
+async fn serves_again(client: &reqwest::Client, api: &Api) {
+    eventually(
+        Duration::from_secs(30),
+        "the public API serves again",
+        || async {
+            let r = client
+                .get(api.url("/healthz"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .ok()?;
+            r.status().is_success().then_some(())
+        },
+    )
+    .await;
+}
+
 /// Opens `n` connections that send nothing.
 async fn flood(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
     let mut held = Vec::with_capacity(n);
@@ -535,36 +571,12 @@ async fn descriptor_exhaustion_spares_the_admin_listener() {
     let dir = temp_dir();
     let (public, admin) = (closed_port(), closed_port());
     let child = start_limited(dir.path(), public, admin, "header_read_timeout_ms = 1500");
-    let api = Api::new(
-        SocketAddr::from(([127, 0, 0, 1], public)),
-        SocketAddr::from(([127, 0, 0, 1], admin)),
-    );
-    eventually(Duration::from_secs(20), "the gateway is ready", || async {
-        let r = api.client().get(api.url("/readyz")).send().await.ok()?;
-        r.status().is_success().then_some(())
-    })
-    .await;
+    let api = ready_api(public, admin).await;
     let held = flood(api.public, 300).await;
     let (status, body) = api.admin("GET", "/admin/v1/webhooks", None).await;
     assert_eq!(status, 200, "{body}");
-    let fresh = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
-    eventually(
-        Duration::from_secs(30),
-        "the public API serves again",
-        || async {
-            let r = fresh
-                .get(api.url("/healthz"))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-                .ok()?;
-            r.status().is_success().then_some(())
-        },
-    )
-    .await;
+    let fresh = unpooled();
+    serves_again(&fresh, &api).await;
     drop(held);
     let stderr = stop_child(child, dir.path());
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -585,21 +597,10 @@ async fn accept_errors_back_off_and_recover() {
         admin,
         "max_connections = 1000\nheader_read_timeout_ms = 60000\nidle_timeout_ms = 60000",
     );
-    let api = Api::new(
-        SocketAddr::from(([127, 0, 0, 1], public)),
-        SocketAddr::from(([127, 0, 0, 1], admin)),
-    );
-    eventually(Duration::from_secs(20), "the gateway is ready", || async {
-        let r = api.client().get(api.url("/readyz")).send().await.ok()?;
-        r.status().is_success().then_some(())
-    })
-    .await;
+    let api = ready_api(public, admin).await;
     let held = flood(api.public, 300).await;
     // Connections held in the backlog are not served while every descriptor is taken.
-    let fresh = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
+    let fresh = unpooled();
     let starved = fresh
         .get(api.url("/healthz"))
         .timeout(Duration::from_millis(1500))
@@ -607,20 +608,7 @@ async fn accept_errors_back_off_and_recover() {
         .await;
     assert!(starved.is_err(), "served with every descriptor taken");
     drop(held);
-    eventually(
-        Duration::from_secs(30),
-        "the public API serves again",
-        || async {
-            let r = fresh
-                .get(api.url("/healthz"))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-                .ok()?;
-            r.status().is_success().then_some(())
-        },
-    )
-    .await;
+    serves_again(&fresh, &api).await;
     let errors = api
         .metric("hookyard_accept_errors_total{listener=\"public\"}")
         .await
