@@ -41,7 +41,7 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
 /// Checks the caller against the webhook's inbound auth. For a Standard Webhooks signature,
 /// returns the message id and until when (unix ms) it must be remembered so that a captured
 /// request cannot be replayed while its timestamp would still pass the tolerance.
-fn verify(
+pub(crate) fn verify(
     auth: &InboundAuth,
     headers: &HeaderMap,
     body: &[u8],
@@ -101,7 +101,7 @@ fn verify(
 }
 
 /// The body as JSON bytes: JSON as is, a form turned into an object of strings.
-fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+pub(crate) fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, ApiError> {
     let content_type = header_str(headers, header::CONTENT_TYPE.as_str());
     if content_type.starts_with("application/x-www-form-urlencoded") {
         let object: Map<String, Value> = form_urlencoded::parse(body)
@@ -109,13 +109,23 @@ fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, ApiError> {
             .collect();
         return Ok(serde_json::to_vec(&object).unwrap_or_default());
     }
-    serde_json::from_slice::<serde::de::IgnoredAny>(body)
-        .map_err(|e| ApiError::invalid_json(&e))?;
+    // JSON is UTF-8 (RFC 8259), and skipping a string does not check it: check it first.
+    let text = std::str::from_utf8(body).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "the body is not UTF-8",
+        )
+    })?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| ApiError::invalid_json(&e))?;
     Ok(body.to_vec())
 }
 
 /// Without a plugin: each object of the body is a record, identified by `identify_by`.
-fn plain_records(inbound: &InboundConfig, body: &[u8]) -> Result<Vec<InboundRecord>, ApiError> {
+pub(crate) fn plain_records(
+    inbound: &InboundConfig,
+    body: &[u8],
+) -> Result<Vec<InboundRecord>, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(&e))?;
     let objects = match value {
         Value::Array(items) => items,

@@ -11,6 +11,7 @@ mod delivery;
 mod durability;
 mod examples;
 mod ingest;
+mod plugin_output;
 mod plugins;
 mod ssrf;
 mod sync;
