@@ -4,7 +4,7 @@
 //! the keys and values the parser looks for, then possibly cut short or with a byte changed),
 //! and checks that it never panics and that what it accepts is consistent. They are proptest
 //! properties rather than cargo-fuzz targets (which need nightly), so they run in the normal
-//! suite: [`DEFAULT_CASES`] cases each, a few seconds in all. For a long run raise the count:
+//! suite: [`DEFAULT_CASES`] cases each, about a second in all in a debug build. For a long run raise the count:
 //! `HOOKYARD_FUZZ_CASES=200000 cargo test --lib fuzz::`. A failure is shrunk to a minimal input
 //! and saved under `proptest-regressions/`, so it is re-run first from then on.
 //!
@@ -24,7 +24,7 @@ use crate::server::error::parse_json;
 use crate::server::inbound;
 
 /// Cases per target unless `HOOKYARD_FUZZ_CASES` says otherwise.
-const DEFAULT_CASES: u32 = 512;
+const DEFAULT_CASES: u32 = 2048;
 
 fn config() -> Config {
     let cases = std::env::var("HOOKYARD_FUZZ_CASES")

@@ -166,28 +166,32 @@ fn client_config(mode: SslMode, roots: Option<&Roots>) -> Result<ClientConfig> {
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(tls_error)?;
-    let config = match mode {
-        // Never used to connect (the driver does not ask for TLS), but the pool wants a connector.
-        SslMode::Disable | SslMode::Prefer | SslMode::Require => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
-            .with_no_client_auth(),
+    let verifier: Arc<dyn ServerCertVerifier> = match mode {
+        // Disable never connects with TLS (the driver does not ask), but the pool wants a
+        // connector all the same.
+        SslMode::Disable | SslMode::Prefer | SslMode::Require => Arc::new(Verifier {
+            check: Check::Nothing,
+            provider,
+        }),
         SslMode::VerifyCa | SslMode::VerifyFull => {
             let store = Arc::new(root_store(roots.unwrap_or(&Roots::System))?);
-            let webpki = WebPkiServerVerifier::builder_with_provider(store, provider)
+            let webpki = WebPkiServerVerifier::builder_with_provider(store, provider.clone())
                 .build()
                 .map_err(|e| Error::Database(format!("PostgreSQL TLS setup: {e}")))?;
-            let verifier: Arc<dyn ServerCertVerifier> = if mode == SslMode::VerifyFull {
+            if mode == SslMode::VerifyFull {
                 webpki
             } else {
-                Arc::new(ChainOnly(webpki))
-            };
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(verifier)
-                .with_no_client_auth()
+                Arc::new(Verifier {
+                    check: Check::ChainOnly(webpki),
+                    provider,
+                })
+            }
         }
     };
+    let config = builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
     Ok(config)
 }
 
@@ -212,63 +216,26 @@ fn root_store(roots: &Roots) -> Result<RootCertStore> {
     }
 }
 
-/// `prefer` and `require`: any certificate is accepted, as libpq does in these modes. The
-/// handshake's signatures are still checked (the peer holds the key of the certificate it
-/// showed), which is what SCRAM channel binding builds on.
+/// What a [`Verifier`] checks of the server's certificate.
 #[derive(Debug)]
-struct Unverified(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+enum Check {
+    /// Nothing (`prefer`, `require`), as libpq does in these modes.
+    Nothing,
+    /// The chain, not the host name (`verify-ca`). webpki checks the chain before the name, so a
+    /// name mismatch means the chain was good.
+    ChainOnly(Arc<WebPkiServerVerifier>),
 }
 
-/// `verify-ca`: the chain is checked, the host name is not. webpki checks the chain before the
-/// name, so a name mismatch means the chain was good.
+/// The verifier of the modes webpki's own does not serve. The handshake's signatures are always
+/// checked (the peer holds the key of the certificate it showed), which is what SCRAM channel
+/// binding builds on.
 #[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
+struct Verifier {
+    check: Check,
+    provider: Arc<CryptoProvider>,
+}
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -277,9 +244,10 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        let Check::ChainOnly(webpki) = &self.check else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
         {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
@@ -294,7 +262,8 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        let algorithms = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
     }
 
     fn verify_tls13_signature(
@@ -303,11 +272,14 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        let algorithms = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

@@ -10,7 +10,8 @@
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-use crate::mapping::Mapping;
+use crate::mapping::{Mapping, ROW_KEYS, TOP_LEVEL_KEYS};
+use crate::tests::CONVERSIONS;
 
 fn config() -> ProptestConfig {
     let cases = std::env::var("HOOKYARD_FUZZ_CASES")
@@ -23,34 +24,8 @@ fn config() -> ProptestConfig {
     }
 }
 
-const KEYS: &[&str] = &[
-    "request",
-    "response",
-    "input",
-    "method",
-    "skip_events",
-    "api_field",
-    "field",
-    "value",
-    "default",
-    "convert",
-    "required",
-    "identifier",
-];
-
+/// Words the parser gives a meaning to, beside the conversions' names.
 const WORDS: &[&str] = &[
-    "upper",
-    "lower",
-    "trim",
-    "string",
-    "number",
-    "integer",
-    "boolean",
-    "upper_snake",
-    "date:rfc3339",
-    "date:date",
-    "date:unix",
-    "date:unix_ms",
     "date:",
     "@id",
     "@type",
@@ -72,6 +47,14 @@ const WORDS: &[&str] = &[
     "user.*",
 ];
 
+fn key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        2 => prop::sample::select(TOP_LEVEL_KEYS).prop_map(str::to_owned),
+        2 => prop::sample::select(ROW_KEYS).prop_map(str::to_owned),
+        1 => "[a-z_]{1,8}",
+    ]
+}
+
 fn leaf() -> impl Strategy<Value = Value> {
     prop_oneof![
         Just(Value::Null),
@@ -81,17 +64,16 @@ fn leaf() -> impl Strategy<Value = Value> {
             .prop_filter("finite", |f| f.is_finite())
             .prop_map(Value::from),
         prop::sample::select(WORDS).prop_map(Value::from),
+        prop::sample::select(CONVERSIONS).prop_map(Value::from),
         ".{0,12}".prop_map(Value::from),
     ]
 }
 
 fn json_config() -> impl Strategy<Value = Value> {
-    let key =
-        prop_oneof![4 => prop::sample::select(KEYS).prop_map(str::to_owned), 1 => "[a-z_]{1,8}"];
     leaf().prop_recursive(4, 64, 6, move |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-            prop::collection::btree_map(key.clone(), inner, 0..6)
+            prop::collection::btree_map(key(), inner, 0..6)
                 .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
@@ -100,7 +82,7 @@ fn json_config() -> impl Strategy<Value = Value> {
 /// A row with the row keys and fuzzed values.
 fn row() -> impl Strategy<Value = Value> {
     prop::collection::btree_map(
-        prop::sample::select(&KEYS[5..]).prop_map(str::to_owned),
+        prop::sample::select(ROW_KEYS).prop_map(str::to_owned),
         leaf(),
         0..6,
     )
