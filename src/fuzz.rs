@@ -4,11 +4,12 @@
 //! the keys and values the parser looks for, then possibly cut short or with a byte changed),
 //! and checks that it never panics and that what it accepts is consistent. They are proptest
 //! properties rather than cargo-fuzz targets (which need nightly), so they run in the normal
-//! suite: [`DEFAULT_CASES`] cases each, about a second in all in a debug build. For a long run raise the count:
-//! `HOOKYARD_FUZZ_CASES=200000 cargo test --lib fuzz::`. A failure is shrunk to a minimal input
-//! and saved under `proptest-regressions/`, so it is re-run first from then on.
+//! suite: [`DEFAULT_CASES`] cases each, about a second in all in a debug build. For a long run,
+//! raise the count: `HOOKYARD_FUZZ_CASES=200000 cargo test --lib fuzz::`. A failure is shrunk
+//! to a minimal input and saved under `proptest-regressions/`, so it is re-run first from then
+//! on.
 //!
-//! The field-map config parser has its own target in `plugins/field-map/src/tests.rs`.
+//! The field-map config parser has its own target in `plugins/field-map/src/fuzz.rs`.
 
 use std::collections::BTreeMap;
 
