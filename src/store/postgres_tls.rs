@@ -136,10 +136,16 @@ fn take_tls_params(url: &str) -> Result<(String, Option<SslMode>, Option<Roots>)
     let (mut mode, mut roots) = (None, None);
     for pair in query.split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = percent_encoding::percent_decode_str(value)
-            .decode_utf8()
-            .map_err(|_| Error::Database(format!("invalid PostgreSQL URL: {key} is not UTF-8")))?;
-        match key {
+        // Keys are decoded as tokio-postgres decodes them, so `ssl%6Dode` is `sslmode` here too.
+        let decode = |text| {
+            percent_encoding::percent_decode_str(text)
+                .decode_utf8()
+                .map_err(|_| {
+                    Error::Database("invalid PostgreSQL URL: a parameter is not UTF-8".into())
+                })
+        };
+        let (key, value) = (decode(key)?, decode(value)?);
+        match key.as_ref() {
             "sslmode" => mode = Some(SslMode::parse(&value)?),
             "sslrootcert" if value == "system" => roots = Some(Roots::System),
             "sslrootcert" => roots = Some(Roots::File(value.into_owned())),
@@ -328,6 +334,8 @@ mod tests {
             ("sslmode=verify", "sslmode \"verify\""),
             ("sslmode=require&sslcert=/c.pem", "sslcert is not supported"),
             ("sslkey=/k.pem", "sslkey is not supported"),
+            ("ssl%6Bey=/k.pem", "sslkey is not supported"),
+            ("ssl%6Dode=verify", "sslmode \"verify\""),
             (
                 "sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
                 "sslrootcert /nonexistent/ca.pem",
