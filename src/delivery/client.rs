@@ -490,6 +490,10 @@ mod tests {
             "http://[::ffff:10.0.0.1]/",
             "http://0x7f000002/",
             "http://2130706434/",
+            "http://[2002:7f00:2::]/",
+            "http://[64:ff9b:1::a00:1]/",
+            "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",
+            "http://[::ffff:0:7f00:2]/",
         ] {
             let err = check(refused).unwrap_err();
             assert!(ssrf_refusal(&err).is_some(), "{refused}: {err}");
