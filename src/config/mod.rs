@@ -372,9 +372,10 @@ impl Config {
             ));
         }
         if !(self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres")) {
+            // The scheme only: the rest of a mistyped URL may hold the database password.
+            let scheme = self.store.url.split(':').next().unwrap_or_default();
             return Err(Error::Invalid(format!(
-                "store.url must start with sqlite:// or postgres://, got {:?}",
-                self.store.url
+                "store.url must start with sqlite:// or postgres://, got {scheme:?}:..."
             )));
         }
         if self
@@ -547,6 +548,15 @@ mod tests {
         let e = Config::from_layers(None, env(&[("HOOKYARD_SERVER_BODY_TIMEOUT_MS", "0")]))
             .unwrap_err();
         assert!(e.to_string().contains("body_timeout_ms"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_store_url_is_refused_without_its_password() {
+        let url = "mysql://hookyard:s3cret-pw@db/hookyard";
+        let e = Config::from_layers(None, env(&[("HOOKYARD_STORE_URL", url)])).unwrap_err();
+        let message = e.to_string();
+        assert!(message.contains("\"mysql\":..."), "{message}");
+        assert!(!message.contains("s3cret-pw"), "{message}");
     }
 
     #[test]

@@ -134,8 +134,20 @@ fn verify_signature(
     Ok(Some((msg_id.to_owned(), forget_at * 1000)))
 }
 
+/// The whole caller check as the handler makes it, headers first, then the signature over the
+/// body (the fuzz targets check the two together).
+#[cfg(test)]
+pub(crate) fn verify(
+    auth: &InboundAuth,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Option<(String, i64)>, String> {
+    check_headers(auth, headers).map_err(str::to_owned)?;
+    verify_signature(auth, headers, body)
+}
+
 /// The body as JSON bytes: JSON as is, a form turned into an object of strings.
-fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+pub(crate) fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, ApiError> {
     let content_type = header_str(headers, header::CONTENT_TYPE.as_str());
     if content_type.starts_with("application/x-www-form-urlencoded") {
         let object: Map<String, Value> = form_urlencoded::parse(body)
@@ -143,13 +155,23 @@ fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, ApiError> {
             .collect();
         return Ok(serde_json::to_vec(&object).unwrap_or_default());
     }
-    serde_json::from_slice::<serde::de::IgnoredAny>(body)
-        .map_err(|e| ApiError::invalid_json(&e))?;
+    // JSON is UTF-8 (RFC 8259), and skipping a string does not check it: check it first.
+    let text = std::str::from_utf8(body).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "the body is not UTF-8",
+        )
+    })?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| ApiError::invalid_json(&e))?;
     Ok(body.to_vec())
 }
 
 /// Without a plugin: each object of the body is a record, identified by `identify_by`.
-fn plain_records(inbound: &InboundConfig, body: &[u8]) -> Result<Vec<InboundRecord>, ApiError> {
+pub(crate) fn plain_records(
+    inbound: &InboundConfig,
+    body: &[u8],
+) -> Result<Vec<InboundRecord>, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(&e))?;
     let objects = match value {
         Value::Array(items) => items,

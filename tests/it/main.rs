@@ -12,6 +12,7 @@ mod durability;
 mod edge;
 mod examples;
 mod ingest;
+mod plugin_output;
 mod plugins;
 mod ssrf;
 mod sync;
