@@ -17,6 +17,8 @@ use crate::delivery::worker::Deliverer;
 use crate::metrics::Metrics;
 use crate::model::{new_id, now_ms, Webhook};
 use crate::plugin::PluginHost;
+use crate::server::listener::{self, ListenerLimits};
+use crate::server::tls::Tls;
 use crate::server::{self, AppState};
 use crate::store::{self, Store, StoreChange};
 use crate::webhooks::{self, WebhookDirectory};
@@ -46,6 +48,9 @@ pub enum Error {
     /// A listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// The TLS certificate, key or client CA could not be used.
+    #[error("tls: {0}")]
+    Tls(#[from] server::tls::TlsError),
 }
 
 /// The listeners the gateway serves on, already bound.
@@ -86,6 +91,8 @@ pub async fn run_with_store(
     // The effective address (the configured port may be 0), for inbound URLs.
     config.server.listen = listeners.public.local_addr()?;
     let config = Arc::new(config);
+    // Before anything else starts: a bad certificate is a configuration error.
+    let tls = Tls::from_config(&config.server)?;
     // Processes starting at once on one database declare the same webhooks: a name taken
     // between one's read and its insert is the other's insert, and applying again updates it.
     let mut tries = 0;
@@ -102,7 +109,11 @@ pub async fn run_with_store(
         }
     }
     let directory = Arc::new(WebhookDirectory::load(store.as_ref()).await?);
-    let metrics = Arc::new(Metrics::new());
+    let mut metrics = Metrics::new();
+    let edge = Arc::new(server::edge_metrics::EdgeMetrics::register(
+        metrics.registry_mut(),
+    ));
+    let metrics = Arc::new(metrics);
     let plugins = Arc::new(
         PluginHost::start(&config.plugins, store.clone(), metrics.clone())
             .await
@@ -172,30 +183,56 @@ pub async fn run_with_store(
         store: store.clone(),
         webhooks: directory,
         metrics,
+        edge: edge.clone(),
         config: config.clone(),
         wake,
         ready: AtomicBool::new(true),
         plugins: Some(plugins),
         deliverer: Some(deliverer),
     });
-    let public = server::public_router(state.clone());
-    let admin = server::admin_router(state.clone());
+    let (public_cap, admin_cap) = server::limits::connection_caps(&config.server);
     let mut servers = Vec::new();
+    let (public_tls, admin_tls) = match &tls {
+        Some(tls) => {
+            servers.push(tokio::spawn(tls.cert.clone().watch(
+                Duration::from_millis(config.server.tls_reload_interval_ms),
+                stopped(stop_rx.clone()),
+            )));
+            (Some(tls.public.clone()), Some(tls.admin.clone()))
+        }
+        None => (None, None),
+    };
+    let public_limits = ListenerLimits::new(&config.server, public_cap);
     match listeners.admin {
         Some(admin_listener) => {
-            info!(addr = %admin_listener.local_addr()?, "admin API listening");
-            servers.push(serve(admin_listener, admin, stopped(stop_rx.clone())));
-            info!(addr = %listeners.public.local_addr()?, "public API listening");
-            servers.push(serve(listeners.public, public, stopped(stop_rx.clone())));
-        }
-        None => {
-            info!(addr = %listeners.public.local_addr()?, "public and admin API listening");
-            servers.push(serve(
-                listeners.public,
-                public.merge(admin),
+            servers.push(spawn_listener(
+                "admin",
+                admin_listener,
+                server::admin_router(state.clone()),
+                ListenerLimits::new(&config.server, admin_cap),
+                admin_tls,
+                edge.listener("admin"),
                 stopped(stop_rx.clone()),
-            ));
+            )?);
+            servers.push(spawn_listener(
+                "public",
+                listeners.public,
+                server::public_router(state.clone()),
+                public_limits,
+                public_tls,
+                edge.listener("public"),
+                stopped(stop_rx.clone()),
+            )?);
         }
+        None => servers.push(spawn_listener(
+            "public+admin",
+            listeners.public,
+            server::combined_router(state.clone()),
+            public_limits,
+            public_tls,
+            edge.listener("public+admin"),
+            stopped(stop_rx.clone()),
+        )?),
     }
 
     shutdown.await;
@@ -203,10 +240,8 @@ pub async fn run_with_store(
     state.ready.store(false, Ordering::Relaxed);
     let _ = stop_tx.send(true);
     for server in servers {
-        match server.await {
-            Ok(Err(e)) => warn!(error = %e, "listener failed"),
-            Err(e) => warn!(error = %e, "listener task failed"),
-            Ok(Ok(())) => {}
+        if let Err(e) = server.await {
+            warn!(error = %e, "listener task failed");
         }
     }
     let _ = workers.await;
@@ -216,16 +251,29 @@ pub async fn run_with_store(
     Ok(())
 }
 
-fn serve(
-    listener: TcpListener,
+/// Logs and starts one listener's accept loop.
+fn spawn_listener(
+    name: &'static str,
+    tcp: TcpListener,
     router: axum::Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> tokio::task::JoinHandle<std::io::Result<()>> {
-    tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
-    })
+    limits: ListenerLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    metrics: (
+        prometheus_client::metrics::gauge::Gauge,
+        prometheus_client::metrics::counter::Counter,
+    ),
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<()>, Error> {
+    info!(
+        listener = name,
+        addr = %tcp.local_addr()?,
+        max_connections = limits.max_connections,
+        tls = tls.is_some(),
+        "listening"
+    );
+    Ok(tokio::spawn(listener::serve(
+        name, tcp, router, limits, tls, metrics, stop,
+    )))
 }
 
 /// Calls `reload` on every change notice of `kind` (a burst of them is one call), after a

@@ -11,18 +11,24 @@
 //! - [`model`]: webhooks, events, deliveries and attempts: what is stored and served.
 //! - [`store`]: the storage interface, the queue's state machine and invariants, the SQLite
 //!   implementation with group commit and the PostgreSQL one (`SKIP LOCKED` claims, `LISTEN`ed
-//!   change notices); [`store::open`] picks one by URL.
+//!   change notices, TLS by `sslmode` in [`store::postgres_tls`]); [`store::open`] picks one by
+//!   URL.
 //! - [`webhooks`]: the in-memory directory of webhooks and the validation of their definitions.
 //! - [`delivery`]: sending: [`delivery::shape`] (event to request, where plugins slot in),
 //!   [`delivery::client`] (the SSRF-safe HTTP client), [`delivery::signing`] (Standard
-//!   Webhooks), [`delivery::retry`] (backoff and status classes) and [`delivery::worker`] (the
-//!   claim-and-send loop).
+//!   Webhooks), [`delivery::retry`] (backoff and status classes), [`delivery::headers`] (the
+//!   headers only the gateway sets), [`delivery::plugin_output`] (what a plugin's request may
+//!   change) and [`delivery::worker`] (the claim-and-send loop).
 //! - [`plugin`]: WebAssembly plugins: the one `bindgen!`, the engine and sandboxed calls, the
 //!   registry of versions with hot swap and rollback.
 //! - [`sink`]: the internal system's endpoint for write-backs and inbound records.
 //! - [`auth`]: credentials for outgoing requests, with the OAuth2 token cache.
-//! - [`server`]: the public (ingest, inbound, health, metrics) and admin HTTP APIs.
+//! - [`server`]: the public (ingest, inbound, health, metrics) and admin HTTP APIs, and the
+//!   listeners that serve them ([`server::listener`]: timeouts, connection caps, TLS from
+//!   [`server::tls`]; [`server::limits`]: open-file budget, body deadline, inbound rate limit).
 //! - [`metrics`]: the Prometheus registry.
+//!
+//! - `fuzz` (tests only): a fuzz target per parser of untrusted input.
 //!
 //! [`run`] is the entry point: it takes bound listeners and a shutdown future, so tests run the
 //! real gateway on port 0.
@@ -40,5 +46,7 @@ pub mod sink;
 pub mod store;
 pub mod webhooks;
 
+#[cfg(test)]
+mod fuzz;
 mod gateway;
 pub use gateway::{open_store, run, run_with_store, Error, Listeners};

@@ -60,6 +60,11 @@ fn main() -> ExitCode {
             };
             match runtime.block_on(serve(config)) {
                 Ok(()) => ExitCode::SUCCESS,
+                // Unusable certificate files are a configuration error like any other.
+                Err(e) if matches!(e.downcast_ref(), Some(hookyard::Error::Tls(_))) => {
+                    eprintln!("hookyard: invalid config: {e:#}");
+                    ExitCode::from(EX_USAGE)
+                }
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "hookyard stopped");
                     eprintln!("hookyard: {e:#}");
@@ -97,6 +102,10 @@ fn init_tracing(config: &Config) {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Connections, the store, plugins and deliveries all take descriptors: use what the hard
+    // limit allows (the default connection caps are shares of it).
+    let nofile = hookyard::server::limits::raise_nofile_limit();
+    tracing::debug!(nofile, "open-file limit");
     let public = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;

@@ -109,17 +109,6 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvalidSpec 
     }
 }
 
-/// Headers the gateway sets itself; a webhook may not override them.
-const RESERVED_HEADERS: &[&str] = &[
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-];
-
 /// Checks a webhook definition. `max_timeout_ms` is the longest timeout the lease allows.
 pub fn validate(spec: &WebhookSpec, max_timeout_ms: u64) -> Result<(), InvalidSpec> {
     let name_ok = !spec.name.is_empty()
@@ -157,8 +146,10 @@ pub fn validate(spec: &WebhookSpec, max_timeout_ms: u64) -> Result<(), InvalidSp
         let field = format!("headers.{name}");
         let parsed = http::HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| invalid(&field, "not a valid header name"))?;
-        if RESERVED_HEADERS.contains(&parsed.as_str()) {
-            return Err(invalid(&field, "is set by the gateway"));
+        let event_header = spec.event_header.as_deref();
+        if let Some(reason) = crate::delivery::headers::reserved(&parsed, &spec.auth, event_header)
+        {
+            return Err(invalid(&field, reason));
         }
         http::HeaderValue::from_str(value)
             .map_err(|_| invalid(&field, "not a valid header value"))?;

@@ -88,6 +88,40 @@ pub struct ServerConfig {
     pub max_batch_events: usize,
     /// Drain time for in-flight deliveries at shutdown, in seconds.
     pub shutdown_grace_secs: u64,
+    /// Time from a connection's start, or the end of its previous response, to a complete
+    /// request head (and for the TLS handshake), in milliseconds.
+    pub header_read_timeout_ms: u64,
+    /// Time from a request head to the end of its body, in milliseconds.
+    pub body_timeout_ms: u64,
+    /// A connection with no byte read or written for this long, while no handler is working
+    /// on one of its requests, is closed; in milliseconds.
+    pub idle_timeout_ms: u64,
+    /// Connections open at once on the public listener; 0: half of RLIMIT_NOFILE.
+    pub max_connections: usize,
+    /// Connections open at once on the admin listener; 0: a sixteenth of RLIMIT_NOFILE.
+    pub admin_max_connections: usize,
+    /// `/v1/inbound` requests per second per client address; 0: no limit.
+    pub inbound_rate_per_sec: u32,
+    /// Requests a client address may send at once above the rate (the bucket's size).
+    pub inbound_rate_burst: u32,
+    /// Client addresses the rate limiter remembers at most.
+    pub inbound_rate_max_clients: usize,
+    /// PEM certificate chain; with `tls_key`, both listeners speak TLS only.
+    pub tls_cert: String,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: String,
+    /// PEM CA certificates; when set, the public listener requires a client certificate they
+    /// signed (mTLS).
+    pub tls_client_ca: String,
+    /// How often the certificate and key files are checked for a change, in milliseconds.
+    pub tls_reload_interval_ms: u64,
+}
+
+impl ServerConfig {
+    /// Whether the listeners speak TLS.
+    pub fn tls(&self) -> bool {
+        !self.tls_cert.is_empty()
+    }
 }
 
 /// `[sink]`.
@@ -270,6 +304,32 @@ impl Config {
                 "server.max_body_bytes and server.max_batch_events must be positive".into(),
             ));
         }
+        if s.header_read_timeout_ms == 0
+            || s.body_timeout_ms == 0
+            || s.idle_timeout_ms == 0
+            || s.tls_reload_interval_ms == 0
+        {
+            return Err(Error::Invalid(
+                "server.header_read_timeout_ms, server.body_timeout_ms, server.idle_timeout_ms and server.tls_reload_interval_ms must be positive".into(),
+            ));
+        }
+        if s.inbound_rate_per_sec > 0
+            && (s.inbound_rate_burst == 0 || s.inbound_rate_max_clients == 0)
+        {
+            return Err(Error::Invalid(
+                "server.inbound_rate_burst and server.inbound_rate_max_clients must be positive when server.inbound_rate_per_sec is set".into(),
+            ));
+        }
+        if s.tls_cert.is_empty() != s.tls_key.is_empty() {
+            return Err(Error::Invalid(
+                "server.tls_cert and server.tls_key must be set together".into(),
+            ));
+        }
+        if !s.tls_client_ca.is_empty() && s.tls_cert.is_empty() {
+            return Err(Error::Invalid(
+                "server.tls_client_ca needs server.tls_cert and server.tls_key".into(),
+            ));
+        }
         let d = &self.delivery;
         if d.concurrency == 0 || d.per_webhook_concurrency == 0 {
             return Err(Error::Invalid(
@@ -322,9 +382,10 @@ impl Config {
             ));
         }
         if !(self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres")) {
+            // The scheme only: the rest of a mistyped URL may hold the database password.
+            let scheme = self.store.url.split(':').next().unwrap_or_default();
             return Err(Error::Invalid(format!(
-                "store.url must start with sqlite:// or postgres://, got {:?}",
-                self.store.url
+                "store.url must start with sqlite:// or postgres://, got {scheme:?}:..."
             )));
         }
         if self
@@ -353,7 +414,8 @@ impl Config {
     /// The base of inbound URLs.
     pub fn public_url(&self) -> String {
         if self.server.public_url.is_empty() {
-            format!("http://{}", self.server.listen)
+            let scheme = if self.server.tls() { "https" } else { "http" };
+            format!("{scheme}://{}", self.server.listen)
         } else {
             self.server.public_url.trim_end_matches('/').to_owned()
         }
@@ -469,6 +531,42 @@ mod tests {
         let e = Config::from_layers(None, env(&[("HOOKYARD_SERVER_LISTEN", "0.0.0.0:8080")]))
             .unwrap_err();
         assert!(e.to_string().contains("ingest_token"), "{e}");
+    }
+
+    #[test]
+    fn tls_keys_go_together_and_make_urls_https() {
+        let e =
+            Config::from_layers(None, env(&[("HOOKYARD_SERVER_TLS_CERT", "c.pem")])).unwrap_err();
+        assert!(e.to_string().contains("tls_key"), "{e}");
+        let e = Config::from_layers(None, env(&[("HOOKYARD_SERVER_TLS_CLIENT_CA", "ca.pem")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("tls_client_ca"), "{e}");
+        let c = Config::from_layers(
+            None,
+            env(&[
+                ("HOOKYARD_SERVER_TLS_CERT", "c.pem"),
+                ("HOOKYARD_SERVER_TLS_KEY", "k.pem"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.public_url(), "https://127.0.0.1:8080");
+        assert_eq!(Config::default().public_url(), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn listener_timeouts_must_be_positive() {
+        let e = Config::from_layers(None, env(&[("HOOKYARD_SERVER_BODY_TIMEOUT_MS", "0")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("body_timeout_ms"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_store_url_is_refused_without_its_password() {
+        let url = "mysql://hookyard:s3cret-pw@db/hookyard";
+        let e = Config::from_layers(None, env(&[("HOOKYARD_STORE_URL", url)])).unwrap_err();
+        let message = e.to_string();
+        assert!(message.contains("\"mysql\":..."), "{message}");
+        assert!(!message.contains("s3cret-pw"), "{message}");
     }
 
     #[test]

@@ -52,7 +52,10 @@ pub struct SsrfPolicy {
     allow: Vec<IpNet>,
 }
 
-/// Non-public IPv4 networks, as (network, prefix length).
+/// IPv4 networks deliveries may not reach, as (network, prefix length): every block of the IANA
+/// IPv4 Special-Purpose Address Registry that is not globally reachable, plus multicast and the
+/// deprecated 6to4 relay anycast. The registry's globally reachable exceptions inside 192.0.0.0/24
+/// (PCP and TURN anycast, 192.0.0.9 and .10) are refused too: no webhook lives there.
 const REFUSED_V4: &[([u8; 4], u32)] = &[
     ([0, 0, 0, 0], 8),       // "this network", unspecified
     ([10, 0, 0, 0], 8),      // private
@@ -60,8 +63,9 @@ const REFUSED_V4: &[([u8; 4], u32)] = &[
     ([127, 0, 0, 0], 8),     // loopback
     ([169, 254, 0, 0], 16),  // link-local, cloud metadata
     ([172, 16, 0, 0], 12),   // private
-    ([192, 0, 0, 0], 24),    // IETF protocol assignments
+    ([192, 0, 0, 0], 24),    // IETF protocol assignments (DS-Lite, NAT64 discovery, ...)
     ([192, 0, 2, 0], 24),    // documentation
+    ([192, 88, 99, 0], 24),  // 6to4 relay anycast (deprecated, RFC 7526)
     ([192, 168, 0, 0], 16),  // private
     ([198, 18, 0, 0], 15),   // benchmarking
     ([198, 51, 100, 0], 24), // documentation
@@ -70,19 +74,30 @@ const REFUSED_V4: &[([u8; 4], u32)] = &[
     ([240, 0, 0, 0], 4),     // reserved, broadcast
 ];
 
-/// Non-public IPv6 networks, as (network, prefix length).
+/// Global unicast, 2000::/3: the only IPv6 space IANA hands out for public use. Everything
+/// outside it (loopback, unspecified, ::/96 and ::ffff:0:0/96 IPv4 forms, 100::/64 discard,
+/// 5f00::/16 SRv6, fc00::/7 unique local, fe80::/10 link-local, ff00::/8 multicast, and what is
+/// still unassigned) is refused, except NAT64's well-known prefix below.
+const GLOBAL_UNICAST_V6: (u128, u32) = (0x2000 << 112, 3);
+
+/// IPv6 networks inside 2000::/3 deliveries may not reach, as (network, prefix length): the
+/// blocks of the IANA IPv6 Special-Purpose Address Registry that are not globally reachable.
 const REFUSED_V6: &[(u128, u32)] = &[
-    (0, 128),                // unspecified
-    (1, 128),                // loopback
-    (0xfe80 << 112, 10),     // link-local
-    (0xfc00 << 112, 7),      // unique local
-    (0xff00 << 112, 8),      // multicast
+    // IETF protocol assignments: Teredo 2001::/32 (its client address is obfuscated, so it
+    // cannot be judged), benchmarking, ORCHID, and a few anycast services no webhook lives on.
+    (0x2001 << 112, 23),
     (0x2001_0db8 << 96, 32), // documentation
-    (0xfec0 << 112, 10),     // site-local (deprecated)
+    (0x3fff << 112, 20),     // documentation (RFC 9637)
 ];
 
 /// NAT64 well-known prefix 64:ff9b::/96: the last 32 bits are the IPv4 destination.
-const NAT64: u128 = 0x0064_ff9b << 96;
+const NAT64: (u128, u32) = (0x0064_ff9b << 96, 96);
+/// 6to4, 2002::/16: bits 16 to 48 are the IPv4 address of the site's relay.
+const SIX_TO_FOUR: (u128, u32) = (0x2002 << 112, 16);
+/// IPv4-mapped ::ffff:0:0/96, IPv4-translated ::ffff:0:0:0/96 (SIIT) and the deprecated
+/// IPv4-compatible ::/96: addresses no public name should resolve to; refused outright (a
+/// socket would reach the embedded IPv4 address), unless that address is allow-listed.
+const IPV4_FORMS: &[(u128, u32)] = &[(0xffff << 32, 96), (0xffff << 48, 96), (0, 96)];
 
 impl SsrfPolicy {
     /// A policy allowing public addresses and the `allow` networks.
@@ -90,20 +105,23 @@ impl SsrfPolicy {
         SsrfPolicy { allow }
     }
 
-    /// Whether deliveries may connect to `ip`. IPv6 addresses embedding an IPv4 one
-    /// (mapped, compatible, NAT64) are judged by the embedded address.
+    /// Whether deliveries may connect to `ip`. An IPv6 address embedding an IPv4 one is
+    /// allowed when either is allow-listed; otherwise NAT64 and 6to4 addresses are judged by the
+    /// IPv4 address they lead to, and the other IPv4 forms are refused.
     pub fn is_allowed(&self, ip: IpAddr) -> bool {
         let embedded = match ip {
-            IpAddr::V6(v6) => embedded_v4(v6).map(IpAddr::V4),
+            IpAddr::V6(v6) => embedded_v4(v6),
             IpAddr::V4(_) => None,
         };
         let allow_listed = |ip: IpAddr| self.allow.iter().any(|net| net.contains(&ip));
-        if allow_listed(ip) || embedded.is_some_and(allow_listed) {
+        if allow_listed(ip) || embedded.is_some_and(|(v4, _)| allow_listed(IpAddr::V4(v4))) {
             return true;
         }
         match (ip, embedded) {
-            (_, Some(IpAddr::V4(v4))) | (IpAddr::V4(v4), _) => is_public_v4(v4),
-            (IpAddr::V6(v6), _) => is_public_v6(v6),
+            (IpAddr::V4(v4), _) => is_public_v4(v4),
+            (IpAddr::V6(_), Some((v4, Embedding::Routed))) => is_public_v4(v4),
+            (IpAddr::V6(_), Some((_, Embedding::Local))) => false,
+            (IpAddr::V6(v6), None) => is_public_v6(v6),
         }
     }
 
@@ -124,6 +142,10 @@ fn in_net(addr: u128, net: u128, prefix: u32, bits: u32) -> bool {
     shift >= bits || (addr >> shift) == (net >> shift)
 }
 
+fn in_v6(addr: u128, (net, prefix): (u128, u32)) -> bool {
+    in_net(addr, net, prefix, 128)
+}
+
 fn is_public_v4(ip: Ipv4Addr) -> bool {
     let addr = u32::from(ip) as u128;
     !REFUSED_V4
@@ -133,22 +155,31 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
     let addr = u128::from(ip);
-    !REFUSED_V6
-        .iter()
-        .any(|&(net, prefix)| in_net(addr, net, prefix, 128))
+    in_v6(addr, GLOBAL_UNICAST_V6) && !REFUSED_V6.iter().any(|&net| in_v6(addr, net))
 }
 
-/// The IPv4 address inside an IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible (::a.b.c.d) or
-/// NAT64 (64:ff9b::a.b.c.d) address. `::` and `::1` are IPv6's own.
-fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+/// How an IPv6 address carries an IPv4 one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Embedding {
+    /// A translator or relay on the path forwards to the IPv4 address (NAT64, 6to4).
+    Routed,
+    /// The host's own stack reaches the IPv4 address (mapped, translated, compatible).
+    Local,
+}
+
+/// The IPv4 address inside an IPv6 one, and how it is carried. `::` and `::1` are IPv6's own.
+fn embedded_v4(ip: Ipv6Addr) -> Option<(Ipv4Addr, Embedding)> {
     let addr = u128::from(ip);
-    let high = addr >> 32;
-    let low = Ipv4Addr::from(addr as u32);
-    if high == 0xffff || high == NAT64 >> 32 || (high == 0 && addr > 1) {
-        Some(low)
-    } else {
-        None
+    if in_v6(addr, NAT64) {
+        return Some((Ipv4Addr::from(addr as u32), Embedding::Routed));
     }
+    if in_v6(addr, SIX_TO_FOUR) {
+        return Some((Ipv4Addr::from((addr >> 80) as u32), Embedding::Routed));
+    }
+    if addr > 1 && IPV4_FORMS.iter().any(|&net| in_v6(addr, net)) {
+        return Some((Ipv4Addr::from(addr as u32), Embedding::Local));
+    }
+    None
 }
 
 /// Checks what can be checked before sending: the scheme, the host, and an IP-literal host
@@ -285,6 +316,117 @@ mod tests {
         }
     }
 
+    /// One case per IANA special-purpose block that is not globally reachable (first and last
+    /// address where it matters), and per IPv6 form of an IPv4 address.
+    #[test]
+    fn refuses_every_special_purpose_range() {
+        let policy = SsrfPolicy::new(vec![]);
+        for (range, addrs) in [
+            (
+                "192.0.0.0/24 IETF protocol assignments",
+                &["192.0.0.0", "192.0.0.9", "192.0.0.255"][..],
+            ),
+            (
+                "192.88.99.0/24 6to4 relay anycast",
+                &["192.88.99.1", "192.88.99.255"],
+            ),
+            (
+                "64:ff9b:1::/48 local-use NAT64",
+                &[
+                    "64:ff9b:1::",
+                    "64:ff9b:1::8.8.8.8",
+                    "64:ff9b:1:ffff:ffff:ffff:ffff:ffff",
+                ],
+            ),
+            (
+                "2002::/16 6to4 of a loopback",
+                &["2002:7f00:1::", "2002:7f00:1:ffff::1"],
+            ),
+            (
+                "2002::/16 6to4 of private and metadata",
+                &["2002:a00:1::1", "2002:c0a8:101::", "2002:a9fe:a9fe::"],
+            ),
+            ("2002::/16 6to4 of 0.0.0.0", &["2002::1"]),
+            (
+                "2001::/32 Teredo, even of a public address",
+                &[
+                    "2001::",
+                    "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+                    "2001:0:ffff:ffff:ffff:ffff:ffff:ffff",
+                ],
+            ),
+            (
+                "2001::/23 IETF protocol assignments",
+                &[
+                    "2001:1::1",
+                    "2001:2::1",
+                    "2001:3::1",
+                    "2001:10::1",
+                    "2001:20::1",
+                    "2001:1ff:ffff::1",
+                ],
+            ),
+            (
+                "::ffff:0:0/96 IPv4-mapped, even public",
+                &["::ffff:0:0", "::ffff:8.8.8.8", "::ffff:255.255.255.255"],
+            ),
+            (
+                "::ffff:0:0:0/96 IPv4-translated",
+                &[
+                    "::ffff:0:0:0",
+                    "::ffff:0:127.0.0.1",
+                    "::ffff:0:8.8.8.8",
+                    "::ffff:0:ffff:ffff",
+                ],
+            ),
+            ("::/96 IPv4-compatible", &["::2", "::8.8.8.8"]),
+            (
+                "100::/64 discard-only",
+                &["100::", "100::ffff:ffff:ffff:ffff"],
+            ),
+            ("100:0:0:1::/64 dummy prefix", &["100:0:0:1::1"]),
+            ("3fff::/20 documentation", &["3fff::1", "3fff:fff:ffff::1"]),
+            ("5f00::/16 SRv6 SIDs", &["5f00::1"]),
+            (
+                "outside 2000::/3",
+                &["1::1", "4000::1", "e000::1", "::2:0:0:1"],
+            ),
+        ] {
+            for addr in addrs {
+                assert!(
+                    !policy.is_allowed(ip(addr)),
+                    "{range}: {addr} must be refused"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn judges_routed_ipv4_forms_by_their_ipv4_address() {
+        let policy = SsrfPolicy::new(vec![]);
+        // NAT64 and 6to4 of a public address reach that address through a public relay.
+        for allowed in [
+            "64:ff9b::8.8.8.8",
+            "2002:808:808::1",
+            "2002:5db8:d822::",
+            "2001:200::1",
+            "2001:4860:4860::8888",
+        ] {
+            assert!(policy.is_allowed(ip(allowed)), "{allowed} must be allowed");
+        }
+        // An allow-listed IPv4 address may be reached through any of its IPv6 forms.
+        let local = SsrfPolicy::new(vec![net("127.0.0.1/32")]);
+        for allowed in [
+            "::ffff:127.0.0.1",
+            "::ffff:0:127.0.0.1",
+            "2002:7f00:1::",
+            "64:ff9b::127.0.0.1",
+        ] {
+            assert!(local.is_allowed(ip(allowed)), "{allowed} must be allowed");
+        }
+        assert!(!local.is_allowed(ip("2002:7f00:2::")));
+    }
+
     #[test]
     fn allows_public_addresses() {
         let policy = SsrfPolicy::new(vec![]);
@@ -303,7 +445,6 @@ mod tests {
             "223.255.255.255",
             "2606:4700:4700::1111",
             "2a00:1450:4001::200e",
-            "::ffff:8.8.8.8",
             "64:ff9b::8.8.8.8",
         ] {
             assert!(policy.is_allowed(ip(allowed)), "{allowed} must be allowed");
@@ -349,6 +490,10 @@ mod tests {
             "http://[::ffff:10.0.0.1]/",
             "http://0x7f000002/",
             "http://2130706434/",
+            "http://[2002:7f00:2::]/",
+            "http://[64:ff9b:1::a00:1]/",
+            "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",
+            "http://[::ffff:0:7f00:2]/",
         ] {
             let err = check(refused).unwrap_err();
             assert!(ssrf_refusal(&err).is_some(), "{refused}: {err}");

@@ -33,7 +33,7 @@ use crate::config::DeliveryConfig;
 use crate::delivery::client::{self, SsrfPolicy};
 use crate::delivery::retry::{self, Backoff, StatusClass};
 use crate::delivery::shape::{Answer, OutgoingRequest, Shaped, Shaper};
-use crate::delivery::signing;
+use crate::delivery::{plugin_output, signing};
 use crate::metrics::Metrics;
 use crate::model::{
     now_ms, Attempt, AttemptOutcome, Completion, Delivery, DeliveryStatus, Event, EventToIngest,
@@ -926,7 +926,7 @@ impl Deliverer {
             retry_after: None,
             refused,
         };
-        let url = match target_url(&hook.spec.url, &request) {
+        let url = match plugin_output::target_url(&hook.spec.url, &request) {
             Ok(url) => url,
             Err(e) => return fail(log, e, true),
         };
@@ -1090,23 +1090,6 @@ fn outcome_name(outcome: AttemptOutcome) -> &'static str {
         AttemptOutcome::Dead => "dead",
         AttemptOutcome::Skipped => "skipped",
     }
-}
-
-/// The webhook URL with the plugin's path suffix and query.
-fn target_url(base: &str, request: &OutgoingRequest) -> Result<reqwest::Url, String> {
-    let mut url = reqwest::Url::parse(base).map_err(|e| format!("invalid url: {e}"))?;
-    if let Some(path) = &request.path {
-        let joined = format!(
-            "{}/{}",
-            url.path().trim_end_matches('/'),
-            path.trim_start_matches('/')
-        );
-        url.set_path(&joined);
-    }
-    if let Some(query) = &request.query {
-        url.set_query(Some(query));
-    }
-    Ok(url)
 }
 
 /// Headers as the log shows them: credentials and signatures replaced.

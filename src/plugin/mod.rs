@@ -28,6 +28,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::config::PluginsConfig;
+use crate::delivery::plugin_output;
 use crate::delivery::shape::{
     plain_body, rfc3339, Answer, OutgoingRequest, ShapeError, Shaped, Shaper,
 };
@@ -555,19 +556,29 @@ impl Shaper for PluginHost {
             .call_outgoing_raw(&plugin, &plugin_ref.config, wit_webhook(hook), event)
             .await
         {
-            Ok(Ok(types::OutgoingAction::Send(requests))) => Ok(Shaped::Send(
-                requests
-                    .into_iter()
-                    .map(|r| OutgoingRequest {
+            Ok(Ok(types::OutgoingAction::Send(requests))) => {
+                let count = requests.len();
+                let checked = requests.into_iter().enumerate().map(|(i, r)| {
+                    let request = OutgoingRequest {
                         method: r.method,
                         path: r.path,
                         query: r.query,
                         headers: r.headers,
                         body: Bytes::from(r.body),
                         content_type: r.content_type,
+                    };
+                    // Output the gateway would not send fails the call, like a trap does.
+                    plugin_output::check(hook, request).map_err(|e| {
+                        let which = if count > 1 {
+                            format!(" request {i}:")
+                        } else {
+                            String::new()
+                        };
+                        fail(format!("{label}:{which} {e}"), plugin_ref.on_error)
                     })
-                    .collect(),
-            )),
+                });
+                Ok(Shaped::Send(checked.collect::<Result<_, _>>()?))
+            }
             Ok(Ok(types::OutgoingAction::Skip(reason))) => Ok(Shaped::Skip(reason)),
             Ok(Err(e)) => Err(fail(
                 format!("{label}: {}", plugin_error_text(&e)),

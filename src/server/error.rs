@@ -103,6 +103,13 @@ impl IntoResponse for ApiError {
 
 /// Maps a body that could not be read: too large is 413, anything else 400.
 pub fn body_error(rejection: BytesRejection) -> ApiError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&rejection);
+    while let Some(e) = source {
+        if e.is::<super::limits::BodyTimeout>() {
+            return ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", e.to_string());
+        }
+        source = e.source();
+    }
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

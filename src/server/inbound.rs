@@ -1,14 +1,15 @@
 //! `POST /v1/inbound/{webhook}`: a third party pushes changes to hookyard.
 //!
 //! The caller is verified by the webhook's inbound auth (secrets compared in constant time; a
-//! Standard Webhooks signature within its tolerance, each `webhook-id` accepted once). The body
-//! (JSON, or form-encoded) goes through the plugin's inbound phase, or without a plugin becomes
-//! one record per object identified by `inbound.identify_by`. Every record becomes a sink
+//! Standard Webhooks signature within its tolerance, each `webhook-id` accepted once), as far
+//! as the headers allow before the body is read. An unknown name, a disabled inbound and wrong
+//! credentials get the one same 401. The body (JSON, or form-encoded) goes through the plugin's
+//! inbound phase, or without a plugin becomes one record per object identified by
+//! `inbound.identify_by`. Every record becomes a sink
 //! message (`update`, or `upsert` under JIT provisioning), all committed together before the 202.
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequest as _, Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::Json;
 use base64::Engine as _;
@@ -38,25 +39,30 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
         .unwrap_or("")
 }
 
-/// Checks the caller against the webhook's inbound auth. For a Standard Webhooks signature,
-/// returns the message id and until when (unix ms) it must be remembered so that a captured
-/// request cannot be replayed while its timestamp would still pass the tolerance.
-fn verify(
-    auth: &InboundAuth,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Option<(String, i64)>, ApiError> {
-    let denied = |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
+/// The one answer to a push that names no enabled inbound webhook or fails its auth: the same
+/// status, code and message whichever it was, so names cannot be told from wrong credentials.
+fn denied() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "unknown inbound webhook or missing or wrong credentials",
+    )
+}
+
+/// Checks what the headers alone can tell, before any of the body is read: the credentials of
+/// the header-based auth types; for a Standard Webhooks signature, that its headers are there
+/// and its timestamp is within the tolerance. `Err` names the reason, for the debug log only.
+fn check_headers(auth: &InboundAuth, headers: &HeaderMap) -> Result<(), &'static str> {
     match auth {
         InboundAuth::ApiKey { header, value } => {
             if !equal(header_str(headers, header), value) {
-                return Err(denied("missing or wrong API key"));
+                return Err("missing or wrong API key");
             }
         }
         // Validation keeps the token non-empty, so `bearer_ok` never waves a caller through.
         InboundAuth::Bearer { token } => {
             if !super::bearer_ok(headers, token) {
-                return Err(denied("missing or wrong bearer token"));
+                return Err("missing or wrong bearer token");
             }
         }
         InboundAuth::Basic { username, password } => {
@@ -69,39 +75,79 @@ fn verify(
             // Both compared, always, so the time taken does not tell which one was wrong.
             let ok = equal(user, username) & equal(pass, password);
             if !ok {
-                return Err(denied("missing or wrong credentials"));
+                return Err("missing or wrong basic credentials");
             }
         }
-        InboundAuth::StandardWebhooks {
-            secret,
-            tolerance_secs,
-        } => {
-            let msg_id = header_str(headers, "webhook-id");
-            let timestamp = header_str(headers, "webhook-timestamp");
-            let signature = header_str(headers, "webhook-signature");
-            let now = now_ms() / 1000;
-            crate::delivery::signing::verify(
-                secret,
-                msg_id,
-                timestamp,
-                signature,
-                body,
-                now,
-                *tolerance_secs,
-            )
-            .map_err(|e| denied(&format!("signature: {e}")))?;
-            if msg_id.is_empty() {
-                return Err(denied("signature: webhook-id is missing"));
+        InboundAuth::StandardWebhooks { tolerance_secs, .. } => {
+            if ["webhook-id", "webhook-timestamp", "webhook-signature"]
+                .iter()
+                .any(|h| header_str(headers, h).is_empty())
+            {
+                return Err(
+                    "a webhook-id, webhook-timestamp or webhook-signature header is missing",
+                );
             }
-            let forget_at = timestamp.parse::<i64>().unwrap_or(now) + tolerance_secs + 1;
-            return Ok(Some((msg_id.to_owned(), forget_at * 1000)));
+            let timestamp = header_str(headers, "webhook-timestamp")
+                .trim()
+                .parse::<i64>();
+            let now = now_ms() / 1000;
+            match timestamp {
+                Ok(t) if now.abs_diff(t) <= (*tolerance_secs).max(0).unsigned_abs() => {}
+                _ => return Err("webhook-timestamp is invalid or outside the tolerance"),
+            }
         }
     }
-    Ok(None)
+    Ok(())
+}
+
+/// For a Standard Webhooks signature, checks it over the body and returns the message id and
+/// until when (unix ms) it must be remembered so that a captured request cannot be replayed
+/// while its timestamp would still pass the tolerance. The other types were checked whole by
+/// [`check_headers`].
+fn verify_signature(
+    auth: &InboundAuth,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Option<(String, i64)>, String> {
+    let InboundAuth::StandardWebhooks {
+        secret,
+        tolerance_secs,
+    } = auth
+    else {
+        return Ok(None);
+    };
+    let msg_id = header_str(headers, "webhook-id");
+    let timestamp = header_str(headers, "webhook-timestamp");
+    let signature = header_str(headers, "webhook-signature");
+    let now = now_ms() / 1000;
+    crate::delivery::signing::verify(
+        secret,
+        msg_id,
+        timestamp,
+        signature,
+        body,
+        now,
+        *tolerance_secs,
+    )
+    .map_err(|e| format!("signature: {e}"))?;
+    let forget_at = timestamp.trim().parse::<i64>().unwrap_or(now) + tolerance_secs + 1;
+    Ok(Some((msg_id.to_owned(), forget_at * 1000)))
+}
+
+/// The whole caller check as the handler makes it, headers first, then the signature over the
+/// body (the fuzz targets check the two together).
+#[cfg(test)]
+pub(crate) fn verify(
+    auth: &InboundAuth,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Option<(String, i64)>, String> {
+    check_headers(auth, headers).map_err(str::to_owned)?;
+    verify_signature(auth, headers, body)
 }
 
 /// The body as JSON bytes: JSON as is, a form turned into an object of strings.
-fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+pub(crate) fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, ApiError> {
     let content_type = header_str(headers, header::CONTENT_TYPE.as_str());
     if content_type.starts_with("application/x-www-form-urlencoded") {
         let object: Map<String, Value> = form_urlencoded::parse(body)
@@ -109,13 +155,23 @@ fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, ApiError> {
             .collect();
         return Ok(serde_json::to_vec(&object).unwrap_or_default());
     }
-    serde_json::from_slice::<serde::de::IgnoredAny>(body)
-        .map_err(|e| ApiError::invalid_json(&e))?;
+    // JSON is UTF-8 (RFC 8259), and skipping a string does not check it: check it first.
+    let text = std::str::from_utf8(body).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "the body is not UTF-8",
+        )
+    })?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| ApiError::invalid_json(&e))?;
     Ok(body.to_vec())
 }
 
 /// Without a plugin: each object of the body is a record, identified by `identify_by`.
-fn plain_records(inbound: &InboundConfig, body: &[u8]) -> Result<Vec<InboundRecord>, ApiError> {
+pub(crate) fn plain_records(
+    inbound: &InboundConfig,
+    body: &[u8],
+) -> Result<Vec<InboundRecord>, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(&e))?;
     let objects = match value {
         Value::Array(items) => items,
@@ -154,23 +210,40 @@ fn plain_records(inbound: &InboundConfig, body: &[u8]) -> Result<Vec<InboundReco
         .collect()
 }
 
-/// `POST /v1/inbound/{webhook}`.
+/// `POST /v1/inbound/{webhook}`. The webhook and the caller are checked on the headers first:
+/// a push that fails is answered before its body is read (so unauthenticated callers cannot
+/// make the gateway buffer bodies); then the body is read, up to `server.max_body_bytes`.
 pub async fn receive(
     State(state): State<Shared>,
     Path(name): Path<String>,
     method: Method,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let not_found = || ApiError::not_found("inbound webhook");
-    let hook = state.webhooks.named(&name).ok_or_else(not_found)?;
+    let Some(hook) = state.webhooks.named(&name) else {
+        tracing::debug!(webhook = %name, "inbound push refused: no such webhook");
+        return Err(denied());
+    };
     let inbound = match &hook.spec.inbound {
         Some(inbound) if inbound.enabled && hook.spec.enabled => inbound,
-        _ => return Err(not_found()),
+        _ => {
+            tracing::debug!(webhook = %name, "inbound push refused: inbound is disabled");
+            return Err(denied());
+        }
     };
-    let body = body.map_err(body_error)?;
-    if let Some((msg_id, until)) = verify(&inbound.auth, &headers, &body)? {
+    if let Err(reason) = check_headers(&inbound.auth, &headers) {
+        tracing::debug!(webhook = %name, reason, "inbound push refused");
+        return Err(denied());
+    }
+    let body = Bytes::from_request(request, &state)
+        .await
+        .map_err(body_error)?;
+    let signed = verify_signature(&inbound.auth, &headers, &body).map_err(|reason| {
+        tracing::debug!(webhook = %name, reason, "inbound push refused");
+        denied()
+    })?;
+    if let Some((msg_id, until)) = signed {
         // In the store, so a replay is refused by every process sharing the database.
         let first = state
             .store

@@ -1,4 +1,7 @@
-//! The HTTP APIs: the public listener (ingest, health, metrics) and the admin listener.
+//! The HTTP APIs: the public listener (ingest, inbound, health, metrics) and the admin listener.
+//!
+//! [`listener`] serves them (timeouts, connection caps, TLS from [`tls`]); [`limits`] holds the
+//! open-file budget, the body deadline and the inbound rate limit.
 //!
 //! Every error is a JSON body (see [`error`]); no input, however malformed, reaches a panic.
 //! Bodies are read whole up to `server.max_body_bytes` and parsed by the handler, so malformed
@@ -25,11 +28,15 @@ use crate::store::Store;
 use crate::webhooks::WebhookDirectory;
 
 pub mod admin;
+pub mod edge_metrics;
 pub mod error;
 pub mod inbound;
 pub mod ingest;
+pub mod limits;
+pub mod listener;
 pub mod openapi;
 pub mod plugins;
+pub mod tls;
 
 pub use error::ApiError;
 
@@ -41,6 +48,8 @@ pub struct AppState {
     pub webhooks: Arc<WebhookDirectory>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Metrics of the listeners.
+    pub edge: Arc<edge_metrics::EdgeMetrics>,
     /// The configuration.
     pub config: Arc<Config>,
     /// Wakes the workers when new work is committed.
@@ -57,8 +66,22 @@ pub struct AppState {
 /// Shared state of the routers.
 pub type Shared = Arc<AppState>;
 
-/// The public router: ingest, health, metrics.
+/// The public router: ingest, inbound, health, metrics.
 pub fn public_router(state: Shared) -> Router {
+    finish(public_routes(&state), state)
+}
+
+/// The admin router.
+pub fn admin_router(state: Shared) -> Router {
+    finish(admin_routes(&state), state)
+}
+
+/// Both APIs on one listener (`admin_listen` equal to `listen`).
+pub fn combined_router(state: Shared) -> Router {
+    finish(public_routes(&state).merge(admin_routes(&state)), state)
+}
+
+fn public_routes(state: &Shared) -> Router<Shared> {
     let ingest = Router::new()
         .route("/v1/events", post(ingest::one))
         .route("/v1/events/batch", post(ingest::batch))
@@ -66,19 +89,25 @@ pub fn public_router(state: Shared) -> Router {
             state.clone(),
             require_ingest_token,
         ));
+    let mut inbound = Router::new().route("/v1/inbound/{webhook}", post(inbound::receive));
+    if let Some(limit) = limits::InboundRateLimit::from_config(
+        &state.config.server,
+        state.edge.inbound_rate_limited.clone(),
+    ) {
+        inbound = inbound.route_layer(middleware::from_fn_with_state(
+            Arc::new(limit),
+            limits::limit_inbound,
+        ));
+    }
     Router::new()
         .merge(ingest)
-        .route("/v1/inbound/{webhook}", post(inbound::receive))
+        .merge(inbound)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
-        .with_state(state)
 }
 
-/// The admin router.
-pub fn admin_router(state: Shared) -> Router {
+fn admin_routes(state: &Shared) -> Router<Shared> {
     admin::routes()
         .merge(plugins::routes(state.config.plugins.max_upload_bytes))
         .route_layer(middleware::from_fn_with_state(
@@ -86,6 +115,12 @@ pub fn admin_router(state: Shared) -> Router {
             require_admin_token,
         ))
         .route("/admin/v1/openapi.json", get(openapi::document))
+}
+
+/// The fallback and the body limit, added once to a whole router: two routers that each have
+/// a fallback cannot be merged.
+fn finish(routes: Router<Shared>, state: Shared) -> Router {
+    routes
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
         .with_state(state)

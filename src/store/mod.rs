@@ -68,6 +68,7 @@ mod encode;
 #[macro_use]
 mod conformance;
 pub mod postgres;
+pub mod postgres_tls;
 pub mod sqlite;
 
 /// Page size of the Webhook Log when the filter gives none.

@@ -35,7 +35,6 @@
 //! deployments in different schemas must not wake each other.
 
 use std::collections::{HashMap, HashSet};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,12 +45,14 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{broadcast, oneshot};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, ToSql};
-use tokio_postgres::{AsyncMessage, Config, NoTls, Row};
+use tokio_postgres::{AsyncMessage, Config, Row};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::batch::{Batch, Batcher};
 use super::encode::{
     encode_events, outcome_str, to_json, EncodedCompletion, EncodedEvent, LogQuery, PURGE_EVERY,
 };
+use super::postgres_tls;
 use super::{
     ClaimRequest, Error, PluginRecord, PluginVersion, Result, Store, StoreChange, CHANGE_CAPACITY,
 };
@@ -256,9 +257,10 @@ impl PostgresStore {
 
     /// [`PostgresStore::open`] with `pool_size` pooled connections (plus one for the listener).
     pub async fn open_with_pool_size(url: &str, pool_size: usize) -> Result<PostgresStore> {
-        // The parser's message never echoes the URL (which may hold a password).
-        let mut config = Config::from_str(url)
-            .map_err(|e| Error::Database(format!("invalid PostgreSQL URL: {e}")))?;
+        // No parser message echoes the URL (which may hold a password).
+        let postgres_tls::Connection {
+            mut config, tls, ..
+        } = postgres_tls::connection(url)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -267,7 +269,7 @@ impl PostgresStore {
         }
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -301,6 +303,7 @@ impl PostgresStore {
         let (ready_tx, ready) = oneshot::channel();
         let listener = tokio::spawn(listen(
             listen_config,
+            tls,
             channel.clone(),
             changes.clone(),
             listener_pid.clone(),
@@ -445,6 +448,7 @@ async fn migrate(client: &mut deadpool_postgres::Object) -> Result<String> {
 /// retried forever with a backoff, and each reconnect announces both kinds of change.
 async fn listen(
     config: Config,
+    tls: MakeRustlsConnect,
     channel: String,
     changes: broadcast::Sender<StoreChange>,
     pid: Arc<AtomicI32>,
@@ -454,7 +458,7 @@ async fn listen(
     let mut backoff = LISTEN_BACKOFF.0;
     loop {
         let mut listened = false;
-        let result = listen_once(&config, &channel, &changes, &pid, || {
+        let result = listen_once(&config, &tls, &channel, &changes, &pid, || {
             listened = true;
             match ready.take() {
                 Some(ready) => {
@@ -492,12 +496,13 @@ async fn listen(
 /// One listening connection, until it drops. Calls `on_listening` once LISTEN is in place.
 async fn listen_once(
     config: &Config,
+    tls: &MakeRustlsConnect,
     channel: &str,
     changes: &broadcast::Sender<StoreChange>,
     pid: &AtomicI32,
     on_listening: impl FnOnce(),
 ) -> Result<()> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+    let (client, mut connection) = config.connect(tls.clone()).await?;
     // The connection only makes progress while polled, so it is pumped alongside the setup.
     let pump = async {
         loop {

@@ -212,9 +212,9 @@ async fn inbound_auth_types_accept_the_right_secret_only() {
         let (status, _) = push(&gw, name, &[], r#"{"id": 1}"#).await;
         assert_eq!(status, 401, "{name} without a secret");
     }
-    // A webhook without inbound, or an unknown one, has no inbound URL.
+    // An unknown name gets the answer of a wrong credential (names cannot be enumerated).
     let (status, _) = push(&gw, "nope", &[], "{}").await;
-    assert_eq!(status, 404);
+    assert_eq!(status, 401);
     sink.wait_for(3).await;
     gw.stop().await;
 }

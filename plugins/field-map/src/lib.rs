@@ -9,6 +9,8 @@
 pub mod mapping;
 pub mod request;
 
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod fuzz;
 #[cfg(test)]
 mod tests;
 

@@ -627,8 +627,9 @@ pub struct Mapping {
     pub skip_events: Vec<String>,
 }
 
-const TOP_LEVEL_KEYS: &[&str] = &["request", "response", "input", "method", "skip_events"];
-const ROW_KEYS: &[&str] = &[
+pub(crate) const TOP_LEVEL_KEYS: &[&str] =
+    &["request", "response", "input", "method", "skip_events"];
+pub(crate) const ROW_KEYS: &[&str] = &[
     "api_field",
     "field",
     "value",

@@ -677,7 +677,7 @@ fn date_conversions() {
 }
 
 /// Every conversion's name, as a config spells it.
-const CONVERSIONS: &[&str] = &[
+pub(crate) const CONVERSIONS: &[&str] = &[
     "upper",
     "lower",
     "trim",
