@@ -21,6 +21,10 @@
 //!   registry of versions with hot swap and rollback.
 //! - [`sink`]: the internal system's endpoint for write-backs and inbound records.
 //! - [`auth`]: credentials for outgoing requests, with the OAuth2 token cache.
+//! - [`secrets`]: secrets at rest (AES-256-GCM keyring, key sources, the encrypting store
+//!   wrapper, re-encryption at start-up) and redaction (URL credentials, scrubbing echoed
+//!   secrets).
+//! - [`private_files`]: files and directories created readable by the gateway's user only.
 //! - [`server`]: the public (ingest, inbound, health, metrics) and admin HTTP APIs.
 //! - [`metrics`]: the Prometheus registry.
 //!
@@ -35,6 +39,8 @@ pub mod delivery;
 pub mod metrics;
 pub mod model;
 pub mod plugin;
+pub mod private_files;
+pub mod secrets;
 pub mod server;
 pub mod sink;
 pub mod store;
