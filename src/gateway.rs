@@ -39,6 +39,9 @@ pub enum Error {
         /// What is wrong.
         error: webhooks::InvalidSpec,
     },
+    /// The secret keys could not be loaded, or stored secrets not brought under them.
+    #[error("secrets: {0}")]
+    Secrets(#[from] crate::secrets::Error),
     /// The plugin host could not start.
     #[error("plugins: {0}")]
     Plugins(String),
@@ -64,9 +67,15 @@ pub struct Listeners {
 /// How often webhooks and plugins are re-read from the store even without a change notice.
 const RELOAD_EVERY: Duration = Duration::from_secs(1);
 
-/// Opens the store named by `store.url` (SQLite or PostgreSQL).
+/// Opens the store named by `store.url` (SQLite or PostgreSQL), with webhook secrets encrypted
+/// at rest under the configured keys; secrets stored in clear or under an older key are
+/// re-encrypted first (see [`crate::secrets`]).
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, Error> {
-    Ok(store::open(&config.store.url).await?)
+    let inner = store::open(&config.store.url).await?;
+    let keys = Arc::new(crate::secrets::keys::load(&config.store)?);
+    let store = crate::secrets::store::SecretStore::new(inner, keys);
+    store.reencrypt_all().await?;
+    Ok(Arc::new(store))
 }
 
 /// Runs the gateway until `shutdown` resolves: stops accepting requests, drains in-flight
@@ -338,7 +347,9 @@ async fn apply_declared_webhooks(config: &Config, store: &dyn Store) -> Result<(
         match store.webhook(&spec.name).await? {
             Some(old) if old.spec.name == spec.name => {
                 let mut spec = spec;
-                webhooks::carry_secrets(&mut spec, &old.spec);
+                let name = spec.name.clone();
+                webhooks::carry_secrets(&mut spec, &old.spec)
+                    .map_err(|error| Error::DeclaredWebhook { index, name, error })?;
                 let spec = webhooks::with_generated_secret(spec);
                 if spec != old.spec {
                     let hook = Webhook {

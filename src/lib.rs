@@ -23,11 +23,14 @@
 //!   registry of versions with hot swap and rollback.
 //! - [`sink`]: the internal system's endpoint for write-backs and inbound records.
 //! - [`auth`]: credentials for outgoing requests, with the OAuth2 token cache.
+//! - [`secrets`]: secrets at rest (AES-256-GCM keyring, key sources, the encrypting store
+//!   wrapper, re-encryption at start-up) and redaction (URL credentials, scrubbing echoed
+//!   secrets).
+//! - [`private_files`]: files and directories created readable by the gateway's user only.
 //! - [`server`]: the public (ingest, inbound, health, metrics) and admin HTTP APIs, and the
 //!   listeners that serve them ([`server::listener`]: timeouts, connection caps, TLS from
 //!   [`server::tls`]; [`server::limits`]: open-file budget, body deadline, inbound rate limit).
 //! - [`metrics`]: the Prometheus registry.
-//!
 //! - `fuzz` (tests only): a fuzz target per parser of untrusted input.
 //!
 //! [`run`] is the entry point: it takes bound listeners and a shutdown future, so tests run the
@@ -41,6 +44,8 @@ pub mod delivery;
 pub mod metrics;
 pub mod model;
 pub mod plugin;
+pub mod private_files;
+pub mod secrets;
 pub mod server;
 pub mod sink;
 pub mod store;

@@ -2,7 +2,8 @@
 //!
 //! A [`WebhookSpec`] is what an admin writes (the JSON of `product.md`); a [`Webhook`] is a spec
 //! the gateway has accepted, with its id and timestamps. Secrets live in the spec in clear text
-//! and are only ever shown through [`WebhookSpec::redacted`].
+//! in memory (the store encrypts them, see [`crate::secrets`]) and are only ever shown through
+//! [`WebhookSpec::redacted`]. [`WebhookSpec::secret_fields_mut`] is the one list of them.
 
 use std::collections::BTreeMap;
 
@@ -64,6 +65,15 @@ pub struct WebhookSpec {
     /// Static headers added to every delivery.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Names of `headers` whose values are secret (case-insensitive): write-only, masked in
+    /// the API, the Webhook Log and logs, encrypted at rest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_headers: Vec<String>,
+    /// Query parameters of `url` whose values are secret, besides those secret by name
+    /// (`token`, `key`, `secret`, `signature`, `password`, `auth`...): masked where the URL is
+    /// shown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_query_params: Vec<String>,
     /// Header that carries the event type, with dots turned into underscores
     /// (`X-Defguard-Event: user_created`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -184,21 +194,50 @@ impl AuthConfig {
 
     /// Every secret field, mutably: masking and carrying secrets over on update both walk these.
     pub fn secrets_mut(&mut self) -> Vec<&mut String> {
+        self.secret_fields_mut()
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    /// Every secret field with its name (`password`, `client_secret`...), mutably.
+    pub fn secret_fields_mut(&mut self) -> Vec<(&'static str, &mut String)> {
+        self.url_and_secret_fields_mut().1
+    }
+
+    /// The token URL (OAuth2 types) and every secret field with its name, mutably at once.
+    pub fn url_and_secret_fields_mut(
+        &mut self,
+    ) -> (Option<&mut String>, Vec<(&'static str, &mut String)>) {
         match self {
-            AuthConfig::None => vec![],
-            AuthConfig::ApiKey { value, .. } => vec![value],
-            AuthConfig::Bearer { token } => vec![token],
-            AuthConfig::Basic { password, .. } => vec![password],
+            AuthConfig::None => (None, vec![]),
+            AuthConfig::ApiKey { value, .. } => (None, vec![("value", value)]),
+            AuthConfig::Bearer { token } => (None, vec![("token", token)]),
+            AuthConfig::Basic { password, .. } => (None, vec![("password", password)]),
             AuthConfig::Oauth2Password {
+                token_url,
                 password,
                 client_secret,
                 ..
             } => {
-                let mut v = vec![password];
-                v.extend(client_secret.as_mut());
-                v
+                let mut v = vec![("password", password)];
+                v.extend(client_secret.as_mut().map(|s| ("client_secret", s)));
+                (Some(token_url), v)
             }
-            AuthConfig::Oauth2ClientCredentials { client_secret, .. } => vec![client_secret],
+            AuthConfig::Oauth2ClientCredentials {
+                token_url,
+                client_secret,
+                ..
+            } => (Some(token_url), vec![("client_secret", client_secret)]),
+        }
+    }
+
+    /// The OAuth2 token endpoint, for the types that have one.
+    pub fn token_url(&self) -> Option<&str> {
+        match self {
+            AuthConfig::Oauth2Password { token_url, .. }
+            | AuthConfig::Oauth2ClientCredentials { token_url, .. } => Some(token_url),
+            _ => None,
         }
     }
 }
@@ -272,11 +311,19 @@ fn default_tolerance() -> i64 {
 impl InboundAuth {
     /// Every secret field, mutably.
     pub fn secrets_mut(&mut self) -> Vec<&mut String> {
+        self.secret_fields_mut()
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    /// Every secret field with its name, mutably.
+    pub fn secret_fields_mut(&mut self) -> Vec<(&'static str, &mut String)> {
         match self {
-            InboundAuth::ApiKey { value, .. } => vec![value],
-            InboundAuth::Bearer { token } => vec![token],
-            InboundAuth::Basic { password, .. } => vec![password],
-            InboundAuth::StandardWebhooks { secret, .. } => vec![secret],
+            InboundAuth::ApiKey { value, .. } => vec![("value", value)],
+            InboundAuth::Bearer { token } => vec![("token", token)],
+            InboundAuth::Basic { password, .. } => vec![("password", password)],
+            InboundAuth::StandardWebhooks { secret, .. } => vec![("secret", secret)],
         }
     }
 
@@ -399,20 +446,72 @@ impl Default for RetryPolicy {
     }
 }
 
+/// One secret field of a [`WebhookSpec`], as [`WebhookSpec::secret_fields_mut`] lists it.
+#[derive(Debug)]
+pub struct SecretField<'a> {
+    /// Its dotted path (`auth.password`, `headers.X-Static-Token`).
+    pub path: String,
+    /// Its value.
+    pub value: &'a mut String,
+    /// A URL: secret only in part (userinfo, secret query values), so masked with
+    /// [`crate::secrets::scrub::redact_url`] and encrypted only when it holds credentials.
+    pub is_url: bool,
+}
+
 impl WebhookSpec {
-    /// A copy safe to show: every secret replaced by [`MASK`].
-    pub fn redacted(&self) -> WebhookSpec {
-        let mut spec = self.clone();
-        for secret in spec.auth.secrets_mut() {
-            *secret = MASK.to_owned();
-        }
-        if let Some(inbound) = spec.inbound.as_mut() {
-            for secret in inbound.auth.secrets_mut() {
-                *secret = MASK.to_owned();
+    /// Whether header `name` is listed in `secret_headers`.
+    pub fn is_secret_header(&self, name: &str) -> bool {
+        self.secret_headers
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(name))
+    }
+
+    /// Every field that holds or may hold a secret: the auth and inbound auth secrets, the
+    /// signing secret, the static headers listed in `secret_headers`, and the URLs (`url`,
+    /// `auth.token_url`) that may carry credentials.
+    pub fn secret_fields_mut(&mut self) -> Vec<SecretField<'_>> {
+        fn field(path: String, value: &mut String, is_url: bool) -> SecretField<'_> {
+            SecretField {
+                path,
+                value,
+                is_url,
             }
         }
-        if let Some(secret) = spec.signing.secret.as_mut() {
-            *secret = MASK.to_owned();
+        let mut fields = vec![field("url".to_owned(), &mut self.url, true)];
+        let secret_headers = &self.secret_headers;
+        for (name, value) in self.headers.iter_mut() {
+            if secret_headers.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+                fields.push(field(format!("headers.{name}"), value, false));
+            }
+        }
+        let (token_url, secrets) = self.auth.url_and_secret_fields_mut();
+        if let Some(url) = token_url {
+            fields.push(field("auth.token_url".to_owned(), url, true));
+        }
+        for (name, value) in secrets {
+            fields.push(field(format!("auth.{name}"), value, false));
+        }
+        if let Some(inbound) = self.inbound.as_mut() {
+            for (name, value) in inbound.auth.secret_fields_mut() {
+                fields.push(field(format!("inbound.auth.{name}"), value, false));
+            }
+        }
+        if let Some(secret) = self.signing.secret.as_mut() {
+            fields.push(field("signing.secret".to_owned(), secret, false));
+        }
+        fields
+    }
+
+    /// A copy safe to show: every secret replaced by [`MASK`], credentials in URLs masked.
+    pub fn redacted(&self) -> WebhookSpec {
+        let mut spec = self.clone();
+        let params = spec.secret_query_params.clone();
+        for field in spec.secret_fields_mut() {
+            *field.value = if field.is_url {
+                crate::secrets::scrub::redact_url(field.value, &params)
+            } else {
+                MASK.to_owned()
+            };
         }
         spec
     }

@@ -33,6 +33,8 @@ fn spec(sink: &SinkConfig, config: &Config) -> WebhookSpec {
         },
         method: "POST".to_owned(),
         headers: Default::default(),
+        secret_headers: Vec::new(),
+        secret_query_params: Vec::new(),
         event_header: None,
         auth: sink.auth.clone(),
         signing: SigningConfig {

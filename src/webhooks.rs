@@ -111,17 +111,25 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvalidSpec 
 
 /// Checks a webhook definition. `max_timeout_ms` is the longest timeout the lease allows.
 pub fn validate(spec: &WebhookSpec, max_timeout_ms: u64) -> Result<(), InvalidSpec> {
+    // The name is a path segment (`/v1/inbound/{name}`, `/admin/v1/webhooks/{name}`): it must
+    // not be `.`, `..` or anything else a client or proxy would resolve as a relative path, so it
+    // starts with a letter or digit.
     let name_ok = !spec.name.is_empty()
         && spec.name.len() <= 100
         && spec
             .name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && spec
+            .name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
         && !spec.name.starts_with("wh_");
     if !name_ok {
         return Err(invalid(
             "name",
-            "must be 1 to 100 of [A-Za-z0-9._-] and not start with wh_",
+            "must be 1 to 100 of [A-Za-z0-9._-], start with a letter or digit, and not start with wh_",
         ));
     }
     if spec.events.is_empty() {
@@ -153,6 +161,22 @@ pub fn validate(spec: &WebhookSpec, max_timeout_ms: u64) -> Result<(), InvalidSp
         }
         http::HeaderValue::from_str(value)
             .map_err(|_| invalid(&field, "not a valid header value"))?;
+    }
+    for (i, name) in spec.secret_headers.iter().enumerate() {
+        if !spec.headers.keys().any(|h| h.eq_ignore_ascii_case(name)) {
+            return Err(invalid(
+                format!("secret_headers[{i}]"),
+                format!("names no header of `headers` ({name:?})"),
+            ));
+        }
+    }
+    for (i, name) in spec.secret_query_params.iter().enumerate() {
+        if name.is_empty() {
+            return Err(invalid(
+                format!("secret_query_params[{i}]"),
+                "must not be empty",
+            ));
+        }
     }
     if let Some(name) = &spec.event_header {
         http::HeaderName::from_bytes(name.as_bytes())
@@ -325,33 +349,100 @@ pub fn check_name_free(name: &str) -> Result<(), InvalidSpec> {
 }
 
 /// Fills in what an admin may leave out on update: a secret given as [`MASK`] (or a signing
-/// secret left out) keeps the old value, when the auth type is unchanged.
-pub fn carry_secrets(new: &mut WebhookSpec, old: &WebhookSpec) {
-    if new.auth.kind() == old.auth.kind() {
-        let mut old_auth = old.auth.clone();
-        let olds = old_auth.secrets_mut();
-        // Optional secrets (client_secret) may be absent on one side: pair by position only
-        // when both sides have the same shape.
-        let news = new.auth.secrets_mut();
-        if news.len() == olds.len() {
-            for (n, o) in news.into_iter().zip(olds) {
-                if n == MASK {
-                    *n = o.clone();
-                }
+/// secret left out) keeps the stored value, and a URL sent back as shown (credentials masked)
+/// keeps the stored URL.
+///
+/// A stored secret never follows a new destination: when `url`, `auth.token_url` or the auth
+/// type changes, every secret that would be sent there (the auth secrets, the secret headers)
+/// must be sent again; a masked one is refused, naming the field. Otherwise an admin who can
+/// never read a secret could have it sent to a server of theirs. The signing secret and the
+/// inbound secrets are not sent anywhere, so they are kept across such changes.
+pub fn carry_secrets(new: &mut WebhookSpec, old: &WebhookSpec) -> Result<(), InvalidSpec> {
+    let shown = old.redacted();
+    if new.url == shown.url {
+        new.url = old.url.clone();
+    }
+    if let (Some(new_url), Some(shown_url), Some(old_url)) = (
+        token_url_mut(&mut new.auth),
+        shown.auth.token_url(),
+        old.auth.token_url(),
+    ) {
+        if new_url == shown_url {
+            *new_url = old_url.to_owned();
+        }
+    }
+    let moved = if new.auth.kind() != old.auth.kind() {
+        Some("the auth type changed")
+    } else if new.url != old.url {
+        Some("url changed")
+    } else if new.auth.token_url() != old.auth.token_url() {
+        Some("auth.token_url changed")
+    } else {
+        None
+    };
+    let must_resend = |field: String, why: &str| {
+        invalid(
+            field,
+            format!(
+                "{why}: send this secret again (a stored secret is never sent to a new destination)"
+            ),
+        )
+    };
+
+    let mut old_auth = old.auth.clone();
+    let olds = old_auth.secret_fields_mut();
+    for (name, value) in new.auth.secret_fields_mut() {
+        if value != MASK {
+            continue;
+        }
+        let field = format!("auth.{name}");
+        if let Some(why) = moved {
+            return Err(must_resend(field, why));
+        }
+        match olds.iter().find(|(n, _)| *n == name) {
+            Some((_, stored)) => *value = (*stored).clone(),
+            None => return Err(invalid(field, "masked, but no value is stored to keep")),
+        }
+    }
+
+    let url_moved = (new.url != old.url).then_some("url changed");
+    for (name, value) in new.headers.iter_mut() {
+        if value != MASK
+            || !new
+                .secret_headers
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(name))
+        {
+            continue;
+        }
+        let field = format!("headers.{name}");
+        if let Some(why) = url_moved {
+            return Err(must_resend(field, why));
+        }
+        let stored = old
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name) && old.is_secret_header(n));
+        match stored {
+            Some((_, stored)) => *value = stored.clone(),
+            None => {
+                return Err(invalid(
+                    field,
+                    "masked, but no secret value is stored to keep",
+                ))
             }
         }
     }
+
     if let (Some(new_in), Some(old_in)) = (new.inbound.as_mut(), old.inbound.as_ref()) {
         if new_in.auth.kind() == old_in.auth.kind() {
             let mut old_auth = old_in.auth.clone();
-            for (n, o) in new_in
-                .auth
-                .secrets_mut()
-                .into_iter()
-                .zip(old_auth.secrets_mut())
-            {
-                if n == MASK {
-                    *n = o.clone();
+            let olds = old_auth.secret_fields_mut();
+            for (name, value) in new_in.auth.secret_fields_mut() {
+                if value == MASK {
+                    if let Some((_, stored)) = olds.iter().find(|(n, _)| *n == name) {
+                        *value = (*stored).clone();
+                    }
                 }
             }
         }
@@ -359,6 +450,34 @@ pub fn carry_secrets(new: &mut WebhookSpec, old: &WebhookSpec) {
     if new.signing.secret.as_deref().is_none_or(|s| s == MASK) {
         new.signing.secret = old.signing.secret.clone();
     }
+    Ok(())
+}
+
+fn token_url_mut(auth: &mut AuthConfig) -> Option<&mut String> {
+    auth.url_and_secret_fields_mut().0
+}
+
+/// Refuses masks left in a spec after [`carry_secrets`]: a masked secret that had nothing to
+/// keep (another auth type, a new webhook), a masked header not listed as secret, a URL with a
+/// masked credential but otherwise changed. Names the field.
+pub fn check_no_masks(spec: &mut WebhookSpec) -> Result<(), InvalidSpec> {
+    let leftover = "a masked secret can only be sent back unchanged, for the same auth type \
+                    and destination: send the secret itself";
+    let is_secret_header = |name: &str| spec.is_secret_header(name);
+    for (name, value) in &spec.headers {
+        if value == MASK && !is_secret_header(name) {
+            return Err(invalid(
+                format!("headers.{name}"),
+                "a masked value is only kept for headers listed in secret_headers",
+            ));
+        }
+    }
+    for field in spec.secret_fields_mut() {
+        if field.value.contains(MASK) && (field.is_url || *field.value == MASK) {
+            return Err(invalid(field.path, leftover));
+        }
+    }
+    Ok(())
 }
 
 /// Gives a new webhook its signing secret, unless signing is off or a secret was given.
@@ -367,4 +486,109 @@ pub fn with_generated_secret(mut spec: WebhookSpec) -> WebhookSpec {
         spec.signing.secret = Some(crate::delivery::signing::generate_secret());
     }
     spec
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn spec(value: serde_json::Value) -> WebhookSpec {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn stored() -> WebhookSpec {
+        spec(json!({
+            "name": "h", "events": ["*"], "url": "https://u:pw@h.example/p?token=t",
+            "headers": {"X-Static-Token": "hdr"}, "secret_headers": ["X-Static-Token"],
+            "auth": {"type": "oauth2_password", "token_url": "https://t.example/token",
+                     "username": "alice", "password": "pw", "client_secret": "cs"},
+            "signing": {"secret": "whsec_c2VjcmV0"},
+            "inbound": {"auth": {"type": "bearer", "token": "in"}}
+        }))
+    }
+
+    /// What a client sends back after a GET, with `edit` applied to it.
+    fn edited(edit: impl FnOnce(&mut serde_json::Value)) -> WebhookSpec {
+        let mut shown = serde_json::to_value(stored().redacted()).unwrap();
+        edit(&mut shown);
+        spec(shown)
+    }
+
+    #[test]
+    fn masks_sent_back_keep_the_stored_values() {
+        let mut new = edited(|_| {});
+        carry_secrets(&mut new, &stored()).unwrap();
+        assert_eq!(new, stored());
+        check_no_masks(&mut new).unwrap();
+    }
+
+    #[test]
+    fn a_new_destination_needs_the_secrets_again() {
+        type Edit = fn(&mut serde_json::Value);
+        let cases: [(&str, Edit); 3] = [
+            ("auth.password", |v| {
+                v["url"] = json!("https://evil.example/")
+            }),
+            ("auth.password", |v| {
+                v["auth"]["token_url"] = json!("https://evil.example/token")
+            }),
+            ("auth.token", |v| {
+                v["auth"] = json!({"type": "bearer", "token": MASK})
+            }),
+        ];
+        for (field, edit) in cases {
+            let err = carry_secrets(&mut edited(edit), &stored()).unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+            assert!(err.message.contains("send this secret again"), "{err}");
+        }
+        // With the auth secrets sent again, the secret header is next.
+        let mut new = edited(|v| {
+            v["url"] = json!("https://evil.example/");
+            v["auth"]["password"] = json!("new-pw");
+            v["auth"]["client_secret"] = json!("new-cs");
+        });
+        let err = carry_secrets(&mut new, &stored()).unwrap_err();
+        assert_eq!(err.field, "headers.X-Static-Token");
+        // Everything sent again: accepted; the signing and inbound secrets are kept.
+        let mut new = edited(|v| {
+            v["url"] = json!("https://new.example/");
+            v["auth"]["password"] = json!("new-pw");
+            v["auth"]["client_secret"] = json!("new-cs");
+            v["headers"]["X-Static-Token"] = json!("new-hdr");
+        });
+        carry_secrets(&mut new, &stored()).unwrap();
+        check_no_masks(&mut new).unwrap();
+        assert_eq!(new.signing.secret.as_deref(), Some("whsec_c2VjcmV0"));
+        assert_eq!(new.url, "https://new.example/");
+    }
+
+    #[test]
+    fn leftover_masks_are_refused() {
+        let mut new = spec(json!({"name": "h", "events": ["*"], "url": "https://h/",
+            "headers": {"X-A": MASK}}));
+        assert_eq!(check_no_masks(&mut new).unwrap_err().field, "headers.X-A");
+        let mut new =
+            spec(json!({"name": "h", "events": ["*"], "url": "https://h/?token=********"}));
+        assert_eq!(check_no_masks(&mut new).unwrap_err().field, "url");
+        let mut new = spec(json!({"name": "h", "events": ["*"], "url": "https://h/",
+            "auth": {"type": "bearer", "token": MASK}}));
+        assert_eq!(check_no_masks(&mut new).unwrap_err().field, "auth.token");
+    }
+
+    #[test]
+    fn names_are_not_paths() {
+        for name in [".", "..", ".x", "-x", "_x", "a/b", ""] {
+            let s = spec(json!({"name": name, "events": ["*"], "url": "https://h/"}));
+            assert_eq!(validate(&s, 10_000).unwrap_err().field, "name", "{name:?}");
+        }
+        for name in ["a", "a.b", "9-x_y.z"] {
+            let s = spec(json!({"name": name, "events": ["*"], "url": "https://h/"}));
+            validate(&s, 10_000).unwrap();
+        }
+        let s = spec(json!({"name": "a", "events": ["*"], "url": "https://h/",
+            "secret_headers": ["X-Missing"]}));
+        assert_eq!(validate(&s, 10_000).unwrap_err().field, "secret_headers[0]");
+    }
 }

@@ -172,6 +172,8 @@ shutdown_grace_secs = 1
 [store]
 {store_comment}
 url = {store}
+# A fixed key: every gateway process of a run shares the PostgreSQL database.
+secret_key = "aG9va3lhcmQtbG9hZHRlc3Qta2V5LTMyLWJ5dGVzISE="
 
 [delivery]
 allow_networks = ["127.0.0.1/32"]

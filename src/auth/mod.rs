@@ -71,6 +71,24 @@ impl AuthError {
     pub fn is_rejected(&self) -> bool {
         matches!(self, AuthError::Rejected { .. })
     }
+
+    /// True when trying again later cannot help, so a delivery waiting on these credentials is
+    /// dead at once, as one to a refused webhook URL is: a token URL that is malformed or
+    /// refused by the SSRF policy, credentials that do not fit a header, or a token endpoint
+    /// answering a 3xx or 4xx other than the `retryable` ones (400 `invalid_client`, 401...).
+    /// Unreachable servers, timeouts and 5xx stay retryable.
+    pub fn is_permanent(&self, retryable: &[u16]) -> bool {
+        match self {
+            AuthError::TokenUrl { .. }
+            | AuthError::HeaderName(_)
+            | AuthError::HeaderValue(_)
+            | AuthError::NotOauth(_) => true,
+            AuthError::Rejected { status, .. } | AuthError::BadResponse { status, .. } => {
+                (300..500).contains(status) && !retryable.contains(status)
+            }
+            AuthError::Unreachable { .. } => false,
+        }
+    }
 }
 
 /// The credentials of one request.
@@ -221,6 +239,37 @@ mod tests {
         .unwrap_err();
         assert_eq!(err, AuthError::HeaderValue("authorization".into()));
         assert!(!err.to_string().contains("s3cret"));
+    }
+
+    #[test]
+    fn permanent_token_errors() {
+        let retryable = [408, 425, 429];
+        let rejected = |status| AuthError::Rejected {
+            url: "u".into(),
+            status,
+            error: "invalid_client".into(),
+        };
+        let bad = |status| AuthError::BadResponse {
+            url: "u".into(),
+            status,
+            reason: "r".into(),
+        };
+        for permanent in [rejected(400), rejected(401), bad(403), bad(302)] {
+            assert!(permanent.is_permanent(&retryable), "{permanent}");
+        }
+        for transient in [rejected(429), bad(500), bad(503), bad(200), rejected(408)] {
+            assert!(!transient.is_permanent(&retryable), "{transient}");
+        }
+        let refused = AuthError::TokenUrl {
+            url: "u".into(),
+            reason: "SSRF".into(),
+        };
+        assert!(refused.is_permanent(&retryable));
+        let unreachable = AuthError::Unreachable {
+            url: "u".into(),
+            reason: "timeout".into(),
+        };
+        assert!(!unreachable.is_permanent(&retryable));
     }
 
     #[test]

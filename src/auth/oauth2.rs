@@ -29,7 +29,8 @@ use sha2::{Digest, Sha256};
 use super::AuthError;
 use crate::delivery::client::{check_url, ssrf_refusal, SsrfPolicy};
 use crate::metrics::Metrics;
-use crate::model::{AuthConfig, MASK};
+use crate::model::AuthConfig;
+use crate::secrets::scrub::{is_secret_param, Scrubber};
 
 /// How long a token is cached when the server does not say (`expires_in` absent).
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
@@ -178,14 +179,32 @@ impl<'a> Grant<'a> {
         hash.finalize().into()
     }
 
-    /// Replaces the grant's secrets in `text` (a server may echo them in an error).
+    /// Replaces the grant's secrets in `text` (a server may echo them in an error), in every
+    /// form the request carried them: the password form field, the client credentials' Basic
+    /// header (form-urlencoded parts, RFC 6749 §2.3.1) or form fields, and credentials in the
+    /// token URL itself (userinfo, secret query values).
     fn scrub(&self, text: String) -> String {
-        let secrets = [self.owner.map(|(_, password)| password), self.client_secret];
-        secrets
-            .into_iter()
-            .flatten()
-            .filter(|secret| !secret.is_empty())
-            .fold(text, |text, secret| text.replace(secret, MASK))
+        let mut scrubber = Scrubber::new();
+        if let Some((_, password)) = self.owner {
+            scrubber = scrubber.secret(password);
+        }
+        if let Some(secret) = self.client_secret {
+            scrubber = scrubber.basic(self.client_id.unwrap_or_default(), secret);
+        }
+        if let Ok(url) = reqwest::Url::parse(self.token_url) {
+            if let Some(password) = url.password() {
+                scrubber = scrubber.basic(url.username(), password);
+            }
+            if !url.username().is_empty() {
+                scrubber = scrubber.secret(url.username());
+            }
+            for (name, value) in url.query_pairs() {
+                if is_secret_param(&name, &[]) {
+                    scrubber = scrubber.secret(&value);
+                }
+            }
+        }
+        scrubber.scrub(&text)
     }
 }
 

@@ -21,7 +21,10 @@ pub const DEFAULTS: &str = include_str!("defaults.toml");
 pub const ENV_PREFIX: &str = "HOOKYARD_";
 
 /// Environment variables with the prefix that are not config keys.
-const ENV_NOT_KEYS: &[&str] = &["HOOKYARD_CONFIG", "HOOKYARD_LOG"];
+const ENV_NOT_KEYS: &[&str] = &["HOOKYARD_CONFIG", "HOOKYARD_LOG", SECRET_KEY_ENV];
+
+/// The environment variable of the secret keys (the contract's name for `store.secret_key`).
+pub const SECRET_KEY_ENV: &str = "HOOKYARD_SECRET_KEY";
 
 /// Why a configuration was refused. Printed as one line.
 #[derive(Debug, thiserror::Error)]
@@ -141,11 +144,30 @@ pub struct SinkConfig {
 }
 
 /// `[store]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// `sqlite://PATH` or `postgres://...`.
     pub url: String,
+    /// Keys encrypting secrets at rest: comma-separated base64 of 32 bytes, the first
+    /// encrypting (also `HOOKYARD_SECRET_KEY`). Empty: `secret_key_file`.
+    pub secret_key: String,
+    /// A file of keys, one base64 key a line, the first encrypting. Empty: (SQLite)
+    /// `secret.key` beside the database, generated on first start.
+    pub secret_key_file: String,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a database password and the keys are keys: neither is printed.
+        f.debug_struct("StoreConfig")
+            .field(
+                "secret_key",
+                &(!self.secret_key.is_empty()).then_some(crate::model::MASK),
+            )
+            .field("secret_key_file", &self.secret_key_file)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `[delivery]`.
@@ -388,6 +410,15 @@ impl Config {
                 "store.url must start with sqlite:// or postgres://, got {scheme:?}:..."
             )));
         }
+        if self.store.url.starts_with("postgres")
+            && self.store.secret_key.trim().is_empty()
+            && self.store.secret_key_file.is_empty()
+        {
+            return Err(Error::Invalid(format!(
+                "a PostgreSQL store needs the secret key every process shares: set \
+                 {SECRET_KEY_ENV} (or store.secret_key / store.secret_key_file); see docs/SECURITY.md"
+            )));
+        }
         if self
             .log
             .level
@@ -456,6 +487,15 @@ fn env_layer(env: impl IntoIterator<Item = (String, String)>) -> Result<toml::Ta
         .collect();
     for (name, raw) in vars {
         let rest = name[ENV_PREFIX.len()..].to_ascii_lowercase();
+        if name == SECRET_KEY_ENV {
+            let store = layer
+                .entry("store")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(t) = store {
+                t.insert("secret_key".to_owned(), toml::Value::String(raw));
+            }
+            continue;
+        }
         let Some((section, key)) = rest.split_once('_') else {
             return Err(Error::Invalid(format!(
                 "{name} does not name a config key (HOOKYARD_<SECTION>_<KEY>)"

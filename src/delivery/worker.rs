@@ -39,6 +39,7 @@ use crate::model::{
     now_ms, Attempt, AttemptOutcome, Completion, Delivery, DeliveryStatus, Event, EventToIngest,
     Job, Lease, Millis, Next, PluginFailure, RequestLog, SinkMessage, Webhook,
 };
+use crate::secrets::scrub::redact_url;
 use crate::store::{ClaimRequest, Store};
 use crate::webhooks::WebhookDirectory;
 
@@ -910,9 +911,10 @@ impl Deliverer {
             .as_deref()
             .unwrap_or(&hook.spec.method)
             .to_owned();
+        let shown_url = |url: &str| redact_url(url, &hook.spec.secret_query_params);
         let mut log = RequestLog {
             method: method.clone(),
-            url: hook.spec.url.clone(),
+            url: shown_url(&hook.spec.url),
             headers: Vec::new(),
             body: truncate(&request.body, self.config.log_body_bytes),
         };
@@ -930,7 +932,7 @@ impl Deliverer {
             Ok(url) => url,
             Err(e) => return fail(log, e, true),
         };
-        log.url = url.to_string();
+        log.url = shown_url(url.as_str());
         if let Err(e) = client::check_url(&url, &self.ssrf) {
             return fail(log, e.to_string(), true);
         }
@@ -948,7 +950,12 @@ impl Deliverer {
             let credentials = match auth::credentials(&self.tokens, &hook.id, &hook.spec.auth).await
             {
                 Ok(c) => c,
-                Err(e) => return fail(log, format!("auth: {e}"), false),
+                // A refused token URL or a token endpoint refusing the credentials is dead at
+                // once, like a refused webhook URL; an unreachable one is retried.
+                Err(e) => {
+                    let permanent = e.is_permanent(&self.config.retryable_statuses);
+                    return fail(log, format!("auth: {e}"), permanent);
+                }
             };
             let mut all = headers.clone();
             for (name, value) in credentials.headers {
@@ -971,7 +978,8 @@ impl Deliverer {
                     let error = if e.is_timeout() {
                         format!("timed out after {} ms", hook.spec.timeout_ms)
                     } else {
-                        error_chain(&e)
+                        // reqwest's text quotes the URL, credentials included.
+                        error_chain(&e).replace(url.as_str(), &log.url)
                     };
                     return fail(log, error, refused);
                 }
@@ -1043,6 +1051,12 @@ impl Deliverer {
         insert(&mut headers, "content-type", content_type)?;
         for (name, value) in &hook.spec.headers {
             insert(&mut headers, name, value)?;
+            if hook.spec.is_secret_header(name) {
+                // Sensitive values are left out of Debug output and HPACK tables.
+                if let Some(value) = headers.get_mut(name.as_str()) {
+                    value.set_sensitive(true);
+                }
+            }
         }
         for (name, value) in &request.headers {
             insert(&mut headers, name, value)?;
@@ -1092,7 +1106,7 @@ fn outcome_name(outcome: AttemptOutcome) -> &'static str {
     }
 }
 
-/// Headers as the log shows them: credentials and signatures replaced.
+/// Headers as the log shows them: credentials, signatures and secret static headers replaced.
 fn redact(headers: &HeaderMap, hook: &Webhook) -> Vec<(String, String)> {
     let secret_header = match &hook.spec.auth {
         crate::model::AuthConfig::ApiKey { header, .. } => Some(header.to_ascii_lowercase()),
@@ -1105,7 +1119,8 @@ fn redact(headers: &HeaderMap, hook: &Webhook) -> Vec<(String, String)> {
             let hidden = value.is_sensitive()
                 || n == "authorization"
                 || n == "webhook-signature"
-                || secret_header.as_deref() == Some(n);
+                || secret_header.as_deref() == Some(n)
+                || hook.spec.is_secret_header(n);
             let shown = if hidden {
                 REDACTED.to_owned()
             } else {

@@ -1,7 +1,11 @@
 //! The admin API: webhooks, the Webhook Log, replay.
 //!
-//! Secrets are write-only: every read shows them masked, and an update that sends the mask
-//! back (or leaves the signing secret out) keeps the stored secret.
+//! Secrets are write-only: every read shows them masked (credentials in URLs too), and an
+//! update that sends the mask back (or leaves the signing secret out) keeps the stored secret,
+//! unless the update changes where the secret would be sent (`url`, `auth.token_url`, the auth
+//! type): then the secret must be sent again (422 naming the field, see
+//! [`webhooks::carry_secrets`]). A merge patch applies to what a read shows, so it follows the
+//! same rules as a PUT of the masked definition.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -14,7 +18,7 @@ use serde_json::{json, Value};
 
 use super::error::{body_error, from_value, parse_json, ApiError};
 use super::Shared;
-use crate::model::{new_id, now_ms, DeliveryFilter, DeliveryStatus, Webhook, WebhookSpec, MASK};
+use crate::model::{new_id, now_ms, DeliveryFilter, DeliveryStatus, Webhook, WebhookSpec};
 use crate::webhooks::{self, InvalidSpec};
 
 /// The admin routes (without the token layer, added by the caller).
@@ -58,19 +62,7 @@ fn shown(state: &Shared, hook: &Webhook) -> Value {
 
 /// Validates a spec against the gateway's limits and refuses leftover masks.
 async fn check(state: &Shared, spec: &mut WebhookSpec) -> Result<(), ApiError> {
-    let inbound_secrets = spec
-        .inbound
-        .as_mut()
-        .map(|i| i.auth.secrets_mut())
-        .unwrap_or_default();
-    for secret in spec.auth.secrets_mut().into_iter().chain(inbound_secrets) {
-        if secret == MASK {
-            return Err(ApiError::invalid_field(
-                "auth",
-                "a masked secret can only be sent back unchanged for the same auth type",
-            ));
-        }
-    }
+    webhooks::check_no_masks(spec)?;
     webhooks::validate(spec, state.config.max_timeout_ms())?;
     webhooks::check_name_free(&spec.name)?;
     if spec.inbound.as_ref().is_some_and(|i| i.enabled) && state.config.sink.url.is_empty() {
@@ -177,7 +169,7 @@ async fn save(
     old: Webhook,
     mut spec: WebhookSpec,
 ) -> Result<Json<Value>, ApiError> {
-    webhooks::carry_secrets(&mut spec, &old.spec);
+    webhooks::carry_secrets(&mut spec, &old.spec)?;
     check(state, &mut spec).await?;
     let hook = Webhook {
         spec: webhooks::with_generated_secret(spec),
@@ -224,7 +216,9 @@ async fn patch_webhook(
         ));
     }
     let old = find_editable(&state, &id).await?;
-    let mut merged = serde_json::to_value(&old.spec).unwrap_or(Value::Null);
+    // Over what a read shows: secrets the patch leaves alone stay masked, and are kept or
+    // refused by `save` exactly as in a PUT.
+    let mut merged = serde_json::to_value(old.spec.redacted()).unwrap_or(Value::Null);
     merge_patch(&mut merged, patch);
     let spec: WebhookSpec = from_value(merged)?;
     save(&state, old, spec).await

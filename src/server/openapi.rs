@@ -79,8 +79,8 @@ pub fn spec() -> Value {
     }));
     let mut one = json!({
         "get": op("Get a webhook", "webhooks", responses(("200", ok("Webhook", webhook.clone())), &[401, 404])),
-        "put": with_body(op("Replace a webhook; a masked secret keeps the stored one", "webhooks", responses(("200", ok("Updated", webhook.clone())), &[400, 401, 404, 409, 422])), reference("WebhookSpec")),
-        "patch": with_body(op("JSON merge patch (RFC 7396) of a webhook", "webhooks", responses(("200", ok("Updated", webhook.clone())), &[400, 401, 404, 409, 422])), json!({"type": "object"})),
+        "put": with_body(op("Replace a webhook; a masked secret keeps the stored one, unless url, auth.token_url or the auth type changes: then every secret sent there must be sent again (422 naming the field)", "webhooks", responses(("200", ok("Updated", webhook.clone())), &[400, 401, 404, 409, 422])), reference("WebhookSpec")),
+        "patch": with_body(op("JSON merge patch (RFC 7396) of a webhook as a read shows it (secrets masked): the same rules as a PUT", "webhooks", responses(("200", ok("Updated", webhook.clone())), &[400, 401, 404, 409, 422])), json!({"type": "object"})),
         "delete": op("Delete a webhook; its pending deliveries become dead", "webhooks", responses(("204", json!({"description": "Deleted"})), &[401, 404])),
     });
     one["parameters"] = id_param.clone();
@@ -125,15 +125,19 @@ fn schemas() -> Value {
             "id": {"type": "string", "description": "Idempotency key"}, "type": string, "data": {},
             "context": {}, "occurred_at": {"type": "string", "format": "date-time"}}},
         "IngestResult": {"type": "object", "properties": {"id": string, "deliveries": int, "duplicate": {"type": "boolean"}}},
-        "Auth": {"type": "object", "required": ["type"], "description": "Secrets are write-only: reads show ********, and sending ******** back keeps the stored value.",
+        "Auth": {"type": "object", "required": ["type"], "description": "Secrets are write-only: reads show ********, and sending ******** back keeps the stored value, as long as url, token_url and type are unchanged. Encrypted at rest.",
             "properties": {"type": {"enum": ["none", "api_key", "bearer", "basic", "oauth2_password", "oauth2_client_credentials"]},
                 "header": string, "value": string, "token": string, "username": string, "password": string,
                 "token_url": string, "client_id": string, "client_secret": string, "scope": string}},
         "WebhookSpec": {"type": "object", "required": ["name", "events", "url"], "additionalProperties": false, "properties": {
-            "name": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,100}$"}, "description": string, "enabled": {"type": "boolean", "default": true},
+            "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"}, "description": string, "enabled": {"type": "boolean", "default": true},
             "events": {"type": "array", "items": string, "description": "Exact types or globs (user.*, *)"},
-            "url": {"type": "string", "format": "uri"}, "method": {"type": "string", "default": "POST"},
-            "headers": {"type": "object", "additionalProperties": string}, "event_header": string,
+            "url": {"type": "string", "format": "uri", "description": "Reads mask its userinfo and the values of secret query parameters (see secret_query_params) with ********; sending the masked URL back keeps the stored one"},
+            "method": {"type": "string", "default": "POST"},
+            "headers": {"type": "object", "additionalProperties": string, "description": "Static headers; those listed in secret_headers are write-only (masked on reads and in the Webhook Log, encrypted at rest)"},
+            "secret_headers": {"type": "array", "items": string, "description": "Names of `headers` whose values are secret (case-insensitive), e.g. [\"X-Static-Token\"]"},
+            "secret_query_params": {"type": "array", "items": string, "description": "Query parameters of url whose values are secret, besides those secret by name (token, key, secret, signature, password, auth, credential, sig, pwd, pass, code)"},
+            "event_header": string,
             "auth": {"$ref": "#/components/schemas/Auth"},
             "signing": {"type": "object", "properties": {"enabled": {"type": "boolean", "default": true}, "secret": {"type": "string", "description": "whsec_<base64>; generated when absent"}}},
             "plugin": {"type": "object", "required": ["name"], "properties": {"name": string, "version": {"type": ["integer", "null"]}, "config": {}}},

@@ -128,6 +128,7 @@ fn clone_error(e: &Error) -> Error {
         Error::Database(m) => Error::Database(m.clone()),
         Error::Unavailable(m) => Error::Unavailable(m.clone()),
         Error::Corrupt(m) => Error::Corrupt(m.clone()),
+        Error::Secret(m) => Error::Secret(m.clone()),
     }
 }
 

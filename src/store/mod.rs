@@ -146,7 +146,14 @@ pub enum Error {
     /// Stored data could not be decoded.
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// A stored secret cannot be decrypted with the configured keys (names the webhook).
+    #[error("secret: {0}")]
+    Secret(String),
 }
+
+/// Rewrites one stored webhook in place (see [`Store::rewrite_webhooks`]); true when it changed
+/// it. Only the spec's secret fields may change: the name, `enabled` and timestamps are kept.
+pub type WebhookRewrite = Arc<dyn Fn(&mut Webhook) -> Result<bool> + Send + Sync>;
 
 /// Result of store operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -181,6 +188,23 @@ pub trait Store: Send + Sync + 'static {
     async fn webhook(&self, id_or_name: &str) -> Result<Option<Webhook>>;
     /// All webhooks, in creation order.
     async fn webhooks(&self) -> Result<Vec<Webhook>>;
+    /// Applies `rewrite` to every stored webhook's spec, as stored, and writes back those it
+    /// changed, in one transaction that holds the rows locked: processes doing the same at once
+    /// take turns, and a concurrent update is neither lost nor overwritten. An error from
+    /// `rewrite` rolls everything back. Returns how many changed. Used by
+    /// [`crate::secrets::store::SecretStore::reencrypt_all`].
+    ///
+    /// The default reads, then updates one by one: correct only without concurrent writers
+    /// (test stores); both real backends override it.
+    async fn rewrite_webhooks(&self, rewrite: WebhookRewrite) -> Result<usize> {
+        let mut changed = 0;
+        for mut hook in self.webhooks().await? {
+            if rewrite(&mut hook)? && self.update_webhook(&hook).await? {
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
 
     /// Commits events and their deliveries (see the invariants above). Results are in input
     /// order. An id repeated within one call is a duplicate of its first occurrence.

@@ -1037,6 +1037,40 @@ impl Store for PostgresStore {
         Ok(changed)
     }
 
+    async fn rewrite_webhooks(&self, rewrite: super::WebhookRewrite) -> Result<usize> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // The row locks make processes starting at once take turns; the later ones read what
+        // the first wrote.
+        let rows = tx
+            .query(
+                concat!(
+                    "SELECT ",
+                    webhook_cols!(),
+                    " FROM webhooks ORDER BY id FOR UPDATE"
+                ),
+                &[],
+            )
+            .await?;
+        let update = tx
+            .prepare_cached("UPDATE webhooks SET spec = $2 WHERE id = $1")
+            .await?;
+        let mut changed = 0;
+        for row in &rows {
+            let mut hook = webhook_row(row)?;
+            if rewrite(&mut hook)? {
+                tx.execute(&update, &[&hook.id, &to_json(&hook.spec)?])
+                    .await?;
+                changed += 1;
+            }
+        }
+        if changed > 0 {
+            notify(&tx, &self.channel, StoreChange::Webhooks).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
     async fn delete_webhook(&self, id: &str) -> Result<bool> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;

@@ -233,11 +233,15 @@ impl SqliteStore {
         configure_sqlite();
         if let Some(parent) = path.parent() {
             if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent).map_err(|e| {
+                crate::private_files::create_dir(parent).map_err(|e| {
                     Error::Database(format!("cannot create {}: {e}", parent.display()))
                 })?;
             }
         }
+        // Created 0600 before SQLite opens it: SQLite gives the -wal and -shm files the
+        // database file's mode, so all three stay private.
+        crate::private_files::touch(path)
+            .map_err(|e| Error::Database(format!("cannot create {}: {e}", path.display())))?;
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -412,6 +416,14 @@ fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
 enum Location {
     Memory,
     File(PathBuf),
+}
+
+/// The database file a `sqlite:` URL names; none for an in-memory database.
+pub fn database_path(url: &str) -> Result<Option<PathBuf>> {
+    Ok(match parse_url(url)? {
+        Location::Memory => None,
+        Location::File(path) => Some(path),
+    })
 }
 
 fn parse_url(url: &str) -> Result<Location> {
@@ -1138,6 +1150,32 @@ impl Store for SqliteStore {
             })
             .await?;
         if changed {
+            self.announce(StoreChange::Webhooks);
+        }
+        Ok(changed)
+    }
+
+    async fn rewrite_webhooks(&self, rewrite: super::WebhookRewrite) -> Result<usize> {
+        // One writer transaction: nothing else writes meanwhile.
+        let changed = self
+            .write(move |conn| {
+                let hooks = conn
+                    .prepare_cached(concat!("SELECT ", webhook_cols!(), " FROM webhooks"))?
+                    .query_map([], webhook_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let mut changed = 0;
+                let mut update =
+                    conn.prepare_cached("UPDATE webhooks SET spec = ?2 WHERE id = ?1")?;
+                for mut hook in hooks {
+                    if rewrite(&mut hook)? {
+                        update.execute(params![hook.id, to_json(&hook.spec)?])?;
+                        changed += 1;
+                    }
+                }
+                Ok(changed)
+            })
+            .await?;
+        if changed > 0 {
             self.announce(StoreChange::Webhooks);
         }
         Ok(changed)

@@ -297,6 +297,14 @@ async fn put_with_masked_secrets_keeps_them() {
     assert_eq!(spec["signing"]["secret"], MASKED);
     spec["url"] = json!(new_rx.url("/v2"));
     spec["description"] = json!("moved");
+    // A masked key does not follow the new url (issue 19): it must be sent again. The signing
+    // secret, sent nowhere, is kept.
+    let (status, refused) = gw
+        .admin("PUT", "/admin/v1/webhooks/keep", Some(spec.clone()))
+        .await;
+    assert_error(status, &refused, 422, "invalid_field");
+    assert_eq!(refused["error"]["field"], "auth.value", "{refused}");
+    spec["auth"]["value"] = json!("original-key");
     let (status, put) = gw.admin("PUT", "/admin/v1/webhooks/keep", Some(spec)).await;
     assert_eq!(status, 200, "{put}");
     assert_eq!(put["description"], "moved");
@@ -332,7 +340,7 @@ async fn put_changing_auth_type_with_masked_secret_is_refused() {
         )
         .await;
     assert_error(status, &body, 422, "invalid_field");
-    assert_eq!(body["error"]["field"], "auth", "{body}");
+    assert_eq!(body["error"]["field"], "auth.token", "{body}");
     // Nothing changed: still the api key, which still works.
     let (_, hook) = gw.admin("GET", "/admin/v1/webhooks/switch", None).await;
     assert_eq!(hook["auth"]["type"], "api_key");

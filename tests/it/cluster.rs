@@ -66,6 +66,7 @@ shutdown_grace_secs = 5
 
 [store]
 url = "{store_url}"
+secret_key = "{TEST_SECRET_KEY}"
 
 [delivery]
 allow_networks = ["127.0.0.1/32"]

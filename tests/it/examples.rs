@@ -31,6 +31,7 @@ fn example_config(example: &str, dir: &Path) -> Config {
     config.server.admin_token = ADMIN_TOKEN.into();
     config.server.ingest_token = INGEST_TOKEN.into();
     config.store.url = store_url(dir);
+    config.store.secret_key = TEST_SECRET_KEY.into();
     config.plugins.cache_dir = dir.join("plugin-cache");
     for file in &mut config.plugins.load {
         file.path = folder.join(&file.path);

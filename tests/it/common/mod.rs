@@ -22,6 +22,18 @@ use tokio::sync::oneshot;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 pub const INGEST_TOKEN: &str = "test-ingest-token";
+/// The secret key PostgreSQL test gateways share (base64 of 32 bytes); SQLite ones generate
+/// their own key file beside the database, as a fresh install does.
+pub const TEST_SECRET_KEY: &str = "aG9va3lhcmQtdGVzdC1zZWNyZXQta2V5LTMyYnl0ZXM=";
+
+/// The `[store]` lines besides `url` a test gateway needs: the shared key on PostgreSQL.
+pub fn store_key_line() -> String {
+    if on_postgres() {
+        format!("secret_key = \"{TEST_SECRET_KEY}\"")
+    } else {
+        String::new()
+    }
+}
 
 /// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
@@ -56,6 +68,7 @@ shutdown_grace_secs = 5
 
 [store]
 url = "{}"
+{}
 
 [delivery]
 allow_networks = ["127.0.0.1/32"]
@@ -74,6 +87,7 @@ memory_limit_mb = 64
 compile_nice = 0
 "#,
         store_url(dir),
+        store_key_line(),
         dir.join("plugin-cache").display()
     );
     Config::from_layers(Some(("test".into(), file)), []).expect("test config is valid")
@@ -728,7 +742,7 @@ static SCHEMAS: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 
 /// The schema of the tests in `dir`: the process id (so leftovers of a killed run can be told
 /// apart from a concurrent run's) and a hash of the path.
-fn schema_name(dir: &Path) -> String {
+pub fn schema_name(dir: &Path) -> String {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     dir.hash(&mut h);
@@ -785,7 +799,7 @@ pub fn postgres_execute(sql: &str) -> Result<(), String> {
 }
 
 /// The first column (text) of every row of `sql` on the test database.
-fn postgres_query(sql: &str) -> Result<Vec<String>, String> {
+pub fn postgres_query(sql: &str) -> Result<Vec<String>, String> {
     let sql = sql.to_owned();
     postgres_blocking(move |client| async move {
         let rows = client.query(&sql, &[]).await.map_err(|e| e.to_string())?;
