@@ -101,6 +101,7 @@ pub async fn run_with_store(
             other => break other?,
         }
     }
+    crate::source::apply_declared(&config, store.as_ref()).await?;
     let directory = Arc::new(WebhookDirectory::load(store.as_ref()).await?);
     let metrics = Arc::new(Metrics::new());
     let plugins = Arc::new(
@@ -177,7 +178,9 @@ pub async fn run_with_store(
         ready: AtomicBool::new(true),
         plugins: Some(plugins),
         deliverer: Some(deliverer),
+        sources: Arc::default(),
     });
+    let sources = tokio::spawn(crate::source::run(state.clone(), stopped(stop_rx.clone())));
     let public = server::public_router(state.clone());
     let admin = server::admin_router(state.clone());
     let mut servers = Vec::new();
@@ -209,6 +212,8 @@ pub async fn run_with_store(
             Ok(Ok(())) => {}
         }
     }
+    // Sources stop pulling and finish the batch they are committing before the workers go.
+    let _ = sources.await;
     let _ = workers.await;
     for refresher in refreshers {
         let _ = refresher.await;

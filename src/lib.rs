@@ -19,6 +19,8 @@
 //!   claim-and-send loop).
 //! - [`plugin`]: WebAssembly plugins: the one `bindgen!`, the engine and sandboxed calls, the
 //!   registry of versions with hot swap and rollback.
+//! - [`source`]: events from message buses (NATS JetStream, RabbitMQ): consumers that commit
+//!   batches through ingest and acknowledge them only once committed.
 //! - [`sink`]: the internal system's endpoint for write-backs and inbound records.
 //! - [`auth`]: credentials for outgoing requests, with the OAuth2 token cache.
 //! - [`server`]: the public (ingest, inbound, health, metrics) and admin HTTP APIs.
@@ -37,6 +39,7 @@ pub mod model;
 pub mod plugin;
 pub mod server;
 pub mod sink;
+pub mod source;
 pub mod store;
 pub mod webhooks;
 

@@ -30,6 +30,7 @@ pub mod inbound;
 pub mod ingest;
 pub mod openapi;
 pub mod plugins;
+pub mod sources;
 
 pub use error::ApiError;
 
@@ -52,6 +53,8 @@ pub struct AppState {
     /// The workers, which start new deliveries at ingest when they can (none: every delivery
     /// waits for a claim).
     pub deliverer: Option<Arc<Deliverer>>,
+    /// What the message-bus sources of this process are doing.
+    pub sources: Arc<crate::source::SourceBoard>,
 }
 
 /// Shared state of the routers.
@@ -81,6 +84,7 @@ pub fn public_router(state: Shared) -> Router {
 pub fn admin_router(state: Shared) -> Router {
     admin::routes()
         .merge(plugins::routes(state.config.plugins.max_upload_bytes))
+        .merge(sources::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_admin_token,

@@ -12,5 +12,6 @@ mod durability;
 mod examples;
 mod ingest;
 mod plugins;
+mod sources;
 mod ssrf;
 mod sync;
