@@ -24,6 +24,16 @@ cargo clippy --locked --all-targets -- -D warnings
 # tests run once per store (HOOKYARD_TEST_STORE). PostgreSQL: HOOKYARD_TEST_POSTGRES_URL, by
 # default postgres://postgres@127.0.0.1:5432/test; each test makes and drops its own schema.
 # The cluster tests (several processes on one database) always use PostgreSQL, so they run once.
+# The source tests use the message brokers every machine here runs; this script starts nothing
+# for them, so it stops at once, saying which one is missing.
+for broker in "NATS JetStream:127.0.0.1:4222" "RabbitMQ:127.0.0.1:5672"; do
+    name=${broker%%:*}; addr=${broker#*:}
+    if ! (exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}") 2>/dev/null; then
+        echo "error: $name is not running on $addr; the source tests (tests/it/sources.rs) need it" >&2
+        exit 1
+    fi
+done
+
 echo "== cargo test (integration tests on SQLite)"
 HOOKYARD_TEST_STORE=sqlite cargo test --locked --all-targets
 echo "== cargo test --test it (integration tests on PostgreSQL)"

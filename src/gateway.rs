@@ -117,6 +117,7 @@ pub async fn run_with_store(
             other => break other?,
         }
     }
+    crate::source::apply_declared(&config, store.as_ref()).await?;
     let directory = Arc::new(WebhookDirectory::load(store.as_ref()).await?);
     let mut metrics = Metrics::new();
     let edge = Arc::new(server::edge_metrics::EdgeMetrics::register(
@@ -198,8 +199,10 @@ pub async fn run_with_store(
         ready: AtomicBool::new(true),
         plugins: Some(plugins),
         deliverer: Some(deliverer),
+        sources: Arc::default(),
     });
     let (public_cap, admin_cap) = server::limits::connection_caps(&config.server);
+    let sources = tokio::spawn(crate::source::run(state.clone(), stopped(stop_rx.clone())));
     let mut servers = Vec::new();
     let (public_tls, admin_tls) = match &tls {
         Some(tls) => {
@@ -253,6 +256,8 @@ pub async fn run_with_store(
             warn!(error = %e, "listener task failed");
         }
     }
+    // Sources stop pulling and finish the batch they are committing before the workers go.
+    let _ = sources.await;
     let _ = workers.await;
     for refresher in refreshers {
         let _ = refresher.await;

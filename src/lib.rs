@@ -21,6 +21,8 @@
 //!   change) and [`delivery::worker`] (the claim-and-send loop).
 //! - [`plugin`]: WebAssembly plugins: the one `bindgen!`, the engine and sandboxed calls, the
 //!   registry of versions with hot swap and rollback.
+//! - [`source`]: events from message buses (NATS JetStream, RabbitMQ): consumers that commit
+//!   batches through ingest and acknowledge them only once committed.
 //! - [`sink`]: the internal system's endpoint for write-backs and inbound records.
 //! - [`auth`]: credentials for outgoing requests, with the OAuth2 token cache.
 //! - [`secrets`]: secrets at rest (AES-256-GCM keyring, key sources, the encrypting store
@@ -48,6 +50,7 @@ pub mod private_files;
 pub mod secrets;
 pub mod server;
 pub mod sink;
+pub mod source;
 pub mod store;
 pub mod webhooks;
 

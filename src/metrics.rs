@@ -50,6 +50,22 @@ fn plugin_call_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_005, 2.0, 20))
 }
 
+/// A label set naming a message-bus source.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    /// The source's name.
+    pub source: String,
+}
+
+/// A label set naming a source and what became of its messages.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceOutcomeLabel {
+    /// The source's name.
+    pub source: String,
+    /// `committed`, `duplicate` (a redelivery, not enqueued again) or `dead_lettered`.
+    pub outcome: String,
+}
+
 /// All metrics of one gateway.
 pub struct Metrics {
     registry: Registry,
@@ -89,6 +105,10 @@ pub struct Metrics {
     pub plugin_active_version: Family<PluginLabel, Gauge>,
     /// Enabled webhooks this process knows (set at scrape time).
     pub webhooks: Gauge,
+    /// Messages consumed from message-bus sources by what became of them.
+    pub source_messages: Family<SourceOutcomeLabel, Counter>,
+    /// Messages waiting in each source's broker, as last read.
+    pub source_lag: Family<SourceLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -202,8 +222,22 @@ impl Metrics {
             "Enabled webhooks known to this process",
             webhooks.clone(),
         );
+        let source_messages = Family::<SourceOutcomeLabel, Counter>::default();
+        registry.register(
+            "source_messages",
+            "Messages consumed from message-bus sources, by outcome",
+            source_messages.clone(),
+        );
+        let source_lag = Family::<SourceLabel, Gauge>::default();
+        registry.register(
+            "source_lag",
+            "Messages waiting in each source's broker, as last read",
+            source_lag.clone(),
+        );
         Metrics {
             registry,
+            source_messages,
+            source_lag,
             plugin_active_version,
             webhooks,
             plugin_calls,

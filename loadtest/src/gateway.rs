@@ -301,17 +301,22 @@ impl Gateway {
 
     /// `POST /admin/v1/webhooks` (on the first process).
     pub async fn create_webhook(&self, spec: &serde_json::Value) -> anyhow::Result<()> {
+        self.admin_post("/admin/v1/webhooks", spec).await
+    }
+
+    /// `POST` of `spec` to an admin route (on the first process); an error unless 2xx.
+    pub async fn admin_post(&self, path: &str, spec: &serde_json::Value) -> anyhow::Result<()> {
         let (status, body) = one_shot(
             self.admin,
             Method::POST,
-            "/admin/v1/webhooks",
+            path,
             Some(ADMIN_TOKEN),
             Bytes::from(serde_json::to_vec(spec)?),
         )
         .await?;
         if !status.is_success() {
             bail!(
-                "creating webhook {}: {status} {}",
+                "POST {path} ({}): {status} {}",
                 spec["name"],
                 String::from_utf8_lossy(&body)
             );

@@ -40,7 +40,7 @@ struct Cli {
     )]
     field_map: PathBuf,
     /// Scenarios to run, comma-separated, or `all`: ingest, e2e, field-map, fanout, outage,
-    /// hang. The baseline always runs first (`baseline` alone runs only it).
+    /// hang, bus-nats, bus-amqp. The baseline always runs first (`baseline` alone runs only it).
     #[arg(long, default_value = "all", value_delimiter = ',')]
     scenario: Vec<String>,
     /// Seconds of load in each phase (the outage scenario adds its outage to it).
@@ -110,6 +110,12 @@ struct Cli {
     /// Write a `perf record` CPU profile of each phase into this directory (needs perf).
     #[arg(long)]
     perf_record: Option<PathBuf>,
+    /// NATS with JetStream, for the bus-nats scenario.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// RabbitMQ, for the bus-amqp scenario.
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    amqp_url: String,
     /// Also write the tables to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -191,6 +197,10 @@ async fn main() -> anyhow::Result<()> {
         drain_timeout: Duration::from_secs_f64(cli.drain_timeout),
         perf_stat: cli.perf_stat,
         perf_record: cli.perf_record.clone(),
+        bus: scenarios::BusUrls {
+            nats: cli.nats_url.clone(),
+            amqp: cli.amqp_url.clone(),
+        },
     };
     let mut runner = Runner::new(settings).await?;
     // Ctrl-C drops the running scenario: its gateways are killed and their PostgreSQL schemas

@@ -16,6 +16,10 @@ use bytes::Bytes;
 use hyper::Method;
 use serde_json::{json, Value};
 
+mod bus;
+
+pub use bus::BusUrls;
+
 use crate::clock;
 use crate::gateway::{self, Gateway, Monitor, INGEST_TOKEN};
 use crate::generator::{self, Drive, GenStats, Load};
@@ -25,7 +29,16 @@ use crate::receiver::{new_histogram, Mode, Receiver, Session};
 use crate::report::{thousands, Row};
 
 /// Every scenario, in the order `all` runs them.
-pub const ALL: &[&str] = &["ingest", "e2e", "field-map", "fanout", "outage", "hang"];
+pub const ALL: &[&str] = &[
+    "ingest",
+    "e2e",
+    "field-map",
+    "fanout",
+    "outage",
+    "hang",
+    "bus-nats",
+    "bus-amqp",
+];
 
 /// The fixed rate used when neither `--rate` nor a measured maximum gives one.
 const DEFAULT_RATE: f64 = 500.0;
@@ -76,6 +89,8 @@ pub struct Settings {
     pub perf_stat: bool,
     /// Write a `perf record` profile of each phase into this directory.
     pub perf_record: Option<PathBuf>,
+    /// The brokers of the bus scenarios.
+    pub bus: BusUrls,
 }
 
 /// Which hooks get event `seq`: `route(seq, hook)`.
@@ -334,6 +349,8 @@ impl Runner {
             "fanout" => self.fanout().await,
             "outage" => self.outage().await,
             "hang" => self.hang().await,
+            "bus-nats" => self.bus(bus::Bus::Nats).await,
+            "bus-amqp" => self.bus(bus::Bus::Amqp).await,
             other => anyhow::bail!("unknown scenario {other:?} (known: {})", ALL.join(", ")),
         }
     }

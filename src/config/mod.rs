@@ -69,6 +69,10 @@ pub struct Config {
     /// Webhooks declared in the file, applied by name at start-up.
     #[serde(default)]
     pub webhooks: Vec<WebhookSpec>,
+    /// Message-bus sources declared in the file, applied by name at start-up (a paused one
+    /// stays paused).
+    #[serde(default)]
+    pub sources: Vec<crate::source::SourceSpec>,
 }
 
 /// `[server]`.
@@ -439,6 +443,18 @@ impl Config {
                 )));
             }
         }
+        let mut names = std::collections::HashSet::new();
+        for (i, source) in self.sources.iter().enumerate() {
+            source
+                .validate()
+                .map_err(|e| Error::Invalid(format!("sources[{i}] ({}): {e}", source.name)))?;
+            if !names.insert(source.name.as_str()) {
+                return Err(Error::Invalid(format!(
+                    "sources[{i}]: the name {:?} is declared twice",
+                    source.name
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -620,5 +636,33 @@ auth = { type = "bearer", token = "t" }
 "#;
         let c = Config::from_layers(Some(("f".into(), file.into())), []).unwrap();
         assert_eq!(c.webhooks[0].name, "defguard");
+    }
+
+    #[test]
+    fn declared_sources_parse_and_are_validated() {
+        let file = r#"
+[[sources]]
+name = "hr-bus"
+type = "nats"
+url = "nats://127.0.0.1:4222"
+stream = "EVENTS"
+subject = "events.>"
+
+[[sources]]
+name = "crm"
+type = "amqp"
+url = "amqp://guest:guest@127.0.0.1:5672/%2f"
+queue = "hookyard-events"
+"#;
+        let c = Config::from_layers(Some(("f".into(), file.into())), []).unwrap();
+        assert_eq!(c.sources.len(), 2);
+        assert_eq!(c.sources[1].queue.as_deref(), Some("hookyard-events"));
+        let bad = file.replace("queue = \"hookyard-events\"", "");
+        let e = Config::from_layers(Some(("f".into(), bad)), []).unwrap_err();
+        assert!(e.to_string().contains("sources[1] (crm): queue"), "{e}");
+        assert!(!e.to_string().contains("guest:guest"), "{e}");
+        let twice = file.replace("\"crm\"", "\"hr-bus\"");
+        let e = Config::from_layers(Some(("f".into(), twice)), []).unwrap_err();
+        assert!(e.to_string().contains("declared twice"), "{e}");
     }
 }

@@ -76,8 +76,13 @@ pub async fn batch(
     ))
 }
 
-/// Validates an event and pairs it with a new delivery for each matching webhook.
-fn prepare(state: &Shared, event: NewEvent, at: &str) -> Result<EventToIngest, ApiError> {
+/// Validates an event and pairs it with a new delivery for each matching webhook. Also used
+/// by the message-bus sources ([`crate::source`]).
+pub(crate) fn prepare(
+    state: &Shared,
+    event: NewEvent,
+    at: &str,
+) -> Result<EventToIngest, ApiError> {
     let event_type = event.event_type.trim();
     if event_type.is_empty() || event_type.len() > MAX_ID_LEN {
         return Err(ApiError::invalid_field(
@@ -135,8 +140,8 @@ struct Reserved {
 /// Commits `events` and starts their deliveries: at once in this process where it has the
 /// slots (committed leased to it, see
 /// [`Deliverer::reserve`](crate::delivery::worker::Deliverer::reserve)), else by waking the
-/// workers to claim them.
-async fn commit(
+/// workers to claim them. Also used by the message-bus sources ([`crate::source`]).
+pub(crate) async fn commit(
     state: &Shared,
     mut events: Vec<EventToIngest>,
 ) -> Result<Vec<IngestResult>, ApiError> {

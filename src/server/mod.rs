@@ -37,6 +37,7 @@ pub mod listener;
 pub mod openapi;
 pub mod plugins;
 pub mod tls;
+pub mod sources;
 
 pub use error::ApiError;
 
@@ -61,6 +62,8 @@ pub struct AppState {
     /// The workers, which start new deliveries at ingest when they can (none: every delivery
     /// waits for a claim).
     pub deliverer: Option<Arc<Deliverer>>,
+    /// What the message-bus sources of this process are doing.
+    pub sources: Arc<crate::source::SourceBoard>,
 }
 
 /// Shared state of the routers.
@@ -110,6 +113,7 @@ fn public_routes(state: &Shared) -> Router<Shared> {
 fn admin_routes(state: &Shared) -> Router<Shared> {
     admin::routes()
         .merge(plugins::routes(state.config.plugins.max_upload_bytes))
+        .merge(sources::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_admin_token,

@@ -100,6 +100,7 @@ pub fn spec() -> Value {
         op("One delivery with every attempt", "deliveries", responses(("200", ok("Delivery", json!({"allOf": [reference("Delivery"), {"type": "object", "properties": {"attempts": {"type": "array", "items": reference("Attempt")}}}]}))), &[401, 404]))}));
     paths.insert("/admin/v1/deliveries/{id}/replay".into(), json!({"parameters": did, "post":
         op("Send a delivery again, with a fresh attempt budget", "deliveries", responses(("202", ok("Pending again", reference("Delivery"))), &[401, 404]))}));
+    source_paths(&mut paths);
     paths.insert("/admin/v1/openapi.json".into(), json!({"get": op("This document", "operations", json!({"200": {"description": "OpenAPI 3.1"}}))}));
 
     json!({
@@ -115,10 +116,61 @@ pub fn spec() -> Value {
     })
 }
 
-fn schemas() -> Value {
+/// `/admin/v1/sources` (see [`crate::server::sources`]).
+fn source_paths(paths: &mut serde_json::Map<String, Value>) {
+    let source = reference("Source");
+    let name =
+        json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}]);
+    paths.insert("/admin/v1/sources".into(), json!({
+        "get": op("List message-bus sources with this process's status (passwords masked)", "sources",
+            responses(("200", ok("Sources", json!({"type": "object", "properties": {"items": {"type": "array", "items": source}}}))), &[401])),
+        "post": with_body(op("Create a source; every gateway process on the database starts consuming it", "sources",
+            responses(("201", ok("Created", source.clone())), &[400, 401, 409, 413, 422])), reference("SourceSpec")),
+    }));
+    paths.insert("/admin/v1/sources/{name}".into(), json!({"parameters": name.clone(),
+        "get": op("A source with this process's status", "sources", responses(("200", ok("Source", source.clone())), &[401, 404])),
+        "delete": op("Delete a source; its consumers stop (messages stay in the broker)", "sources", responses(("204", json!({"description": "Deleted"})), &[401, 404])),
+    }));
+    paths.insert("/admin/v1/sources/{name}/pause".into(), json!({"parameters": name.clone(), "post":
+        op("Stop consuming (every process); unacknowledged messages go back to the broker", "sources", responses(("200", ok("Paused", source.clone())), &[401, 404]))}));
+    paths.insert(
+        "/admin/v1/sources/{name}/resume".into(),
+        json!({"parameters": name, "post":
+        op("Consume again", "sources", responses(("200", ok("Resumed", source)), &[401, 404]))}),
+    );
+}
+
+fn source_schemas() -> Value {
     let string = json!({"type": "string"});
     let int = json!({"type": "integer"});
     json!({
+        "SourceSpec": {"type": "object", "required": ["name", "type", "url"], "additionalProperties": false,
+            "description": "NATS: stream and subject required; AMQP: queue required. Fields of the other broker are refused.",
+            "properties": {
+                "name": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,100}$"}, "type": {"enum": ["nats", "amqp"]},
+                "url": {"type": "string", "description": "nats:// or tls://; amqp:// or amqps://. The password is shown masked."},
+                "stream": string, "subject": string, "consumer": {"type": "string", "description": "Durable consumer; default hookyard-<name>"}, "ack_wait_secs": {"type": "integer", "default": 30},
+                "credentials_file": string, "queue": string, "prefetch": {"type": "integer", "description": "Default 2 * batch_size"},
+                "dead_letter_exchange": string, "tls_ca_file": string, "tls_cert_file": string, "tls_key_file": string,
+                "type_from": {"enum": ["body", "subject", "header"], "default": "body"}, "skip_segments": {"type": "integer", "default": 0},
+                "type_header": string, "id_header": string,
+                "batch_size": {"type": "integer", "default": 500}, "batch_wait_ms": {"type": "integer", "default": 20},
+                "max_queue_depth": {"type": "integer", "default": 100000}}},
+        "Source": {"type": "object", "properties": {"name": string, "spec": {"$ref": "#/components/schemas/SourceSpec"},
+            "paused": {"type": "boolean"}, "created_at": int, "updated_at": int,
+            "status": {"type": ["object", "null"], "description": "This process's consumer; null before it started", "properties": {
+                "state": {"enum": ["connecting", "running", "throttled", "paused", "failing"]},
+                "consumed": int, "committed": int, "duplicates": int, "dead_lettered": int,
+                "lag": {"type": ["integer", "null"], "description": "Messages waiting in the broker"},
+                "last_error": {"type": ["string", "null"]}, "since": int,
+                "recent_failures": {"type": "array", "items": {"type": "object", "properties": {"at": int, "subject": string, "id": string, "reason": string}}}}}}},
+    })
+}
+
+fn schemas() -> Value {
+    let string = json!({"type": "string"});
+    let int = json!({"type": "integer"});
+    let mut all = json!({
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
             "code": string, "message": string, "field": {"type": "string", "description": "Dotted path of the offending field"}}}}},
         "NewEvent": {"type": "object", "required": ["type", "data"], "additionalProperties": false, "properties": {
@@ -156,7 +208,11 @@ fn schemas() -> Value {
             "request": {"type": ["object", "null"], "description": "Method, URL, headers (credentials and signature redacted), body (truncated)"},
             "response_status": {"type": ["integer", "null"]}, "response_headers": {"type": "array"}, "response_body": {"type": ["string", "null"]},
             "error": {"type": ["string", "null"]}, "outcome": {"enum": ["succeeded", "retry", "dead", "skipped"]}}},
-    })
+    });
+    if let (Some(all), Value::Object(sources)) = (all.as_object_mut(), source_schemas()) {
+        all.extend(sources);
+    }
+    all
 }
 
 #[cfg(test)]
@@ -180,6 +236,10 @@ mod tests {
             "/admin/v1/deliveries/{id}",
             "/admin/v1/deliveries/{id}/replay",
             "/admin/v1/openapi.json",
+            "/admin/v1/sources",
+            "/admin/v1/sources/{name}",
+            "/admin/v1/sources/{name}/pause",
+            "/admin/v1/sources/{name}/resume",
         ] {
             assert!(paths.contains_key(route), "{route} is not documented");
         }

@@ -69,7 +69,10 @@ mod encode;
 mod conformance;
 pub mod postgres;
 pub mod postgres_tls;
+pub mod sources;
 pub mod sqlite;
+
+pub use sources::StoredSource;
 
 /// Page size of the Webhook Log when the filter gives none.
 pub(crate) const DEFAULT_PAGE: usize = 100;
@@ -262,6 +265,24 @@ pub trait Store: Send + Sync + 'static {
         until: Millis,
         now: Millis,
     ) -> Result<bool>;
+
+    /// Every message-bus source, oldest first (see [`sources`]). A store without sources (a
+    /// test double) has none.
+    async fn sources(&self) -> Result<Vec<StoredSource>> {
+        Ok(Vec::new())
+    }
+    /// Inserts a source. A taken name is [`Error::Conflict`].
+    async fn insert_source(&self, _source: &StoredSource) -> Result<()> {
+        Err(Error::Unavailable("this store keeps no sources".to_owned()))
+    }
+    /// Replaces a source's spec and pause state by name. False when there is none.
+    async fn update_source(&self, _source: &StoredSource) -> Result<bool> {
+        Err(Error::Unavailable("this store keeps no sources".to_owned()))
+    }
+    /// Deletes a source by name. False when there is none.
+    async fn delete_source(&self, _name: &str) -> Result<bool> {
+        Err(Error::Unavailable("this store keeps no sources".to_owned()))
+    }
 
     /// Notices of committed webhook and plugin changes, from this process and (PostgreSQL) every
     /// other process on the same database schema. See "Change notification" above.

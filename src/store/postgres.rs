@@ -48,6 +48,8 @@ use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{AsyncMessage, Config, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+mod sources;
+
 use super::batch::{Batch, Batcher};
 use super::encode::{
     encode_events, outcome_str, to_json, EncodedCompletion, EncodedEvent, LogQuery, PURGE_EVERY,
@@ -171,6 +173,16 @@ CREATE TABLE inbound_messages (
     PRIMARY KEY (scope, message_id)
 );
 CREATE INDEX inbound_messages_expiry ON inbound_messages (expires_at);
+"#,
+    r#"
+-- Message-bus sources (src/source/): spec as JSON, pause state apart.
+CREATE TABLE sources (
+    name       TEXT COLLATE "C" PRIMARY KEY,
+    spec       TEXT NOT NULL,
+    paused     BOOLEAN NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
 "#,
 ];
 
@@ -1523,6 +1535,19 @@ impl Store for PostgresStore {
             .execute(&stmt, &[&scope, &message_id, &until, &now])
             .await?
             == 1)
+    }
+
+    async fn sources(&self) -> Result<Vec<super::StoredSource>> {
+        self.list_sources().await
+    }
+    async fn insert_source(&self, source: &super::StoredSource) -> Result<()> {
+        self.insert_source_row(source).await
+    }
+    async fn update_source(&self, source: &super::StoredSource) -> Result<bool> {
+        self.update_source_row(source).await
+    }
+    async fn delete_source(&self, name: &str) -> Result<bool> {
+        self.delete_source_row(name).await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<StoreChange> {

@@ -39,6 +39,8 @@ use rusqlite::types::Type;
 use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension, Row};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+mod sources;
+
 use super::encode::{
     encode_events, outcome_str, to_json, EncodedCompletion, EncodedEvent, LogQuery, PURGE_EVERY,
 };
@@ -150,6 +152,16 @@ CREATE TABLE inbound_messages (
     PRIMARY KEY (scope, message_id)
 );
 CREATE INDEX inbound_messages_expiry ON inbound_messages (expires_at);
+"#,
+    r#"
+-- Message-bus sources (src/source/): spec as JSON, pause state apart.
+CREATE TABLE sources (
+    name       TEXT PRIMARY KEY NOT NULL,
+    spec       TEXT NOT NULL,
+    paused     INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
 "#,
 ];
 
@@ -1518,6 +1530,19 @@ impl Store for SqliteStore {
             Ok(n == 1)
         })
         .await
+    }
+
+    async fn sources(&self) -> Result<Vec<super::StoredSource>> {
+        self.list_sources().await
+    }
+    async fn insert_source(&self, source: &super::StoredSource) -> Result<()> {
+        self.insert_source_row(source).await
+    }
+    async fn update_source(&self, source: &super::StoredSource) -> Result<bool> {
+        self.update_source_row(source).await
+    }
+    async fn delete_source(&self, name: &str) -> Result<bool> {
+        self.delete_source_row(name).await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<StoreChange> {

@@ -736,6 +736,8 @@ async fn openapi_document_lists_only_served_routes() {
                 Some(json!({"name": "oa", "events": ["*"], "url": rx.url("/")}))
             }
             ("patch", "/admin/v1/webhooks/{id}") => Some(json!({"description": "patched"})),
+            ("post", "/admin/v1/sources") => Some(json!({"name": "oa-src", "type": "amqp",
+                "url": format!("amqp://127.0.0.1:{}/%2f", closed_port()), "queue": "q"})),
             _ => None,
         };
         let mut req = http

@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 use crate::common::*;
 use crate::plugins::{rust_plugin, upload_ok};
 
-/// One gateway process.
-struct Node {
+/// One gateway process (also used by the source tests, which kill it mid-stream).
+pub(crate) struct Node {
     name: String,
     child: Child,
     api: Api,
@@ -33,9 +33,11 @@ impl std::ops::Deref for Node {
 }
 
 /// What a node's config may change.
-struct NodeOptions {
-    concurrency: usize,
-    lease_secs: u64,
+pub(crate) struct NodeOptions {
+    pub(crate) concurrency: usize,
+    pub(crate) lease_secs: u64,
+    /// Appended to the config file (e.g. `[[sources]]`).
+    pub(crate) extra: String,
 }
 
 impl Default for NodeOptions {
@@ -43,13 +45,19 @@ impl Default for NodeOptions {
         NodeOptions {
             concurrency: 64,
             lease_secs: 30,
+            extra: String::new(),
         }
     }
 }
 
 impl Node {
     /// Starts `hookyard serve` on `store_url` and waits until it is ready.
-    async fn start(dir: &Path, name: &str, store_url: &str, options: NodeOptions) -> Node {
+    pub(crate) async fn start(
+        dir: &Path,
+        name: &str,
+        store_url: &str,
+        options: NodeOptions,
+    ) -> Node {
         let (public, admin) = (closed_port(), closed_port());
         let config = dir.join(format!("{name}.toml"));
         let cache = dir.join(format!("plugin-cache-{name}"));
@@ -84,7 +92,10 @@ compile_nice = 0
 
 [log]
 level = "warn"
+
+{extra}
 "#,
+                extra = options.extra,
                 concurrency = options.concurrency,
                 lease_secs = options.lease_secs,
                 cache = cache.display(),
@@ -138,7 +149,7 @@ level = "warn"
         node
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -171,7 +182,7 @@ level = "warn"
         );
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.child.kill().unwrap(); // SIGKILL
         self.child.wait().unwrap();
     }
@@ -305,6 +316,7 @@ async fn a_killed_process_loses_nothing() {
     let lease = || NodeOptions {
         concurrency: HELD_BY_C,
         lease_secs: 8,
+        ..NodeOptions::default()
     };
     let a = Node::start(dir.path(), "a", &url, lease()).await;
     let b = Node::start(dir.path(), "b", &url, lease()).await;

@@ -16,6 +16,7 @@ mod plugin_kit;
 mod plugin_output;
 mod plugins;
 mod secrets;
+mod sources;
 mod ssrf;
 mod sync;
 mod tls;

@@ -1,0 +1,142 @@
+//! `/admin/v1/sources`: message-bus sources (see [`crate::source`]).
+//!
+//! Changes are written to the store; every gateway process on the same database follows them
+//! within [`RECONCILE_EVERY`](crate::source::RECONCILE_EVERY), this one at once. A source's
+//! status is this process's view of its consumer. The URL's password is write-only: reads
+//! show it masked.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::error::{body_error, parse_json, ApiError};
+use super::Shared;
+use crate::model::now_ms;
+use crate::source::{InvalidSource, SourceSpec};
+use crate::store::StoredSource;
+
+/// The source routes (without the token layer, added by the caller).
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/admin/v1/sources", get(list).post(create))
+        .route("/admin/v1/sources/{name}", get(one).delete(delete))
+        .route("/admin/v1/sources/{name}/pause", post(pause))
+        .route("/admin/v1/sources/{name}/resume", post(resume))
+}
+
+impl From<InvalidSource> for ApiError {
+    fn from(e: InvalidSource) -> Self {
+        ApiError::invalid_field(e.field, e.message)
+    }
+}
+
+/// A stored source as shown: its spec (password masked), pause state and this process's status.
+fn shown(state: &Shared, source: &StoredSource) -> Value {
+    let spec = match serde_json::from_str::<SourceSpec>(&source.spec) {
+        Ok(spec) => serde_json::to_value(spec.redacted()).unwrap_or(Value::Null),
+        Err(e) => {
+            json!({"name": source.name, "error": format!("the stored spec cannot be read: {e}")})
+        }
+    };
+    json!({
+        "name": source.name,
+        "spec": spec,
+        "paused": source.paused,
+        "created_at": source.created_at,
+        "updated_at": source.updated_at,
+        "status": state.sources.get(&source.name),
+    })
+}
+
+async fn find(state: &Shared, name: &str) -> Result<StoredSource, ApiError> {
+    state
+        .store
+        .sources()
+        .await?
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| ApiError::not_found("source"))
+}
+
+async fn list(State(state): State<Shared>) -> Result<Json<Value>, ApiError> {
+    let sources = state.store.sources().await?;
+    let items: Vec<Value> = sources.iter().map(|s| shown(&state, s)).collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn one(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(shown(&state, &find(&state, &name).await?)))
+}
+
+async fn create(
+    State(state): State<Shared>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = body.map_err(body_error)?;
+    let spec: SourceSpec = parse_json(&body)?;
+    spec.validate()?;
+    let text = serde_json::to_string(&spec).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("encoding the source: {e}"),
+        )
+    })?;
+    let now = now_ms();
+    let source = StoredSource {
+        name: spec.name.clone(),
+        spec: text,
+        paused: false,
+        created_at: now,
+        updated_at: now,
+    };
+    state.store.insert_source(&source).await?;
+    state.sources.ring();
+    Ok((StatusCode::CREATED, Json(shown(&state, &source))))
+}
+
+async fn set_paused(state: &Shared, name: &str, paused: bool) -> Result<Json<Value>, ApiError> {
+    let old = find(state, name).await?;
+    let source = StoredSource {
+        paused,
+        updated_at: now_ms(),
+        ..old
+    };
+    if !state.store.update_source(&source).await? {
+        return Err(ApiError::not_found("source"));
+    }
+    state.sources.ring();
+    Ok(Json(shown(state, &source)))
+}
+
+async fn pause(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    set_paused(&state, &name, true).await
+}
+
+async fn resume(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    set_paused(&state, &name, false).await
+}
+
+async fn delete(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if !state.store.delete_source(&name).await? {
+        return Err(ApiError::not_found("source"));
+    }
+    state.sources.ring();
+    Ok(StatusCode::NO_CONTENT)
+}
