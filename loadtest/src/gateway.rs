@@ -12,9 +12,11 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use hyper::Method;
 use tokio::process::{Child, Command};
+use tokio_rustls::TlsConnector;
 
 use crate::generator::one_shot;
 use crate::procfs;
+use crate::tls::Tls;
 
 /// Admin token of the gateways the harness starts.
 pub const ADMIN_TOKEN: &str = "loadtest-admin-token";
@@ -45,6 +47,9 @@ pub struct Options {
     pub postgres: Option<String>,
     /// Gateway processes sharing the store (more than 1 needs `postgres`).
     pub processes: usize,
+    /// `--tls`: the certificate of both listeners (written into the temporary directory) and the
+    /// client that trusts it; `None`: plain HTTP.
+    pub tls: Option<Tls>,
 }
 
 /// One `hookyard serve` process of a gateway.
@@ -104,7 +109,9 @@ async fn spawn_ready(
         .with_context(|| format!("starting {}", options.bin.display()))?;
     let pid = child.id().context("the gateway exited at once")?;
     loop {
-        if let Ok((status, _)) = one_shot(public, Method::GET, "/readyz", None, Bytes::new()).await
+        let tls = options.tls.as_ref().map(|t| &t.connector);
+        if let Ok((status, _)) =
+            one_shot(public, tls, Method::GET, "/readyz", None, Bytes::new()).await
         {
             if status.is_success() {
                 return Ok((child, pid, spawned.elapsed()));
@@ -133,17 +140,32 @@ fn log_tail(dir: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
+/// Writes a private key readable by its owner only.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
+
 fn toml_str(path: &Path) -> String {
     serde_json::to_string(&path.display().to_string()).expect("a string encodes")
 }
 
-/// One process's config.
+/// One process's config; `tls`: the certificate and key files of its listeners.
 fn config_text(
     options: &Options,
     public: SocketAddr,
     admin: SocketAddr,
     store: &str,
     cache: &Path,
+    tls: Option<(&Path, &Path)>,
 ) -> anyhow::Result<String> {
     let plugins = match &options.field_map {
         Some(path) => format!(
@@ -160,6 +182,14 @@ fn config_text(
     } else {
         "# Embedded SQLite with its defaults: WAL, synchronous=FULL (an fsync per group commit)."
     };
+    let tls = match tls {
+        Some((cert, key)) => format!(
+            "# --tls: a self-signed certificate made by the harness.\ntls_cert = {}\ntls_key = {}\n",
+            toml_str(cert),
+            toml_str(key)
+        ),
+        None => String::new(),
+    };
     Ok(format!(
         r#"# Written by hookyard-loadtest.
 [server]
@@ -168,7 +198,7 @@ admin_listen = "{admin}"
 admin_token = "{ADMIN_TOKEN}"
 ingest_token = "{INGEST_TOKEN}"
 shutdown_grace_secs = 1
-
+{tls}
 [store]
 {store_comment}
 url = {store}
@@ -223,6 +253,17 @@ impl Gateway {
             schema,
             dir,
         };
+        // --tls: one certificate and key for every process, in the temporary directory.
+        let tls_files = match &options.tls {
+            Some(tls) => {
+                let cert = gateway.dir.path().join("tls-cert.pem");
+                let key = gateway.dir.path().join("tls-key.pem");
+                std::fs::write(&cert, &tls.cert_pem)?;
+                write_private(&key, &tls.key_pem)?;
+                Some((cert, key))
+            }
+            None => None,
+        };
         for i in 0..options.processes.max(1) {
             // The first process in the directory itself (as with one process), the others in
             // subdirectories.
@@ -237,7 +278,14 @@ impl Gateway {
             } else {
                 (free_port()?, free_port()?)
             };
-            let config = config_text(options, public, admin, &store, &pdir.join("plugin-cache"))?;
+            let config = config_text(
+                options,
+                public,
+                admin,
+                &store,
+                &pdir.join("plugin-cache"),
+                tls_files.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+            )?;
             std::fs::write(pdir.join("hookyard.toml"), config)?;
             let (child, pid, startup) = spawn_ready(options, &pdir, public)
                 .await
@@ -268,6 +316,11 @@ impl Gateway {
         }
         self.startup = self.procs[0].startup;
         Ok(self)
+    }
+
+    /// The client for the gateway's listeners: `Some` with `--tls`.
+    pub fn tls(&self) -> Option<TlsConnector> {
+        self.options.tls.as_ref().map(|t| t.connector.clone())
     }
 
     /// Every process's id.
@@ -308,6 +361,7 @@ impl Gateway {
     pub async fn admin_post(&self, path: &str, spec: &serde_json::Value) -> anyhow::Result<()> {
         let (status, body) = one_shot(
             self.admin,
+            self.tls().as_ref(),
             Method::POST,
             path,
             Some(ADMIN_TOKEN),
@@ -326,7 +380,7 @@ impl Gateway {
 
     /// `GET /metrics` of the first process, as `name{labels}` → value.
     pub async fn metrics(&self) -> anyhow::Result<HashMap<String, f64>> {
-        scrape(self.public).await
+        scrape(self.public, self.tls().as_ref()).await
     }
 
     /// `GET /metrics` of every process, summed (meaningful for counters; a shared gauge such as
@@ -334,7 +388,7 @@ impl Gateway {
     pub async fn metrics_sum(&self) -> anyhow::Result<HashMap<String, f64>> {
         let mut sum = HashMap::new();
         for p in &self.procs {
-            for (k, v) in scrape(p.public).await? {
+            for (k, v) in scrape(p.public, self.tls().as_ref()).await? {
                 *sum.entry(k).or_insert(0.0) += v;
             }
         }
@@ -367,8 +421,11 @@ impl Drop for Gateway {
     }
 }
 
-async fn scrape(public: SocketAddr) -> anyhow::Result<HashMap<String, f64>> {
-    let (status, body) = one_shot(public, Method::GET, "/metrics", None, Bytes::new())
+async fn scrape(
+    public: SocketAddr,
+    tls: Option<&TlsConnector>,
+) -> anyhow::Result<HashMap<String, f64>> {
+    let (status, body) = one_shot(public, tls, Method::GET, "/metrics", None, Bytes::new())
         .await
         .context("scraping /metrics")?;
     if !status.is_success() {
@@ -597,6 +654,7 @@ impl Monitor {
             })
         };
         let publics = gateway.publics();
+        let tls = gateway.tls();
         let gauge_task = {
             let (stop, gauges) = (stop.clone(), gauges.clone());
             tokio::spawn(async move {
@@ -606,7 +664,7 @@ impl Monitor {
                     // queue is shared).
                     let mut scraped = Vec::with_capacity(publics.len());
                     for &public in &publics {
-                        let Ok(m) = scrape(public).await else {
+                        let Ok(m) = scrape(public, tls.as_ref()).await else {
                             continue 'sampling;
                         };
                         scraped.push(m);

@@ -25,6 +25,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Mutex};
+use tokio_rustls::TlsConnector;
 
 use crate::receiver::new_histogram;
 
@@ -53,6 +54,8 @@ pub struct Load {
     pub events_per_request: u64,
     /// The body of a request, by its first event's sequence number.
     pub body: BodyFn,
+    /// HTTPS with this client (`--tls`, to a gateway); `None`: plain HTTP.
+    pub tls: Option<TlsConnector>,
 }
 
 /// How hard to push.
@@ -134,20 +137,26 @@ impl Tally {
     }
 }
 
-/// One keep-alive HTTP/1.1 connection, opened on first use and again after an error.
+/// One keep-alive HTTP/1.1 connection (over TLS with a connector), opened on first use and
+/// again after an error.
 struct Conn {
     addr: SocketAddr,
+    tls: Option<TlsConnector>,
     sender: Option<SendRequest<Full<Bytes>>>,
 }
 
 impl Conn {
-    fn new(addr: SocketAddr) -> Conn {
-        Conn { addr, sender: None }
+    fn new(addr: SocketAddr, tls: Option<TlsConnector>) -> Conn {
+        Conn {
+            addr,
+            tls,
+            sender: None,
+        }
     }
 
     async fn sender(&mut self) -> anyhow::Result<&mut SendRequest<Full<Bytes>>> {
         if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
-            self.sender = Some(connect(self.addr).await?);
+            self.sender = Some(connect(self.addr, self.tls.as_ref()).await?);
         }
         let sender = self
             .sender
@@ -177,15 +186,31 @@ impl Conn {
     }
 }
 
-async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+async fn connect(
+    addr: SocketAddr,
+    tls: Option<&TlsConnector>,
+) -> anyhow::Result<SendRequest<Full<Bytes>>> {
     let stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting to {addr}"))?;
     stream.set_nodelay(true)?;
-    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
+    let sender = match tls {
+        None => {
+            let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            sender
+        }
+        Some(connector) => {
+            let stream = crate::tls::connect(connector, addr, stream).await?;
+            let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            sender
+        }
+    };
     Ok(sender)
 }
 
@@ -209,22 +234,27 @@ fn build_request(
         .expect("a request of valid parts")
 }
 
-/// One request on a fresh connection (admin calls, health and metrics polls).
+/// One request on a fresh connection (admin calls, health and metrics polls), over TLS with a
+/// connector.
 pub async fn one_shot(
     addr: SocketAddr,
+    tls: Option<&TlsConnector>,
     method: Method,
     path: &str,
     bearer: Option<&str>,
     body: Bytes,
 ) -> anyhow::Result<(StatusCode, Bytes)> {
-    let mut conn = Conn::new(addr);
+    let mut conn = Conn::new(addr, tls.cloned());
     conn.send(build_request(addr, method, path, bearer, body))
         .await
 }
 
 /// A sender's connections: one per address of the load.
 fn conns(load: &Load) -> Vec<Conn> {
-    load.addrs.iter().map(|&a| Conn::new(a)).collect()
+    load.addrs
+        .iter()
+        .map(|&a| Conn::new(a, load.tls.clone()))
+        .collect()
 }
 
 /// Sends request `i` of `load` (the events from `i * events_per_request` on) over the

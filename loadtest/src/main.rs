@@ -23,6 +23,7 @@ mod procfs;
 mod receiver;
 mod report;
 mod scenarios;
+mod tls;
 
 use scenarios::{Phases, Runner, Settings, ALL};
 
@@ -101,6 +102,11 @@ struct Cli {
     /// More than 1 needs --postgres. RSS and CPU are then summed over the processes.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
     processes: u64,
+    /// TLS on the gateway's listeners: a self-signed certificate for 127.0.0.1/localhost made
+    /// at start (`server.tls_cert`/`tls_key`); ingest, admin, `/readyz` and `/metrics` go over
+    /// https trusting only it. The receiver stays plain http.
+    #[arg(long)]
+    tls: bool,
     /// The gateway's `log.level`.
     #[arg(long, default_value = "warn")]
     log_level: String,
@@ -171,6 +177,11 @@ async fn main() -> anyhow::Result<()> {
     if let Some(dir) = &cli.perf_record {
         std::fs::create_dir_all(dir)?;
     }
+    let tls = if cli.tls && !scenarios.is_empty() {
+        Some(tls::Tls::self_signed()?)
+    } else {
+        None
+    };
     let settings = Settings {
         gateway: gateway::Options {
             // Absolute: the gateway runs in its temporary directory.
@@ -183,6 +194,7 @@ async fn main() -> anyhow::Result<()> {
             env: cli.gateway_env.clone(),
             postgres: cli.postgres.clone(),
             processes,
+            tls,
         },
         duration: Duration::from_secs_f64(cli.duration),
         rate: cli.rate,
@@ -230,8 +242,14 @@ async fn main() -> anyhow::Result<()> {
     } else {
         " 1 gateway process.".to_owned()
     };
+    let tls = if cli.tls {
+        " TLS on: both gateway listeners over https (rustls, a self-signed certificate; the \
+         receiver is plain http)."
+    } else {
+        ""
+    };
     let mut table = format!(
-        "Store: {store}.{procs} Gateway config: defaults, delivery.retry_base_ms={} retry_factor={} \
+        "Store: {store}.{procs}{tls} Gateway config: defaults, delivery.retry_base_ms={} retry_factor={} \
          retry_max_ms={}{}. Phases of {} s; open loop over {} connections, closed loop over {}.\n\n",
         cli.retry_base_ms,
         cli.retry_factor,

@@ -302,6 +302,8 @@ impl Runner {
             bearer: None,
             events_per_request: 1,
             body,
+            // The receiver is plain HTTP, with or without --tls.
+            tls: None,
         };
         let h0 = procfs::sample(None);
         let drive = Drive::Max {
@@ -644,6 +646,7 @@ impl Runner {
             bearer: Some(INGEST_TOKEN.into()),
             events_per_request: n,
             body: gateway_body(run, n, plan.event_type),
+            tls: gw.tls(),
         };
         let record_to = s.perf_record.as_ref().map(|dir| {
             let name = file_stem(&format!("{}-{}", plan.scenario, plan.label));
@@ -658,10 +661,10 @@ impl Runner {
         let h0 = procfs::sample(None);
 
         let recovery = plan.outage.map(|outage| {
-            let (session, public) = (session.clone(), gw.public);
+            let (session, public, tls) = (session.clone(), gw.public, gw.tls());
             tokio::spawn(async move {
                 tokio::time::sleep(outage).await;
-                let depth = metric(public, "hookyard_queue_depth").await;
+                let depth = metric(public, tls.as_ref(), "hookyard_queue_depth").await;
                 session.hooks[0].set_mode(Mode::Ok);
                 (Instant::now(), depth)
             })
@@ -1036,8 +1039,12 @@ fn push_error_notes(row: &mut Row, gen: &GenStats) {
 }
 
 /// One value of a gateway's `/metrics`.
-async fn metric(public: std::net::SocketAddr, name: &str) -> Option<u64> {
-    let (_, body) = generator::one_shot(public, Method::GET, "/metrics", None, Bytes::new())
+async fn metric(
+    public: std::net::SocketAddr,
+    tls: Option<&tokio_rustls::TlsConnector>,
+    name: &str,
+) -> Option<u64> {
+    let (_, body) = generator::one_shot(public, tls, Method::GET, "/metrics", None, Bytes::new())
         .await
         .ok()?;
     let m = gateway::parse_metrics(&String::from_utf8_lossy(&body));
