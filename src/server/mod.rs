@@ -36,8 +36,8 @@ pub mod limits;
 pub mod listener;
 pub mod openapi;
 pub mod plugins;
-pub mod tls;
 pub mod sources;
+pub mod tls;
 
 pub use error::ApiError;
 
