@@ -13,7 +13,7 @@ use crate::model::{
     Attempt, Completion, Delivery, DeliveryFilter, EventToIngest, IngestResult, Job, Millis, Page,
     QueueStats,
 };
-use crate::store::{ClaimRequest, PluginRecord, Result as StoreResult, StoreChange};
+use crate::store::{ClaimRequest, PluginRecord, Result as StoreResult, StoreChange, StoredSource};
 
 /// SQLite in memory, except that `plugins()` reads, then waits for the gate when one is set.
 struct GatedStore {
@@ -50,6 +50,18 @@ impl Store for GatedStore {
     }
     async fn webhooks(&self) -> StoreResult<Vec<Webhook>> {
         self.inner.webhooks().await
+    }
+    async fn sources(&self) -> StoreResult<Vec<StoredSource>> {
+        self.inner.sources().await
+    }
+    async fn insert_source(&self, source: &StoredSource) -> StoreResult<()> {
+        self.inner.insert_source(source).await
+    }
+    async fn update_source(&self, source: &StoredSource) -> StoreResult<bool> {
+        self.inner.update_source(source).await
+    }
+    async fn delete_source(&self, name: &str) -> StoreResult<bool> {
+        self.inner.delete_source(name).await
     }
     fn subscribe(&self) -> broadcast::Receiver<StoreChange> {
         self.inner.subscribe()

@@ -23,7 +23,8 @@ use crate::model::{
 };
 use crate::secrets::scrub::url_has_secrets;
 use crate::store::{
-    self, ClaimRequest, PluginRecord, PluginVersion, Store, StoreChange, WebhookRewrite,
+    self, ClaimRequest, PluginRecord, PluginVersion, Store, StoreChange, StoredSource,
+    WebhookRewrite,
 };
 
 /// A store that encrypts webhook secrets at rest (see the module documentation).
@@ -202,6 +203,18 @@ impl Store for SecretStore {
         self.inner
             .remember_message(scope, message_id, until, now)
             .await
+    }
+    async fn sources(&self) -> store::Result<Vec<StoredSource>> {
+        self.inner.sources().await
+    }
+    async fn insert_source(&self, source: &StoredSource) -> store::Result<()> {
+        self.inner.insert_source(source).await
+    }
+    async fn update_source(&self, source: &StoredSource) -> store::Result<bool> {
+        self.inner.update_source(source).await
+    }
+    async fn delete_source(&self, name: &str) -> store::Result<bool> {
+        self.inner.delete_source(name).await
     }
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoreChange> {
         self.inner.subscribe()

@@ -266,23 +266,14 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> Result<bool>;
 
-    /// Every message-bus source, oldest first (see [`sources`]). A store without sources (a
-    /// test double) has none.
-    async fn sources(&self) -> Result<Vec<StoredSource>> {
-        Ok(Vec::new())
-    }
+    /// Every message-bus source, oldest first (see [`sources`]).
+    async fn sources(&self) -> Result<Vec<StoredSource>>;
     /// Inserts a source. A taken name is [`Error::Conflict`].
-    async fn insert_source(&self, _source: &StoredSource) -> Result<()> {
-        Err(Error::Unavailable("this store keeps no sources".to_owned()))
-    }
+    async fn insert_source(&self, source: &StoredSource) -> Result<()>;
     /// Replaces a source's spec and pause state by name. False when there is none.
-    async fn update_source(&self, _source: &StoredSource) -> Result<bool> {
-        Err(Error::Unavailable("this store keeps no sources".to_owned()))
-    }
+    async fn update_source(&self, source: &StoredSource) -> Result<bool>;
     /// Deletes a source by name. False when there is none.
-    async fn delete_source(&self, _name: &str) -> Result<bool> {
-        Err(Error::Unavailable("this store keeps no sources".to_owned()))
-    }
+    async fn delete_source(&self, name: &str) -> Result<bool>;
 
     /// Notices of committed webhook and plugin changes, from this process and (PostgreSQL) every
     /// other process on the same database schema. See "Change notification" above.
