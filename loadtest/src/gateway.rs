@@ -182,6 +182,15 @@ fn config_text(
     } else {
         "# Embedded SQLite with its defaults: WAL, synchronous=FULL (an fsync per group commit)."
     };
+    // PostgreSQL needs a key every process of a run shares; SQLite makes its own key file beside
+    // the database on first start, as a deployment on the default does (and a gateway from
+    // before secrets were encrypted, compared in an A/B run, knows no such key).
+    let secret_key = if options.postgres.is_some() {
+        "# A fixed key: every gateway process of a run shares the PostgreSQL database.\n\
+         secret_key = \"aG9va3lhcmQtbG9hZHRlc3Qta2V5LTMyLWJ5dGVzISE=\"\n"
+    } else {
+        ""
+    };
     let tls = match tls {
         Some((cert, key)) => format!(
             "# --tls: a self-signed certificate made by the harness.\ntls_cert = {}\ntls_key = {}\n",
@@ -202,9 +211,7 @@ shutdown_grace_secs = 1
 [store]
 {store_comment}
 url = {store}
-# A fixed key: every gateway process of a run shares the PostgreSQL database.
-secret_key = "aG9va3lhcmQtbG9hZHRlc3Qta2V5LTMyLWJ5dGVzISE="
-
+{secret_key}
 [delivery]
 allow_networks = ["127.0.0.1/32"]
 retry_base_ms = {base}
