@@ -1,5 +1,7 @@
 //! Plugin call micro-benchmarks: one outgoing call per iteration, on a fresh instance made from
-//! the component's `InstancePre` (what the gateway does for every delivery).
+//! the component's `InstancePre`, and (the `_warm` benches) on a warm instance reused across
+//! calls of one webhook, which is what the gateway does for deliveries since issue 23. The
+//! Rust field-map, Python and JavaScript plugins are measured both ways in the same run.
 //!
 //! `cargo bench --bench plugins` (see docs/BENCHMARKS.md). Needs the components built by
 //! `bash scripts/build-plugins.sh`. Compiled code is cached under cargo's target tmp dir, so only
@@ -16,7 +18,10 @@ use criterion::{Criterion, Throughput};
 use hookyard::config::Config;
 use hookyard::model::Event;
 use hookyard::plugin::bindings::types;
-use hookyard::plugin::{call_outgoing, call_validate_config, load_file, wit_event, LoadedPlugin};
+use hookyard::plugin::{
+    call_outgoing, call_outgoing_with, call_validate_config, load_file, wit_event, LoadedPlugin,
+    Reuse,
+};
 use serde_json::{json, Value};
 
 /// Calls timed one by one for the percentiles of the Rust plugins.
@@ -166,11 +171,21 @@ fn setup(with_slow: bool) -> Fixture {
     }
 }
 
-/// One outgoing call; panics unless the plugin sent something (a bench of an error path would
-/// measure the wrong thing).
+/// One outgoing call on a fresh instance; panics unless the plugin sent something (a bench of an
+/// error path would measure the wrong thing).
 async fn outgoing(f: &Fixture, plugin: &LoadedPlugin, config: &Value) -> usize {
+    outgoing_as(f, plugin, config, false).await
+}
+
+/// One outgoing call, on a warm instance of the fixture's webhook when `warm`.
+async fn outgoing_as(f: &Fixture, plugin: &LoadedPlugin, config: &Value, warm: bool) -> usize {
+    let reuse = if warm {
+        Reuse::Warm(&f.hook.id)
+    } else {
+        Reuse::Fresh
+    };
     let (result, _usage) =
-        call_outgoing(&f.runtime, plugin, config, f.hook.clone(), &f.event).await;
+        call_outgoing_with(&f.runtime, plugin, reuse, config, f.hook.clone(), &f.event).await;
     match result {
         Ok(Ok(types::OutgoingAction::Send(requests))) => {
             requests.iter().map(|r| r.body.len()).sum()
@@ -230,6 +245,10 @@ fn benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, f: &Fixture) {
         b.to_async(rt)
             .iter(|| async { black_box(outgoing(f, &f.field_map, &f.mapping).await) })
     });
+    group.bench_function("field_map_call_1kb_warm", |b| {
+        b.to_async(rt)
+            .iter(|| async { black_box(outgoing_as(f, &f.field_map, &f.mapping, true).await) })
+    });
     group.bench_function("passthrough_call_1kb", |b| {
         b.to_async(rt)
             .iter(|| async { black_box(outgoing(f, &f.passthrough, &Value::Null).await) })
@@ -268,6 +287,16 @@ fn benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, f: &Fixture) {
         b.to_async(rt)
             .iter(|| async { black_box(outgoing(f, &slow_plugins.javascript, &Value::Null).await) })
     });
+    slow.bench_function("python_call_warm", |b| {
+        b.to_async(rt).iter(|| async {
+            black_box(outgoing_as(f, &slow_plugins.python, &Value::Null, true).await)
+        })
+    });
+    slow.bench_function("javascript_call_warm", |b| {
+        b.to_async(rt).iter(|| async {
+            black_box(outgoing_as(f, &slow_plugins.javascript, &Value::Null, true).await)
+        })
+    });
     slow.finish();
 }
 
@@ -279,15 +308,16 @@ fn percentiles(
     plugin: &LoadedPlugin,
     config: &Value,
     calls: usize,
+    warm: bool,
 ) {
     let mut samples: Vec<Duration> = Vec::with_capacity(calls);
     rt.block_on(async {
         for _ in 0..calls / 10 {
-            black_box(outgoing(f, plugin, config).await);
+            black_box(outgoing_as(f, plugin, config, warm).await);
         }
         for _ in 0..calls {
             let started = Instant::now();
-            black_box(outgoing(f, plugin, config).await);
+            black_box(outgoing_as(f, plugin, config, warm).await);
             samples.push(started.elapsed());
         }
     });
@@ -373,7 +403,14 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let with_slow = measuring()
-        && (selected("plugins_slow/python_call") || selected("plugins_slow/javascript_call"));
+        && [
+            "plugins_slow/python_call",
+            "plugins_slow/javascript_call",
+            "plugins_slow/python_call_warm",
+            "plugins_slow/javascript_call_warm",
+        ]
+        .into_iter()
+        .any(selected);
     let fixture = setup(with_slow);
     check(&rt, &fixture);
 
@@ -385,40 +422,72 @@ fn main() {
         return;
     }
     let f = &fixture;
-    println!("\nSingle calls timed with Instant (fresh instance each, instantiation included):");
-    let mut runs: Vec<(&str, &LoadedPlugin, &Value, usize)> = vec![
+    println!(
+        "\nSingle calls timed with Instant (fresh: a new instance each, instantiation included; \
+         _warm: one webhook's warm instance):"
+    );
+    let mut runs: Vec<(&str, &LoadedPlugin, &Value, usize, bool)> = vec![
         (
             "plugins/field_map_call_1kb",
             &f.field_map,
             &f.mapping,
             PERCENTILE_CALLS,
+            false,
+        ),
+        (
+            "plugins/field_map_call_1kb_warm",
+            &f.field_map,
+            &f.mapping,
+            PERCENTILE_CALLS,
+            true,
         ),
         (
             "plugins/passthrough_call_1kb",
             &f.passthrough,
             &Value::Null,
             PERCENTILE_CALLS,
+            false,
         ),
     ];
     if let Some(slow) = &f.slow {
-        runs.push((
-            "plugins_slow/python_call",
-            &slow.python,
-            &Value::Null,
-            PERCENTILE_CALLS_SLOW,
-        ));
-        runs.push((
-            "plugins_slow/javascript_call",
-            &slow.javascript,
-            &Value::Null,
-            PERCENTILE_CALLS_SLOW,
-        ));
-    }
-    for (name, plugin, config, calls) in runs {
-        if selected(name) {
-            percentiles(&rt, f, name, plugin, config, calls);
+        for warm in [false, true] {
+            runs.push((
+                if warm {
+                    "plugins_slow/python_call_warm"
+                } else {
+                    "plugins_slow/python_call"
+                },
+                &slow.python,
+                &Value::Null,
+                PERCENTILE_CALLS_SLOW * if warm { 10 } else { 1 },
+                warm,
+            ));
+            runs.push((
+                if warm {
+                    "plugins_slow/javascript_call_warm"
+                } else {
+                    "plugins_slow/javascript_call"
+                },
+                &slow.javascript,
+                &Value::Null,
+                PERCENTILE_CALLS_SLOW * if warm { 10 } else { 1 },
+                warm,
+            ));
         }
     }
+    for (name, plugin, config, calls, warm) in runs {
+        if selected(name) {
+            percentiles(&rt, f, name, plugin, config, calls, warm);
+        }
+    }
+    let stats = f.runtime.pool_stats();
+    println!(
+        "warm pool: {} instances made, {} calls reused one, {} idle ({} KiB of linear memory)",
+        stats.created,
+        stats.reused,
+        stats.idle,
+        stats.idle_bytes / 1024
+    );
 
     // An A/B of two builds of field-map in one run: HOOKYARD_BENCH_FIELD_MAP_BASELINE names
     // another build's component (for example one built from an earlier commit).

@@ -155,6 +155,7 @@ const SPEC_KEYS: &[&str] = &[
     "secret",
     "config",
     "on_error",
+    "instances",
     "max_attempts",
     "entity",
     "identify_by",

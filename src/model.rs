@@ -410,6 +410,29 @@ pub struct PluginRef {
     /// plugin error).
     #[serde(default)]
     pub on_error: PluginFailure,
+    /// `fresh`: a new plugin instance for every call of this webhook, for plugins that must
+    /// not keep state between calls; `warm` (the default): instances are reused, within the
+    /// limits of `[plugins.instances]`.
+    #[serde(default, skip_serializing_if = "Instances::is_warm")]
+    pub instances: Instances,
+}
+
+/// Whether plugin instances are reused between calls.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Instances {
+    /// Reused across calls of one webhook (linear memory persists between calls).
+    #[default]
+    Warm,
+    /// A new instance for every call.
+    Fresh,
+}
+
+impl Instances {
+    /// Whether this is the default, `warm`.
+    pub fn is_warm(&self) -> bool {
+        *self == Instances::Warm
+    }
 }
 
 /// What a failed plugin call does to its delivery.

@@ -1,7 +1,8 @@
 // A hookyard plugin written in JavaScript (componentize-js), with the helpers of sdk/js.
 //
 // outgoing: sends {"event": <type>, "user": <data.username or null>, "source": "javascript"}
-//           instead of the gateway's default body, with an `x-plugin-language` header.
+//           instead of the gateway's default body, with an `x-plugin-language` header; with
+//           {"include_data": true} as the webhook's config, the event's data too, under "data".
 // response: writes nothing back (the helper's default).
 // inbound:  the pushed JSON object becomes one record (identifiers: {"id": ...} when the body has
 //           an "id", else {}).
@@ -16,9 +17,11 @@ export const handler = definePlugin({
     const data = event.data;
     const user = data !== null && typeof data === 'object' ? (data.username ?? null) : null;
     log.debug(`javascript plugin: ${event.type} for webhook ${hook.name}`);
+    const body = { event: event.type, user, source: 'javascript' };
+    if (config !== null && typeof config === 'object' && config.include_data) body.data = data;
     return send(
       request(
-        { event: event.type, user, source: 'javascript' },
+        body,
         { headers: { 'x-plugin-language': 'javascript' }, contentType: 'application/json' },
       ),
     );

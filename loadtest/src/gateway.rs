@@ -30,8 +30,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Options {
     /// The `hookyard` binary.
     pub bin: PathBuf,
-    /// `field_map.wasm`, loaded as plugin `field-map` when set.
-    pub field_map: Option<PathBuf>,
+    /// A plugin component loaded at start-up, by name (`field-map`, `python`, `js`).
+    pub plugin: Option<(String, PathBuf)>,
     /// `delivery.retry_base_ms`.
     pub retry_base_ms: u64,
     /// `delivery.retry_factor`.
@@ -167,12 +167,12 @@ fn config_text(
     cache: &Path,
     tls: Option<(&Path, &Path)>,
 ) -> anyhow::Result<String> {
-    let plugins = match &options.field_map {
-        Some(path) => format!(
-            "[[plugins.load]]\nname = \"field-map\"\npath = {}\n",
+    let plugins = match &options.plugin {
+        Some((name, path)) => format!(
+            "[[plugins.load]]\nname = \"{name}\"\npath = {}\n",
             toml_str(
                 &std::fs::canonicalize(path)
-                    .with_context(|| { format!("the field-map plugin {}", path.display()) })?
+                    .with_context(|| { format!("the {name} plugin {}", path.display()) })?
             )
         ),
         None => String::new(),

@@ -40,8 +40,15 @@ struct Cli {
         default_value = "plugins/target/wasm32-wasip2/release/field_map.wasm"
     )]
     field_map: PathBuf,
-    /// Scenarios to run, comma-separated, or `all`: ingest, e2e, field-map, fanout, outage,
-    /// hang, bus-nats, bus-amqp. The baseline always runs first (`baseline` alone runs only it).
+    /// The Python example plugin, for the python scenarios.
+    #[arg(long, default_value = "examples/plugins-python/out/plugin.wasm")]
+    python_plugin: PathBuf,
+    /// The JavaScript example plugin, for the js scenarios.
+    #[arg(long, default_value = "examples/plugins-js/out/plugin.wasm")]
+    js_plugin: PathBuf,
+    /// Scenarios to run, comma-separated, or `all`: ingest, e2e, field-map, python, js,
+    /// field-map-fresh, python-fresh, js-fresh (the plugin on a fresh instance per call),
+    /// fanout, outage, hang, bus-nats, bus-amqp. The baseline always runs first (`baseline` alone runs only it).
     #[arg(long, default_value = "all", value_delimiter = ',')]
     scenario: Vec<String>,
     /// Seconds of load in each phase (the outage scenario adds its outage to it).
@@ -156,11 +163,17 @@ async fn main() -> anyhow::Result<()> {
             cli.gateway_bin.display()
         );
     }
-    if scenarios.iter().any(|s| s == "field-map") && !cli.field_map.is_file() {
-        anyhow::bail!(
-            "no field-map plugin at {} (bash scripts/build-plugins.sh, or --field-map)",
-            cli.field_map.display()
-        );
+    for (prefix, path, flag) in [
+        ("field-map", &cli.field_map, "--field-map"),
+        ("python", &cli.python_plugin, "--python-plugin"),
+        ("js", &cli.js_plugin, "--js-plugin"),
+    ] {
+        if scenarios.iter().any(|s| s.starts_with(prefix)) && !path.is_file() {
+            anyhow::bail!(
+                "no {prefix} plugin at {} (bash scripts/build-plugins.sh, or {flag})",
+                path.display()
+            );
+        }
     }
     let processes = cli.processes as usize;
     if processes > 1 && cli.postgres.is_none() {
@@ -186,7 +199,7 @@ async fn main() -> anyhow::Result<()> {
         gateway: gateway::Options {
             // Absolute: the gateway runs in its temporary directory.
             bin: std::fs::canonicalize(&cli.gateway_bin).unwrap_or(cli.gateway_bin.clone()),
-            field_map: Some(cli.field_map.clone()),
+            plugin: None,
             retry_base_ms: cli.retry_base_ms,
             retry_factor: cli.retry_factor,
             retry_max_ms: cli.retry_max_ms,
@@ -209,6 +222,11 @@ async fn main() -> anyhow::Result<()> {
         drain_timeout: Duration::from_secs_f64(cli.drain_timeout),
         perf_stat: cli.perf_stat,
         perf_record: cli.perf_record.clone(),
+        plugins: scenarios::PluginFiles {
+            field_map: cli.field_map.clone(),
+            python: cli.python_plugin.clone(),
+            js: cli.js_plugin.clone(),
+        },
         bus: scenarios::BusUrls {
             nats: cli.nats_url.clone(),
             amqp: cli.amqp_url.clone(),

@@ -33,6 +33,11 @@ pub const ALL: &[&str] = &[
     "ingest",
     "e2e",
     "field-map",
+    "python",
+    "js",
+    "field-map-fresh",
+    "python-fresh",
+    "js-fresh",
     "fanout",
     "outage",
     "hang",
@@ -91,6 +96,51 @@ pub struct Settings {
     pub perf_record: Option<PathBuf>,
     /// The brokers of the bus scenarios.
     pub bus: BusUrls,
+    /// The plugin components of the plugin scenarios.
+    pub plugins: PluginFiles,
+}
+
+/// The plugin components of the plugin scenarios.
+#[derive(Debug, Clone)]
+pub struct PluginFiles {
+    /// `field_map.wasm`.
+    pub field_map: PathBuf,
+    /// The Python example plugin (`examples/plugins-python`).
+    pub python: PathBuf,
+    /// The JavaScript example plugin (`examples/plugins-js`).
+    pub js: PathBuf,
+}
+
+/// The plugin of a scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plugin {
+    FieldMap,
+    Python,
+    Js,
+}
+
+impl Plugin {
+    fn name(self) -> &'static str {
+        match self {
+            Plugin::FieldMap => "field-map",
+            Plugin::Python => "python",
+            Plugin::Js => "js",
+        }
+    }
+
+    /// The webhook's `plugin` section; `fresh`: a new instance for every call.
+    fn spec(self, fresh: bool) -> Value {
+        let config = match self {
+            Plugin::FieldMap => field_map_config(),
+            // The example plugins send the event's data along (with the receiver's marks).
+            Plugin::Python | Plugin::Js => json!({"include_data": true}),
+        };
+        let mut spec = json!({"name": self.name(), "config": config});
+        if fresh {
+            spec["instances"] = json!("fresh");
+        }
+        spec
+    }
 }
 
 /// Which hooks get event `seq`: `route(seq, hook)`.
@@ -346,8 +396,16 @@ impl Runner {
     pub async fn scenario(&mut self, name: &str) -> anyhow::Result<()> {
         match name {
             "ingest" => self.ingest().await,
-            "e2e" => self.e2e("e2e", false).await,
-            "field-map" => self.e2e("field-map", true).await,
+            "e2e" => self.e2e("e2e", None).await,
+            "field-map" => self.e2e("field-map", Some((Plugin::FieldMap, false))).await,
+            "python" => self.e2e("python", Some((Plugin::Python, false))).await,
+            "js" => self.e2e("js", Some((Plugin::Js, false))).await,
+            "field-map-fresh" => {
+                self.e2e("field-map-fresh", Some((Plugin::FieldMap, true)))
+                    .await
+            }
+            "python-fresh" => self.e2e("python-fresh", Some((Plugin::Python, true))).await,
+            "js-fresh" => self.e2e("js-fresh", Some((Plugin::Js, true))).await,
             "fanout" => self.fanout().await,
             "outage" => self.outage().await,
             "hang" => self.hang().await,
@@ -357,11 +415,17 @@ impl Runner {
         }
     }
 
-    async fn start(&self, field_map: bool, webhooks: &[Value]) -> anyhow::Result<Started> {
+    async fn start(&self, plugin: Option<Plugin>, webhooks: &[Value]) -> anyhow::Result<Started> {
         let mut options = self.settings.gateway.clone();
-        if !field_map {
-            options.field_map = None;
-        }
+        let files = &self.settings.plugins;
+        options.plugin = plugin.map(|p| {
+            let path = match p {
+                Plugin::FieldMap => files.field_map.clone(),
+                Plugin::Python => files.python.clone(),
+                Plugin::Js => files.js.clone(),
+            };
+            (p.name().to_owned(), path)
+        });
         let mut gateway = Gateway::start(&options).await?;
         // With several processes: through the first one; every one is ready already.
         for spec in webhooks {
@@ -374,7 +438,7 @@ impl Runner {
         // With a plugin, the first start compiles it (and keeps the compiler's memory): that
         // start is reported in a note, the rows measure a restart on the warm code cache.
         let mut cold = None;
-        if field_map {
+        if plugin.is_some() {
             tokio::time::sleep(SETTLE).await;
             let rss = procfs::sample_sum(&gateway.pids()).map_or(0.0, |s| mib(s.rss_kib));
             cold = Some((gateway.startup.as_secs_f64() * 1000.0, rss));
@@ -404,7 +468,7 @@ impl Runner {
     }
 
     async fn ingest(&mut self) -> anyhow::Result<()> {
-        let started = self.start(false, &[]).await?;
+        let started = self.start(None, &[]).await?;
         let s = self.settings.clone();
         let plan = |label: String, n: u64, drive: Drive| Plan {
             scenario: "ingest",
@@ -459,12 +523,16 @@ impl Runner {
         Ok(())
     }
 
-    async fn e2e(&mut self, scenario: &'static str, field_map: bool) -> anyhow::Result<()> {
+    async fn e2e(
+        &mut self,
+        scenario: &'static str,
+        plugin: Option<(Plugin, bool)>,
+    ) -> anyhow::Result<()> {
         let mut spec = webhook("lt-0", &["lt.flow"], self.receiver.url(0));
-        if field_map {
-            spec["plugin"] = json!({"name": "field-map", "config": field_map_config()});
+        if let Some((plugin, fresh)) = plugin {
+            spec["plugin"] = plugin.spec(fresh);
         }
-        let started = self.start(field_map, &[spec]).await?;
+        let started = self.start(plugin.map(|(p, _)| p), &[spec]).await?;
         let fixed = self.max_then_fixed(&started, scenario, 1).await?;
         if scenario == "e2e" {
             self.e2e_fixed = fixed;
@@ -478,7 +546,7 @@ impl Runner {
         let specs: Vec<Value> = (0..n)
             .map(|i| webhook(&format!("lt-{i}"), &["lt.flow"], self.receiver.url(i)))
             .collect();
-        let started = self.start(false, &specs).await?;
+        let started = self.start(None, &specs).await?;
         self.max_then_fixed(&started, "fanout", n).await?;
         started.gateway.stop().await;
         Ok(())
@@ -586,7 +654,7 @@ impl Runner {
         hanging["timeout_ms"] = json!(2000);
         hanging["max_concurrency"] = json!(4);
         let flowing = webhook("lt-flow", &["lt.flow"], self.receiver.url(1));
-        let started = self.start(false, &[hanging, flowing]).await?;
+        let started = self.start(None, &[hanging, flowing]).await?;
         let s = self.settings.clone();
         // The flowing webhook gets the e2e fixed rate; the hanging one a tenth on top.
         let flow_rate = self.comparison_rate();

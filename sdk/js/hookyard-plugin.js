@@ -9,6 +9,11 @@
 //     },
 //   });
 //
+// Warm instances: the gateway reuses an instance for many calls of one webhook, so module-level
+// state persists between calls (never between webhooks). The parsed config is cached by its
+// text: a webhook's config is parsed once, and again only when it changes. Treat it as
+// read-only (the same object is passed to every call).
+//
 // Errors: throw InvalidInput or InvalidConfig (the WIT's invalid-input / invalid-config
 // errors, handled by the webhook's on_error policy), or Rejected(status, message) to refuse an
 // inbound push. Any other exception is a bug: its message and stack are written to stderr and
@@ -32,16 +37,33 @@ export class Rejected extends Error {
 /** Compact JSON bytes, keys in insertion order. */
 export const toJson = (value) => encoder.encode(JSON.stringify(value));
 
-/** Parses JSON bytes (empty: null); malformed JSON is InvalidInput. */
-export function fromJson(bytes, what = 'input') {
-  const text = bytes && bytes.length ? decoder.decode(bytes) : '';
+const parseText = (text, what) => {
   if (!text.trim()) return null;
   try {
     return JSON.parse(text);
   } catch (e) {
     throw new InvalidInput(`${what} is not JSON: ${e.message}`);
   }
+};
+
+/** Parses JSON bytes (empty: null); malformed JSON is InvalidInput. */
+export function fromJson(bytes, what = 'input') {
+  return parseText(bytes && bytes.length ? decoder.decode(bytes) : '', what);
 }
+
+// The last config parsed, by its text (decoding is native and cheap; parsing is not). An
+// instance serves one webhook, so its config is parsed once unless it changes; a config that is
+// not JSON is not kept.
+let configText = null;
+let configValue = null;
+const configOf = (bytes) => {
+  const text = bytes && bytes.length ? decoder.decode(bytes) : '';
+  if (text !== configText) {
+    configValue = parseText(text, 'the config');
+    configText = text;
+  }
+  return configValue;
+};
 
 const bodyBytes = (body) => {
   if (body === undefined || body === null) return new Uint8Array();
@@ -151,7 +173,7 @@ export function definePlugin(hooks) {
       try {
         const event = toEvent(ev);
         if (!hooks.outgoing) return send(request(envelope(event)));
-        return hooks.outgoing(fromJson(config, 'the config'), hook, event);
+        return hooks.outgoing(configOf(config), hook, event);
       } catch (e) {
         throw pluginError(e);
       }
@@ -166,7 +188,7 @@ export function definePlugin(hooks) {
           header: (name) => resp.headers.find(([k]) => k.toLowerCase() === name.toLowerCase())?.[1],
           json: () => fromJson(resp.body, 'the response body'),
         };
-        const fields = hooks.response(fromJson(config, 'the config'), hook, toEvent(ev), answer);
+        const fields = hooks.response(configOf(config), hook, toEvent(ev), answer);
         return fields === undefined || fields === null ? undefined : toJson(fields);
       } catch (e) {
         throw pluginError(e);
@@ -177,7 +199,7 @@ export function definePlugin(hooks) {
         const request = toRequest(req);
         let records;
         if (hooks.inbound) {
-          records = hooks.inbound(fromJson(config, 'the config'), hook, request);
+          records = hooks.inbound(configOf(config), hook, request);
         } else {
           const body = request.json();
           if (body === null || typeof body !== 'object' || Array.isArray(body)) {

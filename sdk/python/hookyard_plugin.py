@@ -23,12 +23,19 @@ Log and its own log.
 JSON: payloads cross the boundary as bytes. ``event.data``, ``event.context`` and the config are
 parsed for you (``None`` for empty bytes); bodies given as a dict or list are written as compact
 JSON in the order you built them.
+
+Warm instances: the gateway reuses an instance for many calls of one webhook, so module-level
+state persists between calls (never between webhooks). The parsed config is cached by its bytes:
+a webhook's config is parsed once, and again only when it changes. Treat it as read-only (the
+same object is passed to every call). What a call prints is flushed when the call returns, so it
+shows with that call's output.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -101,6 +108,33 @@ def from_json(data: bytes, what: str = "input") -> Json:
         return json.loads(data)
     except ValueError as e:
         raise InvalidInput(f"{what} is not JSON: {e}") from None
+
+
+# --- the config, parsed once per instance --------------------------------------------------------
+
+_config_bytes: Optional[bytes] = None
+_config_value: Json = None
+
+
+def _config(data: bytes) -> Json:
+    """The webhook's config, parsed; the last one parsed is kept by its bytes (an instance serves
+    one webhook, so it is parsed once unless the config changes). A config that is not JSON is
+    not kept: it fails again on the next call."""
+    global _config_bytes, _config_value
+    data = bytes(data)
+    if data != _config_bytes:
+        _config_value = from_json(data, "the config")
+        _config_bytes = data
+    return _config_value
+
+
+def _flush() -> None:
+    """Writes out what the call printed, so it is not seen as the next call's output."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed stream must not fail the call
+            pass
 
 
 # --- views of the WIT records --------------------------------------------------------------------
@@ -361,25 +395,31 @@ class Plugin(exports.Handler):
             self.on_validate_config(from_json(config, "the config"))
         except (InvalidConfig, InvalidInput) as e:
             raise Err(str(e)) from None
+        finally:
+            _flush()
 
     def outgoing(self, config: bytes, hook: types.Webhook, ev: types.Event) -> types.OutgoingAction:
         try:
-            return self.on_outgoing(from_json(config, "the config"), _webhook(hook), _event(ev))
+            return self.on_outgoing(_config(config), _webhook(hook), _event(ev))
         except (InvalidInput, InvalidConfig) as e:
             raise _plugin_error(e) from None
+        finally:
+            _flush()
 
     def response(
         self, config: bytes, hook: types.Webhook, ev: types.Event, resp: types.Response
     ) -> Optional[bytes]:
         try:
             fields = self.on_response(
-                from_json(config, "the config"),
+                _config(config),
                 _webhook(hook),
                 _event(ev),
                 Response(resp.status, list(resp.headers), bytes(resp.body)),
             )
         except (InvalidInput, InvalidConfig) as e:
             raise _plugin_error(e) from None
+        finally:
+            _flush()
         return None if fields is None else to_json(fields)
 
     def inbound(
@@ -387,7 +427,7 @@ class Plugin(exports.Handler):
     ) -> List[types.InboundRecord]:
         try:
             records = self.on_inbound(
-                from_json(config, "the config"),
+                _config(config),
                 _webhook(hook),
                 InboundRequest(
                     req.method, req.path, req.query, list(req.headers), bytes(req.body),
@@ -398,6 +438,8 @@ class Plugin(exports.Handler):
             raise Err(types.Rejection(status=e.status, message=e.message)) from None
         except (InvalidInput, InvalidConfig) as e:
             raise Err(types.Rejection(status=422, message=str(e))) from None
+        finally:
+            _flush()
         return [
             types.InboundRecord(
                 entity=r.entity,

@@ -56,6 +56,10 @@ struct Manifest {
     hooks: Vec<Hook>,
     #[serde(default)]
     tools: Tools,
+    /// `fresh`: the built component asks the gateway for a new instance on every call (a
+    /// `hookyard-instances` custom section); `warm` (the default): instances are reused.
+    #[serde(default)]
+    instances: hookyard::model::Instances,
 }
 
 /// Tool versions a project builds with.
@@ -295,6 +299,12 @@ pub(super) fn build(dir: &Path) -> anyhow::Result<PathBuf> {
     }
     if !output.is_file() {
         anyhow::bail!("the build left no {}", output.display());
+    }
+    if manifest.instances == hookyard::model::Instances::Fresh {
+        let wasm = std::fs::read(&output)?;
+        if hookyard::plugin::warm::declared_instances(&wasm) != hookyard::model::Instances::Fresh {
+            std::fs::write(&output, hookyard::plugin::warm::with_fresh_section(&wasm))?;
+        }
     }
     Ok(output)
 }

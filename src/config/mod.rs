@@ -233,6 +233,32 @@ pub struct PluginsConfig {
     /// Plugins loaded from files at start-up.
     #[serde(default)]
     pub load: Vec<PluginFile>,
+    /// Warm instances: reuse of instantiated plugins across calls (`[plugins.instances]`).
+    pub instances: InstancesConfig,
+}
+
+/// `[plugins.instances]`: when a plugin instance is reused and when it is thrown away. An
+/// instance serves one (plugin version, webhook) pair only; a trap, a timeout or a memory-cap
+/// hit always discards it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstancesConfig {
+    /// `warm`: reuse instances; `fresh`: a new instance for every call, whatever the webhook
+    /// or the plugin asks.
+    pub mode: crate::model::Instances,
+    /// Calls one instance serves before it is discarded.
+    pub max_calls: u32,
+    /// Age at which an instance is discarded (after its current call), in seconds.
+    pub max_age_secs: u64,
+    /// An idle instance unused for this long is dropped, in seconds.
+    pub idle_secs: u64,
+    /// Idle instances kept per (plugin version, webhook).
+    pub idle_per_webhook: usize,
+    /// Idle instances kept in all.
+    pub idle_total: usize,
+    /// Linear memory of all idle instances together, in MiB (the size of their memories,
+    /// an upper bound of what they keep resident).
+    pub idle_memory_mb: usize,
 }
 
 /// A plugin loaded from a file at start-up.
@@ -399,6 +425,12 @@ impl Config {
         if p.memory_limit_mb == 0 || p.timeout_ms == 0 || p.max_concurrent_calls == 0 {
             return Err(Error::Invalid(
                 "plugins.memory_limit_mb, plugins.timeout_ms and plugins.max_concurrent_calls must be positive".into(),
+            ));
+        }
+        let i = &p.instances;
+        if i.max_calls == 0 || i.max_age_secs == 0 || i.idle_secs == 0 {
+            return Err(Error::Invalid(
+                "plugins.instances.max_calls, max_age_secs and idle_secs must be positive".into(),
             ));
         }
         if p.compile_threads == 0 || !(0..=19).contains(&p.compile_nice) {

@@ -7,6 +7,8 @@
 //! - [`exports`]: the `handler` exports checked against the WIT, naming a mismatched function.
 //! - `observe`: metrics by plugin and version, and the rate-limited failure log line.
 //! - [`sample`]: the sample inputs of the upload's smoke call and of `hookyard plugin check`.
+//! - [`warm`]: warm instances, reused across calls of one plugin version for one webhook, and
+//!   the rules that keep them isolated; `output`: the guest's stdout/stderr, emptied per call.
 //! - [`PluginHost`]: versions and active pointers (kept in the store, so a restart keeps them),
 //!   upload with validation, activation, and the three phases; it is also the delivery
 //!   pipeline's [`Shaper`].
@@ -17,10 +19,13 @@
 //! once (the webhook's pinned version, or the plugin's active one) and holds that `Arc` until it
 //! returns, so activating another version is a pointer change under a short lock: calls already
 //! running finish on the version they started with, new calls see the new one, and rolling back
-//! is the same pointer change in the other direction. Nothing is recompiled.
+//! is the same pointer change in the other direction. Nothing is recompiled. Warm instances
+//! belong to one loaded version: when a plugin's active pointer moves, the idle instances of its
+//! other versions are dropped, and the new version's calls make their own.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
@@ -33,15 +38,17 @@ use crate::delivery::shape::{
     plain_body, rfc3339, Answer, OutgoingRequest, ShapeError, Shaped, Shaper,
 };
 use crate::metrics::Metrics;
-use crate::model::{now_ms, Event, PluginFailure, PluginRef, Webhook};
+use crate::model::{now_ms, Event, Instances, PluginFailure, PluginRef, Webhook};
 use crate::store::{self, PluginVersion, Store};
 
 pub mod bindings;
 mod compile;
 pub mod exports;
 mod observe;
+mod output;
 pub mod runtime;
 pub mod sample;
+pub mod warm;
 
 use bindings::types;
 use observe::CallObserver;
@@ -69,7 +76,40 @@ pub struct LoadedPlugin {
     pub version: u32,
     /// Hex sha256 of the component.
     pub sha256: String,
+    /// Unique to this load (a reload or a re-upload gets a new one): warm instances are keyed
+    /// by it, so they never outlive the version they were made from.
+    pub id: u64,
+    /// What the component asks for (its `hookyard-instances` custom section).
+    pub instances: Instances,
     pre: bindings::PluginPre<runtime::CallState>,
+}
+
+/// A new [`LoadedPlugin::id`].
+fn next_load_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// How a call gets its plugin instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reuse<'a> {
+    /// A new instance, dropped after the call (uploads' checks, `plugin check`, config
+    /// validation, and webhooks or plugins that ask for it).
+    Fresh,
+    /// A warm instance of this plugin version for the webhook with this id.
+    Warm(&'a str),
+}
+
+impl Reuse<'_> {
+    fn key(self, plugin: &LoadedPlugin) -> Option<warm::WarmKey> {
+        match self {
+            Reuse::Fresh => None,
+            Reuse::Warm(webhook) => Some(warm::WarmKey {
+                plugin: plugin.id,
+                webhook: Arc::from(webhook),
+            }),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -169,7 +209,7 @@ impl PluginHost {
                 .await?
                 .ok_or_else(|| PluginError::NotFound(format!("{} v{}", v.name, v.version)))?;
             match self.compile(Bytes::from(wasm), &v.sha256).await {
-                Ok(pre) => self.insert(v, pre),
+                Ok(compiled) => self.insert(v, compiled.pre, compiled.instances),
                 Err(e) => {
                     tracing::error!(plugin = %v.name, version = v.version, error = %e, "stored plugin version cannot be loaded")
                 }
@@ -191,6 +231,7 @@ impl PluginHost {
             if let Some(active) = record.active {
                 if entry.versions.contains_key(&active) && entry.active != Some(active) {
                     entry.active = Some(active);
+                    self.retire_others(entry, active);
                     tracing::info!(plugin = %record.name, version = active, "plugin version active (changed in the store)");
                 }
             }
@@ -209,11 +250,18 @@ impl PluginHost {
         self.read().get(name)?.versions.get(&version).cloned()
     }
 
-    fn insert(&self, v: &PluginVersion, pre: bindings::PluginPre<runtime::CallState>) {
+    fn insert(
+        &self,
+        v: &PluginVersion,
+        pre: bindings::PluginPre<runtime::CallState>,
+        instances: Instances,
+    ) {
         let loaded = Arc::new(LoadedPlugin {
             name: v.name.clone(),
             version: v.version,
             sha256: v.sha256.clone(),
+            id: next_load_id(),
+            instances,
             pre,
         });
         self.write()
@@ -227,7 +275,7 @@ impl PluginHost {
         &self,
         wasm: Bytes,
         sha256: &str,
-    ) -> Result<bindings::PluginPre<runtime::CallState>, LoadError> {
+    ) -> Result<runtime::Compiled, LoadError> {
         let runtime = self.runtime.clone();
         let sha = sha256.to_owned();
         let compiled = tokio::task::spawn_blocking(move || runtime.load(&wasm, &sha))
@@ -236,7 +284,7 @@ impl PluginHost {
         if compiled.compiled_now {
             self.metrics.plugin_compilations.inc();
         }
-        Ok(compiled.pre)
+        Ok(compiled)
     }
 
     /// Each plugin's active version here.
@@ -292,10 +340,10 @@ impl PluginHost {
             .add_plugin_version(name, &sha256, wasm.to_vec(), now_ms())
             .await?;
         if self.loaded(name, stored.version).is_none() {
-            let pre = Arc::try_unwrap(candidate)
-                .map(|c| c.pre)
+            let (pre, instances) = Arc::try_unwrap(candidate)
+                .map(|c| (c.pre, c.instances))
                 .map_err(|_| PluginError::Invalid("candidate still in use".into()))?;
-            self.insert(&stored, pre);
+            self.insert(&stored, pre, instances);
         }
         self.activate(name, stored.version).await?;
         tracing::info!(plugin = name, version = stored.version, sha256 = %stored.sha256, "plugin version active");
@@ -320,7 +368,7 @@ impl PluginHost {
         wasm: Bytes,
         sha256: &str,
     ) -> Result<Arc<LoadedPlugin>, PluginError> {
-        let pre = self
+        let compiled = self
             .compile(wasm, sha256)
             .await
             .map_err(|e| PluginError::Invalid(e.to_string()))?;
@@ -328,7 +376,9 @@ impl PluginHost {
             name: name.to_owned(),
             version: 0,
             sha256: sha256.to_owned(),
-            pre,
+            id: next_load_id(),
+            instances: compiled.instances,
+            pre: compiled.pre,
         });
         // Every webhook that will run this version must accept it.
         let hooks = self.store.webhooks().await?;
@@ -374,9 +424,36 @@ impl PluginHost {
             )));
         }
         if let Some(entry) = self.write().get_mut(name) {
-            entry.active = Some(version);
+            if entry.active != Some(version) {
+                entry.active = Some(version);
+                self.retire_others(entry, version);
+            }
         }
         Ok(())
+    }
+
+    /// Drops the idle warm instances of every version of a plugin but `active`: a version
+    /// change discards instances (webhooks pinned to another version make new ones).
+    fn retire_others(&self, entry: &Entry, active: u32) {
+        let retired: Vec<u64> = entry
+            .versions
+            .iter()
+            .filter(|(v, _)| **v != active)
+            .map(|(_, p)| p.id)
+            .collect();
+        if !retired.is_empty() {
+            self.runtime.retire_instances(|id| retired.contains(&id));
+        }
+    }
+
+    /// How calls of `plugin` for `hook` get their instance: warm unless the webhook, the plugin
+    /// or the config asks for fresh ones.
+    fn reuse<'a>(&self, hook: &'a Webhook, plugin_ref: &PluginRef, plugin: &LoadedPlugin) -> Reuse<'a> {
+        if plugin_ref.instances == Instances::Fresh || plugin.instances == Instances::Fresh {
+            Reuse::Fresh
+        } else {
+            Reuse::Warm(&hook.id)
+        }
     }
 
     /// Checks a webhook's plugin reference: the plugin and version exist and accept the config.
@@ -407,7 +484,7 @@ impl PluginHost {
     ) -> Result<(), PluginError> {
         let event = sample::event();
         match self
-            .call_outgoing_raw(plugin, config, sample::webhook(), &event)
+            .call_outgoing_raw(plugin, Reuse::Fresh, config, sample::webhook(), &event)
             .await
         {
             Ok(_) => Ok(()),
@@ -421,11 +498,13 @@ impl PluginHost {
     async fn call_outgoing_raw(
         &self,
         plugin: &LoadedPlugin,
+        reuse: Reuse<'_>,
         config: &serde_json::Value,
         hook: types::Webhook,
         event: &Event,
     ) -> Result<Result<types::OutgoingAction, types::PluginError>, CallError> {
-        let (result, usage) = call_outgoing(&self.runtime, plugin, config, hook, event).await;
+        let (result, usage) =
+            call_outgoing_with(&self.runtime, plugin, reuse, config, hook, event).await;
         self.observe(plugin, "outgoing", &result, &usage);
         result
     }
@@ -466,9 +545,10 @@ impl PluginHost {
             headers,
             body,
         };
-        let (result, usage) = call_response(
+        let (result, usage) = call_response_with(
             &self.runtime,
             &plugin,
+            self.reuse(hook, plugin_ref, &plugin),
             &plugin_ref.config,
             wit_webhook(hook),
             wit_event(event),
@@ -497,9 +577,10 @@ impl PluginHost {
         let plugin = self
             .resolve(plugin_ref)
             .ok_or_else(|| (503, format!("plugin {:?} is not loaded", plugin_ref.name)))?;
-        let (result, usage) = call_inbound(
+        let (result, usage) = call_inbound_with(
             &self.runtime,
             &plugin,
+            self.reuse(hook, plugin_ref, &plugin),
             &plugin_ref.config,
             wit_webhook(hook),
             request,
@@ -552,8 +633,9 @@ impl Shaper for PluginHost {
             ));
         };
         let label = format!("{} v{}", plugin.name, plugin.version);
+        let reuse = self.reuse(hook, plugin_ref, &plugin);
         match self
-            .call_outgoing_raw(&plugin, &plugin_ref.config, wit_webhook(hook), event)
+            .call_outgoing_raw(&plugin, reuse, &plugin_ref.config, wit_webhook(hook), event)
             .await
         {
             Ok(Ok(types::OutgoingAction::Send(requests))) => {
@@ -684,7 +766,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Calls the outgoing phase of `plugin` once.
+/// Calls the outgoing phase of `plugin` once, on a fresh instance.
 pub async fn call_outgoing(
     runtime: &Runtime,
     plugin: &LoadedPlugin,
@@ -695,10 +777,25 @@ pub async fn call_outgoing(
     Result<Result<types::OutgoingAction, types::PluginError>, CallError>,
     Usage,
 ) {
+    call_outgoing_with(runtime, plugin, Reuse::Fresh, config, hook, event).await
+}
+
+/// Calls the outgoing phase of `plugin` once, on an instance got as `reuse` says.
+pub async fn call_outgoing_with(
+    runtime: &Runtime,
+    plugin: &LoadedPlugin,
+    reuse: Reuse<'_>,
+    config: &serde_json::Value,
+    hook: types::Webhook,
+    event: &Event,
+) -> (
+    Result<Result<types::OutgoingAction, types::PluginError>, CallError>,
+    Usage,
+) {
     let config = config_bytes(config);
     let ev = wit_event(event);
     runtime
-        .call(&plugin.name, &plugin.pre, move |p, s| {
+        .call_in(&plugin.name, &plugin.pre, reuse.key(plugin), move |p, s| {
             Box::pin(async move {
                 p.hookyard_plugin_handler()
                     .call_outgoing(s, &config, &hook, &ev)
@@ -708,7 +805,7 @@ pub async fn call_outgoing(
         .await
 }
 
-/// Calls the response phase of `plugin` once.
+/// Calls the response phase of `plugin` once, on a fresh instance.
 pub async fn call_response(
     runtime: &Runtime,
     plugin: &LoadedPlugin,
@@ -720,9 +817,25 @@ pub async fn call_response(
     Result<Result<Option<Vec<u8>>, types::PluginError>, CallError>,
     Usage,
 ) {
+    call_response_with(runtime, plugin, Reuse::Fresh, config, hook, event, response).await
+}
+
+/// Calls the response phase of `plugin` once, on an instance got as `reuse` says.
+pub async fn call_response_with(
+    runtime: &Runtime,
+    plugin: &LoadedPlugin,
+    reuse: Reuse<'_>,
+    config: &serde_json::Value,
+    hook: types::Webhook,
+    event: types::Event,
+    response: types::Response,
+) -> (
+    Result<Result<Option<Vec<u8>>, types::PluginError>, CallError>,
+    Usage,
+) {
     let config = config_bytes(config);
     runtime
-        .call(&plugin.name, &plugin.pre, move |p, s| {
+        .call_in(&plugin.name, &plugin.pre, reuse.key(plugin), move |p, s| {
             Box::pin(async move {
                 p.hookyard_plugin_handler()
                     .call_response(s, &config, &hook, &event, &response)
@@ -732,7 +845,7 @@ pub async fn call_response(
         .await
 }
 
-/// Calls the inbound phase of `plugin` once.
+/// Calls the inbound phase of `plugin` once, on a fresh instance.
 pub async fn call_inbound(
     runtime: &Runtime,
     plugin: &LoadedPlugin,
@@ -743,9 +856,24 @@ pub async fn call_inbound(
     Result<Result<Vec<types::InboundRecord>, types::Rejection>, CallError>,
     Usage,
 ) {
+    call_inbound_with(runtime, plugin, Reuse::Fresh, config, hook, request).await
+}
+
+/// Calls the inbound phase of `plugin` once, on an instance got as `reuse` says.
+pub async fn call_inbound_with(
+    runtime: &Runtime,
+    plugin: &LoadedPlugin,
+    reuse: Reuse<'_>,
+    config: &serde_json::Value,
+    hook: types::Webhook,
+    request: types::InboundRequest,
+) -> (
+    Result<Result<Vec<types::InboundRecord>, types::Rejection>, CallError>,
+    Usage,
+) {
     let config = config_bytes(config);
     runtime
-        .call(&plugin.name, &plugin.pre, move |p, s| {
+        .call_in(&plugin.name, &plugin.pre, reuse.key(plugin), move |p, s| {
             Box::pin(async move {
                 p.hookyard_plugin_handler()
                     .call_inbound(s, &config, &hook, &request)
@@ -793,6 +921,8 @@ pub fn load_file(runtime: &Runtime, path: &Path) -> Result<LoadedPlugin, String>
             .unwrap_or_default(),
         version: 0,
         sha256,
+        id: next_load_id(),
+        instances: compiled.instances,
         pre: compiled.pre,
     })
 }

@@ -5,10 +5,12 @@
 //! [`EPOCH_TICK`]). A component is compiled once and its native code cached on disk under its
 //! sha256 and the engine's compatibility hash, so a restart deserialises instead of compiling.
 //!
-//! Every call gets a fresh [`Store`] from the component's `InstancePre`: a memory cap enforced by
-//! [`CallLimiter`], a wall-clock deadline checked at every epoch tick, a cap on the output size,
-//! and a bounded log budget. A trap, a timeout or memory exhaustion fails that one call with a
-//! [`CallError`]; nothing outlives the store.
+//! A call runs on a fresh [`Store`] from the component's `InstancePre`, or on a warm instance
+//! of the same plugin version and webhook ([`super::warm`]: the isolation rules are there).
+//! Either way every call gets a memory cap enforced by [`CallLimiter`] (over the instance's
+//! whole linear memory), its own wall-clock deadline checked at every epoch tick, a cap on the
+//! output size, a bounded log budget and an empty stdout/stderr buffer. A trap, a timeout or
+//! memory exhaustion fails that one call with a [`CallError`] and the instance is dropped.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -22,12 +24,14 @@ use wasmtime::{
     Config as WasmConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
     ResourceLimiter, Store, Trap, UpdateDeadline,
 };
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{self, log::Level, Plugin, PluginPre};
 use super::compile::CompilePool;
+use super::output::GuestOutput;
+use super::warm::{Instance, PoolStats, WarmKey, WarmPool};
 use crate::config::PluginsConfig;
+use crate::model::Instances;
 
 /// How often the epoch advances; deadlines are checked this often.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -103,6 +107,13 @@ pub struct CallLimiter {
     pub hit_cap: bool,
 }
 
+impl CallLimiter {
+    /// Sum of the instance's linear memories' current sizes.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+}
+
 impl ResourceLimiter for CallLimiter {
     fn memory_growing(
         &mut self,
@@ -153,10 +164,42 @@ pub struct CallState {
     log_left: usize,
     /// Log messages dropped once the budget was spent.
     pub logs_dropped: u64,
-    /// The guest's stdout and stderr, capped at [`GUEST_OUTPUT_MAX`].
-    output: MemoryOutputPipe,
+    /// The guest's stdout and stderr, capped at [`GUEST_OUTPUT_MAX`] per call.
+    output: GuestOutput,
     /// The `log` lines of this call, in order (within the log budget).
     logs: Vec<LogLine>,
+}
+
+impl CallState {
+    fn new(plugin: &str, max_memory: usize) -> CallState {
+        CallState {
+            limiter: CallLimiter {
+                max_memory,
+                total: 0,
+                peak: 0,
+                hit_cap: false,
+            },
+            wasi: None,
+            table: ResourceTable::new(),
+            plugin: Arc::from(plugin),
+            log_left: LOG_BUDGET,
+            logs_dropped: 0,
+            output: GuestOutput::new(GUEST_OUTPUT_MAX),
+            logs: Vec::new(),
+        }
+    }
+
+    /// Resets what is per call: the log budget and lines, the peak and cap flag of the memory
+    /// accounting (the memories themselves, and their total, persist in a warm instance), and
+    /// the guest's output.
+    fn begin_call(&mut self) {
+        self.log_left = LOG_BUDGET;
+        self.logs_dropped = 0;
+        self.logs.clear();
+        self.limiter.peak = self.limiter.total;
+        self.limiter.hit_cap = false;
+        self.output.take();
+    }
 }
 
 /// One line a plugin wrote with the `log` import.
@@ -233,6 +276,8 @@ pub struct Compiled {
     pub pre: PluginPre<CallState>,
     /// Whether this load had to compile (false: the cached artifact was used).
     pub compiled_now: bool,
+    /// What the component asks for (its `hookyard-instances` custom section).
+    pub instances: Instances,
 }
 
 /// Resource use and output of one call, for `plugin check` and metrics.
@@ -246,6 +291,8 @@ pub struct Usage {
     pub logs: Vec<LogLine>,
     /// What the guest wrote to stdout and stderr (capped; lossy UTF-8).
     pub guest_output: String,
+    /// Whether the call ran on a warm instance that served an earlier call.
+    pub reused: bool,
 }
 
 /// The engine and what every call shares.
@@ -258,6 +305,7 @@ pub struct Runtime {
     slots: Arc<Semaphore>,
     compilations: AtomicU64,
     compiler: CompilePool,
+    warm: Arc<WarmPool>,
 }
 
 impl Runtime {
@@ -301,7 +349,30 @@ impl Runtime {
             compilations: AtomicU64::new(0),
             compiler: CompilePool::new(limits.compile_threads, limits.compile_nice)
                 .map_err(LoadError::Compile)?,
+            warm: WarmPool::new(&limits.instances),
         })
+    }
+
+    /// Whether warm instances are allowed at all (`plugins.instances.mode`).
+    pub fn warm_enabled(&self) -> bool {
+        self.limits.instances.mode == Instances::Warm
+    }
+
+    /// Counters of the warm instance pool.
+    pub fn pool_stats(&self) -> PoolStats {
+        self.warm.stats()
+    }
+
+    /// Drops the idle warm instances of the loaded plugin versions `retired` selects (by
+    /// [`LoadedPlugin::id`](super::LoadedPlugin::id)).
+    pub fn retire_instances(&self, retired: impl Fn(u64) -> bool) {
+        self.warm.retire(retired);
+    }
+
+    /// Drops idle warm instances past `idle_secs` or `max_age_secs` now (a thread does it
+    /// every so often anyway).
+    pub fn sweep_instances(&self) {
+        self.warm.sweep();
     }
 
     /// How many components this runtime compiled (cache hits excluded).
@@ -342,7 +413,12 @@ impl Runtime {
             // Nothing will ever load a component that does not fit the world: keep no file.
             self.forget(sha256);
         }
-        checked.map(|pre| Compiled { pre, compiled_now })
+        let instances = super::warm::declared_instances(wasm);
+        checked.map(|pre| Compiled {
+            pre,
+            compiled_now,
+            instances,
+        })
     }
 
     fn instantiate_pre(&self, path: &Path) -> Result<PluginPre<CallState>, LoadError> {
@@ -392,6 +468,28 @@ impl Runtime {
             Box<dyn std::future::Future<Output = wasmtime::Result<R>> + Send + 'a>,
         >,
     {
+        self.call_in(plugin, pre, None, f).await
+    }
+
+    /// Runs `f` under the call limits on a warm instance of `key` when one is parked (else a
+    /// fresh one, parked afterwards if the call ended well), or on a fresh instance dropped
+    /// after the call when `key` is `None` or warm instances are off.
+    pub async fn call_in<R, F>(
+        &self,
+        plugin: &str,
+        pre: &PluginPre<CallState>,
+        key: Option<WarmKey>,
+        f: F,
+    ) -> (Result<R, CallError>, Usage)
+    where
+        R: OutputSize,
+        F: for<'a> FnOnce(
+            &'a Plugin,
+            &'a mut Store<CallState>,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = wasmtime::Result<R>> + Send + 'a>,
+        >,
+    {
         let started = Instant::now();
         let timeout_ms = self.limits.timeout_ms;
         let _slot = match tokio::time::timeout(
@@ -403,24 +501,19 @@ impl Runtime {
             Ok(Ok(slot)) => slot,
             _ => return (Err(CallError::Busy), Usage::default()),
         };
+        let mut key = key.filter(|_| self.warm_enabled());
         let max_memory = self.limits.memory_limit_mb * 1024 * 1024;
-        let state = CallState {
-            limiter: CallLimiter {
-                max_memory,
-                total: 0,
-                peak: 0,
-                hit_cap: false,
-            },
-            wasi: None,
-            table: ResourceTable::new(),
-            plugin: Arc::from(plugin),
-            log_left: LOG_BUDGET,
-            logs_dropped: 0,
-            output: MemoryOutputPipe::new(GUEST_OUTPUT_MAX),
-            logs: Vec::new(),
+        let parked = key.as_ref().and_then(|k| self.warm.take(k));
+        let reused = parked.is_some();
+        let (mut store, instance, calls, born) = match parked {
+            Some(i) => (i.store, Some(i.plugin), i.calls, i.born),
+            None => {
+                let mut store = Store::new(&self.engine, CallState::new(plugin, max_memory));
+                store.limiter(|s| &mut s.limiter);
+                (store, None, 0, started)
+            }
         };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limiter);
+        store.data_mut().begin_call();
         let deadline = started + Duration::from_millis(timeout_ms);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
@@ -431,24 +524,33 @@ impl Runtime {
             })
         });
         let result = async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            f(&instance, &mut store).await
+            let instance = match instance {
+                Some(instance) => instance,
+                None => pre.instantiate_async(&mut store).await?,
+            };
+            let value = f(&instance, &mut store).await?;
+            Ok::<_, wasmtime::Error>((instance, value))
         };
         // Epochs cannot interrupt time spent in host calls; the outer timeout covers that.
+        // Should this future be dropped mid-call, the instance goes with it, never back to
+        // the pool.
         let result =
             tokio::time::timeout(Duration::from_millis(timeout_ms) + EPOCH_TICK * 4, result).await;
         let duration = started.elapsed();
         let data = store.data_mut();
+        let (output, output_full) = data.output.take();
         let usage = Usage {
             duration,
             peak_memory: data.limiter.peak,
             logs: std::mem::take(&mut data.logs),
-            guest_output: String::from_utf8_lossy(&data.output.contents()).into_owned(),
+            guest_output: String::from_utf8_lossy(&output).into_owned(),
+            reused,
         };
         let hit_cap = data.limiter.hit_cap;
+        let memory = data.limiter.total;
         let result = match result {
             Err(_) => Err(CallError::Timeout(timeout_ms)),
-            Ok(Ok(value)) => {
+            Ok(Ok((instance, value))) => {
                 let size = value.output_size();
                 if size > self.limits.max_output_bytes {
                     Err(CallError::OutputTooLarge(
@@ -456,6 +558,19 @@ impl Runtime {
                         self.limits.max_output_bytes,
                     ))
                 } else {
+                    // A guest that hit the memory cap but carried on, or whose output was cut,
+                    // may be in a state it did not plan for: not worth keeping.
+                    let key = if hit_cap || output_full { None } else { key.take() };
+                    if let Some(key) = key {
+                        let instance = Instance {
+                            store,
+                            plugin: instance,
+                            calls: calls + 1,
+                            born,
+                        };
+                        self.warm.put(key, instance, memory);
+                        return (Ok(value), usage);
+                    }
                     Ok(value)
                 }
             }
@@ -467,6 +582,9 @@ impl Runtime {
                 &usage.guest_output,
             )),
         };
+        if key.is_some() {
+            self.warm.failed();
+        }
         (result, usage)
     }
 }
@@ -530,7 +648,12 @@ fn engine_config(limits: &PluginsConfig, pooling: bool) -> WasmConfig {
     config.memory_init_cow(true);
     config.cranelift_opt_level(wasmtime::OptLevel::Speed);
     if pooling {
-        let n = limits.max_concurrent_calls as u32;
+        // Busy instances are bounded by the call slots, parked ones by the pool.
+        let warm = match limits.instances.mode {
+            Instances::Warm => limits.instances.idle_total,
+            Instances::Fresh => 0,
+        };
+        let n = (limits.max_concurrent_calls + warm) as u32;
         let memory = limits.memory_limit_mb * 1024 * 1024;
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(n)

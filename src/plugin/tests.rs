@@ -131,6 +131,7 @@ fn active(host: &PluginHost) -> Option<u32> {
         version: None,
         config: serde_json::Value::Null,
         on_error: PluginFailure::Retry,
+        instances: Default::default(),
     })
     .map(|p| p.version)
 }
@@ -260,6 +261,8 @@ async fn a_trap_carries_the_guest_output() {
         name: "always-trap".into(),
         version: 1,
         sha256: sha.clone(),
+        id: next_load_id(),
+        instances: Instances::Warm,
         pre: runtime.load(&wasm, &sha).unwrap().pre,
     };
     let (result, usage) = call_outgoing(

@@ -20,3 +20,4 @@ mod sources;
 mod ssrf;
 mod sync;
 mod tls;
+mod warm;

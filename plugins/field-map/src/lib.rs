@@ -4,8 +4,10 @@
 //! party's answer → fields written back) and an `input` table (a push → internal records); see
 //! `plugins/README.md` for the schema. The engine is [`mapping`] (the request table is evaluated
 //! on raw JSON by [`request`]), pure Rust and tested on the host; the component glue below exists
-//! only in the wasm build.
+//! only in the wasm build. The parsed config is cached in the instance ([`cache`]): the gateway
+//! reuses instances, so a webhook's mapping tables are parsed once, not on every call.
 
+pub mod cache;
 pub mod mapping;
 pub mod request;
 
@@ -22,13 +24,26 @@ mod component {
     };
     use hookyard_plugin_sdk::{default_body, default_inbound, json_request, Plugin};
 
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use crate::cache::ConfigCache;
     use crate::mapping::{Mapping, WebhookView};
     use crate::request::{EventInput, RequestError};
 
     struct FieldMap;
 
-    fn config(bytes: &[u8]) -> Result<Mapping, PluginError> {
-        Mapping::from_json(bytes).map_err(PluginError::InvalidConfig)
+    thread_local! {
+        static CONFIG: RefCell<ConfigCache<Mapping>> = RefCell::new(ConfigCache::default());
+    }
+
+    /// The webhook's mapping, parsed on the first call with these config bytes.
+    fn mapping(bytes: Vec<u8>) -> Result<Rc<Mapping>, String> {
+        CONFIG.with(|cache| cache.borrow_mut().get_or_parse(bytes, Mapping::from_json))
+    }
+
+    fn config(bytes: Vec<u8>) -> Result<Rc<Mapping>, PluginError> {
+        mapping(bytes).map_err(PluginError::InvalidConfig)
     }
 
     impl Plugin for FieldMap {
@@ -41,7 +56,7 @@ mod component {
             hook: Webhook,
             ev: Event,
         ) -> Result<OutgoingAction, PluginError> {
-            let mapping = self::config(&config)?;
+            let mapping = self::config(config)?;
             if mapping.skip_events.contains(&ev.event_type) {
                 return Ok(OutgoingAction::Skip(format!(
                     "event type {} is in skip_events",
@@ -70,7 +85,7 @@ mod component {
                 Err(RequestError::Map(e)) => return Err(PluginError::InvalidInput(e.to_string())),
             };
             let mut request = json_request(body);
-            request.method = mapping.method;
+            request.method = mapping.method.clone();
             Ok(OutgoingAction::Send(vec![request]))
         }
 
@@ -80,7 +95,7 @@ mod component {
             _ev: Event,
             resp: Response,
         ) -> Result<Option<Vec<u8>>, PluginError> {
-            let mapping = self::config(&config)?;
+            let mapping = self::config(config)?;
             let fields = mapping
                 .response_fields(resp.status, &resp.headers, &resp.body)
                 .map_err(|e| PluginError::InvalidInput(e.to_string()))?;
@@ -95,7 +110,7 @@ mod component {
             req: InboundRequest,
         ) -> Result<Vec<InboundRecord>, Rejection> {
             // The config was validated at activation, so this cannot happen; a rejection must be 4xx.
-            let mapping = Mapping::from_json(&config).map_err(|e| Rejection {
+            let mapping = self::mapping(config).map_err(|e| Rejection {
                 status: 422,
                 message: format!("invalid plugin config: {e}"),
             })?;
