@@ -18,12 +18,18 @@ echo "== cargo build --release (the gateway)" >&2
 cargo build --release --locked
 
 echo "== the field-map plugin (wasm32-wasip2)" >&2
-# Only the Rust plugins: the Python and JavaScript examples of scripts/build-plugins.sh are not
-# used here.
+# Only field-map of the Rust plugins.
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
 (cd plugins && cargo build --release --locked -p field-map)
+
+# The python and js scenarios (and their -fresh twins) need the example plugins.
+if [[ " $* " == *python* || " $* " == *js* || " $* " == *all* || " $* " != *--scenario* ]]; then
+    echo "== the Python and JavaScript example plugins" >&2
+    bash examples/plugins-python/build.sh >&2
+    bash examples/plugins-js/build.sh >&2
+fi
 
 echo "== loadtest/: cargo build --release (the harness)" >&2
 (cd loadtest && cargo build --release --locked)
