@@ -271,11 +271,7 @@ impl PluginHost {
             .insert(v.version, loaded);
     }
 
-    async fn compile(
-        &self,
-        wasm: Bytes,
-        sha256: &str,
-    ) -> Result<runtime::Compiled, LoadError> {
+    async fn compile(&self, wasm: Bytes, sha256: &str) -> Result<runtime::Compiled, LoadError> {
         let runtime = self.runtime.clone();
         let sha = sha256.to_owned();
         let compiled = tokio::task::spawn_blocking(move || runtime.load(&wasm, &sha))
@@ -448,7 +444,12 @@ impl PluginHost {
 
     /// How calls of `plugin` for `hook` get their instance: warm unless the webhook, the plugin
     /// or the config asks for fresh ones.
-    fn reuse<'a>(&self, hook: &'a Webhook, plugin_ref: &PluginRef, plugin: &LoadedPlugin) -> Reuse<'a> {
+    fn reuse<'a>(
+        &self,
+        hook: &'a Webhook,
+        plugin_ref: &PluginRef,
+        plugin: &LoadedPlugin,
+    ) -> Reuse<'a> {
         if plugin_ref.instances == Instances::Fresh || plugin.instances == Instances::Fresh {
             Reuse::Fresh
         } else {

@@ -560,7 +560,11 @@ impl Runtime {
                 } else {
                     // A guest that hit the memory cap but carried on, or whose output was cut,
                     // may be in a state it did not plan for: not worth keeping.
-                    let key = if hit_cap || output_full { None } else { key.take() };
+                    let key = if hit_cap || output_full {
+                        None
+                    } else {
+                        key.take()
+                    };
                     if let Some(key) = key {
                         let instance = Instance {
                             store,

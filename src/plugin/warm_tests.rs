@@ -72,8 +72,15 @@ async fn call(
         Reuse::Fresh => "fresh",
     };
     let config = json!({"any": "config"});
-    let (result, usage) =
-        call_outgoing_with(runtime, plugin, reuse, &config, hook(webhook), &event(action)).await;
+    let (result, usage) = call_outgoing_with(
+        runtime,
+        plugin,
+        reuse,
+        &config,
+        hook(webhook),
+        &event(action),
+    )
+    .await;
     let result = result.map(|r| match r {
         Ok(types::OutgoingAction::Send(requests)) => {
             serde_json::from_slice(&requests[0].body).unwrap()
@@ -143,11 +150,7 @@ async fn a_trap_a_timeout_and_a_memory_cap_hit_discard_the_instance() {
     });
     let plugin = load(&runtime, &counter_wasm());
     let warm = Reuse::Warm("a");
-    for (action, label) in [
-        ("trap", "trap"),
-        ("loop", "timeout"),
-        ("hog", "memory"),
-    ] {
+    for (action, label) in [("trap", "trap"), ("loop", "timeout"), ("hog", "memory")] {
         assert_eq!(calls(&runtime, &plugin, warm).await, 1);
         assert_eq!(calls(&runtime, &plugin, warm).await, 2);
         let (result, _) = call(&runtime, &plugin, warm, action).await;
@@ -254,7 +257,11 @@ async fn guest_output_does_not_leak_into_the_next_call() {
     let error = result.unwrap_err().to_string();
     assert!(error.contains("asked to trap on call 3"), "{error}");
     assert!(!error.contains("printed"), "{error}");
-    assert!(!usage.guest_output.contains("printed"), "{}", usage.guest_output);
+    assert!(
+        !usage.guest_output.contains("printed"),
+        "{}",
+        usage.guest_output
+    );
 }
 
 #[test]
@@ -263,7 +270,10 @@ fn a_component_can_ask_for_fresh_instances() {
     assert_eq!(declared_instances(&wasm), Instances::Warm);
     let fresh = with_fresh_section(&wasm);
     assert_eq!(declared_instances(&fresh), Instances::Fresh);
-    assert_eq!(declared_instances(&with_fresh_section(&fresh)), Instances::Fresh);
+    assert_eq!(
+        declared_instances(&with_fresh_section(&fresh)),
+        Instances::Fresh
+    );
 }
 
 /// The section appended is still a valid component, and a loaded plugin reports it.

@@ -81,8 +81,14 @@ async fn instances_are_reused_per_webhook_and_fresh_when_asked() {
         let most = got.iter().map(|b| b["calls"].as_u64().unwrap()).max();
         assert!(most > Some(1), "{name}: no instance was reused: {got:?}");
         for body in &got {
-            assert_eq!(body["first_webhook"], name, "shared with another webhook: {body}");
-            assert_eq!(body["parses"], 1, "the config is parsed once per instance: {body}");
+            assert_eq!(
+                body["first_webhook"], name,
+                "shared with another webhook: {body}"
+            );
+            assert_eq!(
+                body["parses"], 1,
+                "the config is parsed once per instance: {body}"
+            );
         }
     }
     for name in ["w3", "w4"] {
@@ -135,8 +141,10 @@ async fn a_version_change_discards_the_instances() {
     let gw = TestGateway::start(test_config(dir.path())).await;
     let rx = Receiver::start().await;
     upload_ok(&gw, "counter", counter()).await;
-    gw.create_webhook(json!({"name": "w", "events": ["t"], "url": rx.url("/"), "plugin": {"name": "counter"}}))
-        .await;
+    gw.create_webhook(
+        json!({"name": "w", "events": ["t"], "url": rx.url("/"), "plugin": {"name": "counter"}}),
+    )
+    .await;
     for n in 1..=3 {
         post_and_wait(&gw, &rx, json!({}), n).await;
     }
@@ -146,7 +154,11 @@ async fn a_version_change_discards_the_instances() {
     assert_eq!(upload_ok(&gw, "counter", counter_variant("2")).await, 2);
     post_and_wait(&gw, &rx, json!({}), 4).await;
     post_and_wait(&gw, &rx, json!({}), 5).await;
-    assert_eq!((calls(3), calls(4)), (1, 2), "version 2 has its own instances");
+    assert_eq!(
+        (calls(3), calls(4)),
+        (1, 2),
+        "version 2 has its own instances"
+    );
 
     // Back to version 1: its instance was dropped at the swap, so it starts over too.
     let (status, body) = gw
@@ -171,7 +183,11 @@ async fn a_version_change_discards_the_instances() {
     assert_eq!(status, 200, "{body}");
     post_and_wait(&gw, &rx, json!({}), 7).await;
     let last = &bodies(&rx, "/")[6];
-    assert_eq!((&last["calls"], &last["parses"]), (&json!(2), &json!(2)), "{last}");
+    assert_eq!(
+        (&last["calls"], &last["parses"]),
+        (&json!(2), &json!(2)),
+        "{last}"
+    );
     gw.stop().await;
 }
 
@@ -181,8 +197,10 @@ async fn a_hot_swap_under_load_loses_nothing() {
     let gw = TestGateway::start(test_config(dir.path())).await;
     let rx = Receiver::start().await;
     upload_ok(&gw, "counter", counter()).await;
-    gw.create_webhook(json!({"name": "w", "events": ["t"], "url": rx.url("/"), "plugin": {"name": "counter"}}))
-        .await;
+    gw.create_webhook(
+        json!({"name": "w", "events": ["t"], "url": rx.url("/"), "plugin": {"name": "counter"}}),
+    )
+    .await;
     // The poster keeps going until it has posted 100 events after the last swap.
     let after = Arc::new(AtomicUsize::new(usize::MAX));
     let poster = {
@@ -214,14 +232,14 @@ async fn a_hot_swap_under_load_loses_nothing() {
         );
         rx.wait_for(30 * (n + 2)).await;
     }
-    after.store(
-        gw.deliveries("webhook=w").await.len(),
-        Ordering::SeqCst,
-    );
+    after.store(gw.deliveries("webhook=w").await.len(), Ordering::SeqCst);
     let total = poster.await.unwrap();
     let got = rx.wait_for(total).await;
     gw.wait_for_status("w", "succeeded", total).await;
-    let ids: HashSet<String> = got.iter().map(|r| r.header("webhook-id").unwrap()).collect();
+    let ids: HashSet<String> = got
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap())
+        .collect();
     assert_eq!(ids.len(), total, "every delivery arrived");
     assert_eq!(got.len(), total, "no duplicates");
     assert!(gw.deliveries("webhook=w&status=dead").await.is_empty());
