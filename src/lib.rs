@@ -19,8 +19,9 @@
 //!   Webhooks), [`delivery::retry`] (backoff and status classes), [`delivery::headers`] (the
 //!   headers only the gateway sets), [`delivery::plugin_output`] (what a plugin's request may
 //!   change) and [`delivery::worker`] (the claim-and-send loop).
-//! - [`plugin`]: WebAssembly plugins: the one `bindgen!`, the engine and sandboxed calls, the
-//!   registry of versions with hot swap and rollback.
+//! - [`plugin`]: WebAssembly plugins: the one `bindgen!`, the engine and sandboxed calls, warm
+//!   instances reused per (plugin version, webhook) ([`plugin::warm`]), the registry of versions
+//!   with hot swap and rollback.
 //! - [`source`]: events from message buses (NATS JetStream, RabbitMQ): consumers that commit
 //!   batches through ingest and acknowledge them only once committed.
 //! - [`sink`]: the internal system's endpoint for write-backs and inbound records.
