@@ -41,7 +41,7 @@ struct Cli {
     )]
     field_map: PathBuf,
     /// Scenarios to run, comma-separated, or `all`: ingest, e2e, field-map, fanout, outage,
-    /// hang, bus-nats, bus-amqp. The baseline always runs first (`baseline` alone runs only it).
+    /// hang, bus-nats, bus-amqp, retention. The baseline always runs first (`baseline` alone runs only it).
     #[arg(long, default_value = "all", value_delimiter = ',')]
     scenario: Vec<String>,
     /// Seconds of load in each phase (the outage scenario adds its outage to it).
@@ -122,6 +122,10 @@ struct Cli {
     /// RabbitMQ, for the bus-amqp scenario.
     #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
     amqp_url: String,
+    /// Old deliveries the retention scenario seeds, each with its event and one attempt
+    /// (three rows each: the default makes a million rows).
+    #[arg(long, default_value_t = 333_334)]
+    seed_deliveries: u64,
     /// Also write the tables to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -209,6 +213,7 @@ async fn main() -> anyhow::Result<()> {
         drain_timeout: Duration::from_secs_f64(cli.drain_timeout),
         perf_stat: cli.perf_stat,
         perf_record: cli.perf_record.clone(),
+        seed_deliveries: cli.seed_deliveries,
         bus: scenarios::BusUrls {
             nats: cli.nats_url.clone(),
             amqp: cli.amqp_url.clone(),

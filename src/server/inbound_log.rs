@@ -247,8 +247,8 @@ impl Refusal {
             id: new_id("evt"),
             event_type: REFUSED_INBOUND_EVENT.to_owned(),
             data: Json::from(json!({
-                "webhook": name,
-                "webhook_id": webhook_id,
+                "webhook": name.clone(),
+                "webhook_id": webhook_id.clone(),
                 "status": self.status.as_u16(),
                 "code": code,
                 "reason": reason,

@@ -1037,15 +1037,20 @@ fn claim_in(conn: &Connection, req: &ClaimRequest) -> Result<Vec<Job>> {
     Ok(jobs)
 }
 
-/// Returns whether `owner` held the lease and whether a webhook was disabled.
-fn complete_in(conn: &Connection, owner: &str, c: &EncodedCompletion) -> Result<(bool, bool)> {
+/// Returns whether `owner` held the lease and whether a webhook was disabled; none when the
+/// delivery does not exist (nothing was logged).
+fn complete_in(
+    conn: &Connection,
+    owner: &str,
+    c: &EncodedCompletion,
+) -> Result<Option<(bool, bool)>> {
     let a = &c.attempt;
     let current: Option<(String, Option<String>)> = conn
         .prepare_cached("SELECT status, lease_owner FROM deliveries WHERE id = ?1")?
         .query_row([&a.delivery_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let Some((status, lease_owner)) = current else {
-        return Ok((false, false));
+        return Ok(None);
     };
     let now = now_ms();
 
@@ -1103,7 +1108,7 @@ fn complete_in(conn: &Connection, owner: &str, c: &EncodedCompletion) -> Result<
             .execute(params![a.delivery_id, now])?
             > 0;
     }
-    Ok((held, disabled))
+    Ok(Some((held, disabled)))
 }
 
 /// Logs one attempt under the first number above `last_no` (and above the number it was made
@@ -1322,17 +1327,21 @@ impl Store for SqliteStore {
         let owner = owner.to_owned();
         let encoded = EncodedCompletion::new(completion)?;
         let logged = 1 + encoded.earlier.len() as i64;
-        let (held, disabled, followups) = self
+        let (found, held, disabled, followups) = self
             .write(move |conn| {
-                let (held, disabled) = complete_in(conn, &owner, &encoded)?;
+                let Some((held, disabled)) = complete_in(conn, &owner, &encoded)? else {
+                    return Ok((false, false, false, Vec::new()));
+                };
                 let mut followups = Vec::new();
                 if held && !encoded.followups.is_empty() {
                     followups = ingest_in(conn, &encoded.followups)?;
                 }
-                Ok((held, disabled, followups))
+                Ok((true, held, disabled, followups))
             })
             .await?;
-        self.counts.attempts_logged(logged);
+        if found {
+            self.counts.attempts_logged(logged);
+        }
         self.counts.ingested(&followups);
         if disabled {
             self.announce(StoreChange::Webhooks);

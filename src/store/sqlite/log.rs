@@ -356,6 +356,25 @@ mod tests {
         assert!(since.contains("(id>?)"), "{since}");
     }
 
+    /// The counts the store keeps, and the rows counted.
+    async fn counted(store: &SqliteStore) -> (RowCounts, RowCounts) {
+        let kept = store.counts.get();
+        let exact = store
+            .write(|conn| {
+                let n = |t: &str| -> Result<i64> {
+                    Ok(conn.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))?)
+                };
+                Ok(RowCounts {
+                    events: n("events")?,
+                    deliveries: n("deliveries")?,
+                    attempts: n("attempts")?,
+                })
+            })
+            .await
+            .expect("count");
+        (kept, exact)
+    }
+
     /// The counts behind `hookyard_store_rows` follow every write exactly: ingest, attempts,
     /// finished deliveries logged whole, purges, and a reopen counts afresh.
     #[tokio::test(flavor = "multi_thread")]
@@ -367,27 +386,6 @@ mod tests {
         let store = SqliteStore::open_memory().expect("open");
         let hook = conformance::webhook("hook");
         store.insert_webhook(&hook).await.expect("insert");
-        let counted = |store: &SqliteStore| {
-            let store_counts = store.counts.get();
-            async move {
-                let exact = store
-                    .write(|conn| {
-                        let n = |t: &str| -> Result<i64> {
-                            Ok(conn.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| {
-                                r.get(0)
-                            })?)
-                        };
-                        Ok(RowCounts {
-                            events: n("events")?,
-                            deliveries: n("deliveries")?,
-                            attempts: n("attempts")?,
-                        })
-                    })
-                    .await
-                    .expect("count");
-                (store_counts, exact)
-            }
-        };
         let events = (0..5)
             .map(|i| EventToIngest {
                 event: conformance::event(&format!("evt-{i}"), "user.created", conformance::T0),
