@@ -15,7 +15,7 @@ use serde::Deserialize;
 use crate::model::WebhookSpec;
 
 mod retention;
-pub use retention::{RetentionConfig, RefusalsConfig};
+pub use retention::{RefusalsConfig, RetentionConfig};
 
 /// The built-in defaults, also the documented example config.
 pub const DEFAULTS: &str = include_str!("defaults.toml");

@@ -37,8 +37,7 @@ use crate::delivery::{plugin_output, signing};
 use crate::metrics::Metrics;
 use crate::model::{
     now_ms, Attempt, AttemptOutcome, Completion, Delivery, DeliverySource, DeliveryStatus, Event,
-    EventToIngest, Job, Lease, Millis, Next, PluginFailure, RequestLog, SinkMessage,
-    Webhook,
+    EventToIngest, Job, Lease, Millis, Next, PluginFailure, RequestLog, SinkMessage, Webhook,
 };
 use crate::secrets::scrub::redact_url;
 use crate::store::{ClaimRequest, Store};
@@ -1113,7 +1112,9 @@ impl Deliverer {
             response_status: Some(401),
             response_headers: headers,
             response_body: Some(truncate(&body, self.config.log_body_bytes)),
-            error: Some("HTTP 401: the OAuth2 token was refreshed and the request sent again".into()),
+            error: Some(
+                "HTTP 401: the OAuth2 token was refreshed and the request sent again".into(),
+            ),
             outcome: AttemptOutcome::Retry,
             plugin: None,
         }

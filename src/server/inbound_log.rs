@@ -326,8 +326,8 @@ fn redact(headers: &HeaderMap, auth: Option<&InboundAuth>) -> Vec<(String, Strin
         .iter()
         .map(|(name, value)| {
             let n = name.as_str();
-            let hidden = key_header.as_deref() == Some(n)
-                || SECRET_WORDS.iter().any(|w| n.contains(w));
+            let hidden =
+                key_header.as_deref() == Some(n) || SECRET_WORDS.iter().any(|w| n.contains(w));
             let shown = if hidden {
                 REDACTED.to_owned()
             } else {

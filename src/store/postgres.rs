@@ -774,8 +774,8 @@ async fn ingest_in(
         tx.execute(
             &stmt,
             &[
-                &d_ids, &d_events, &d_hooks, &d_types, &d_at, &d_owners, &d_until,
-                &d_sources, &d_origins,
+                &d_ids, &d_events, &d_hooks, &d_types, &d_at, &d_owners, &d_until, &d_sources,
+                &d_origins,
             ],
         )
         .await?;

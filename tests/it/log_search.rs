@@ -64,10 +64,7 @@ async fn the_log_is_searched_by_text_type_source_and_time() {
         event_ids(&gw, "q=ann%40example.com").await,
         sorted(&["s-1"])
     );
-    assert_eq!(
-        event_ids(&gw, "q=EXAMPLE").await,
-        sorted(&["s-1", "s-2"])
-    );
+    assert_eq!(event_ids(&gw, "q=EXAMPLE").await, sorted(&["s-1", "s-2"]));
     assert_eq!(event_ids(&gw, "q=zrh-42").await, sorted(&["s-3"]));
     assert_eq!(event_ids(&gw, "q=s-2").await, sorted(&["s-2"]), "the id");
     assert!(event_ids(&gw, "q=carol").await.is_empty());
@@ -191,7 +188,10 @@ async fn refused_inbound_pushes_are_logged_with_reason_capped_body_and_no_creden
     let cases: Vec<(&str, Vec<(&str, &str)>, String, u16)> = vec![
         (
             "src",
-            vec![("x-api-key", "wrong-key"), ("authorization", "Bearer leaked")],
+            vec![
+                ("x-api-key", "wrong-key"),
+                ("authorization", "Bearer leaked"),
+            ],
             r#"{"email": "a@x.org"}"#.into(),
             401,
         ),
@@ -266,7 +266,8 @@ async fn refused_inbound_pushes_are_logged_with_reason_capped_body_and_no_creden
         .await;
     assert_error(status, &body, 409, "not_replayable");
     assert_eq!(
-        gw.metric("hookyard_inbound_refused_total{status=\"401\"}").await,
+        gw.metric("hookyard_inbound_refused_total{status=\"401\"}")
+            .await,
         Some(2.0)
     );
     gw.stop().await;
@@ -279,10 +280,15 @@ async fn refused_bodies_are_capped_and_floods_are_sampled() {
     let gw = inbound_gateway(&dir, &sink, 3).await;
     let long = format!("{{\"name\": \"{}\"}}", "y".repeat(500));
     for _ in 0..10 {
-        assert_eq!(push(&gw, "src", &[("x-api-key", "in-key")], &long).await, 422);
+        assert_eq!(
+            push(&gw, "src", &[("x-api-key", "in-key")], &long).await,
+            422
+        );
     }
     let logged = refusals(&gw, 3).await;
-    let body = logged[0]["attempts"][0]["request"]["body"].as_str().unwrap();
+    let body = logged[0]["attempts"][0]["request"]["body"]
+        .as_str()
+        .unwrap();
     assert_eq!(body.len(), 64, "capped at refusals.body_bytes");
     assert!(long.starts_with(body));
     // Three logged (the bucket), seven counted.

@@ -100,10 +100,14 @@ async fn old_finished_deliveries_and_their_events_are_purged_in_the_background()
     }
 
     let gw = TestGateway::start(config.clone()).await;
-    eventually(Duration::from_secs(20), "the old deliveries purged", || async {
-        let left = gw.deliveries("").await;
-        (left.len() == kept.len()).then_some(())
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the old deliveries purged",
+        || async {
+            let left = gw.deliveries("").await;
+            (left.len() == kept.len()).then_some(())
+        },
+    )
     .await;
     for id in &old {
         let (status, _) = gw
@@ -143,7 +147,13 @@ async fn old_finished_deliveries_and_their_events_are_purged_in_the_background()
         store.event("lonely").await.unwrap().is_none(),
         "an old event without deliveries goes"
     );
-    assert!(store.event("old-0").await.unwrap().is_some(), "8 days: kept 30");
-    assert!(store.event("pending").await.unwrap().is_some(), "it has a pending delivery");
+    assert!(
+        store.event("old-0").await.unwrap().is_some(),
+        "8 days: kept 30"
+    );
+    assert!(
+        store.event("pending").await.unwrap().is_some(),
+        "it has a pending delivery"
+    );
     assert!(store.event("dead-10d").await.unwrap().is_some());
 }

@@ -34,8 +34,14 @@ impl Runner {
             let days = if purge { "7" } else { "0" };
             for (key, value) in [
                 ("HOOKYARD_RETENTION_SUCCEEDED_DAYS", days),
-                ("HOOKYARD_RETENTION_FAILED_DAYS", if purge { "30" } else { "0" }),
-                ("HOOKYARD_RETENTION_EVENTS_DAYS", if purge { "30" } else { "0" }),
+                (
+                    "HOOKYARD_RETENTION_FAILED_DAYS",
+                    if purge { "30" } else { "0" },
+                ),
+                (
+                    "HOOKYARD_RETENTION_EVENTS_DAYS",
+                    if purge { "30" } else { "0" },
+                ),
                 ("HOOKYARD_RETENTION_INTERVAL_SECS", "1"),
             ] {
                 options.env.push((key.to_owned(), value.to_owned()));
@@ -136,7 +142,8 @@ async fn seed(gateway: &crate::gateway::Gateway, n: u64) -> anyhow::Result<()> {
     let Some(db) = gateway.sqlite_file() else {
         bail!("the gateway has neither a SQLite file nor a PostgreSQL schema");
     };
-    let series = format!("WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {n})");
+    let series =
+        format!("WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {n})");
     let sql = format!(
         "PRAGMA busy_timeout = 120000;\n\
          BEGIN IMMEDIATE;\n\

@@ -63,7 +63,10 @@ async fn log_finished(
         status,
         attempts: vec![attempt(&job, &next, code)],
     };
-    store.log_delivery(entry).await.expect("log a finished delivery");
+    store
+        .log_delivery(entry)
+        .await
+        .expect("log a finished delivery");
     id
 }
 
@@ -167,8 +170,14 @@ pub(crate) async fn log_search_filters(store: Arc<dyn Store>) {
         by(source(DeliverySource::Webhook)).await,
         evts(&["log-evt-1", "log-evt-1", "log-evt-2", "log-evt-3"])
     );
-    assert_eq!(by(source(DeliverySource::Sink)).await, evts(&["log-sink-1"]));
-    assert_eq!(by(source(DeliverySource::Test)).await, evts(&["log-test-1"]));
+    assert_eq!(
+        by(source(DeliverySource::Sink)).await,
+        evts(&["log-sink-1"])
+    );
+    assert_eq!(
+        by(source(DeliverySource::Test)).await,
+        evts(&["log-test-1"])
+    );
     let inbound = list(
         store,
         DeliveryFilter {
@@ -205,7 +214,13 @@ pub(crate) async fn log_search_filters(store: Arc<dyn Store>) {
     );
     assert_eq!(
         by(types(&["user.*", "location.created"])).await,
-        evts(&["log-evt-1", "log-evt-1", "log-evt-2", "log-evt-3", "log-test-1"])
+        evts(&[
+            "log-evt-1",
+            "log-evt-1",
+            "log-evt-2",
+            "log-evt-3",
+            "log-test-1"
+        ])
     );
     assert_eq!(
         by(types(&["*.created"])).await,
@@ -216,8 +231,14 @@ pub(crate) async fn log_search_filters(store: Arc<dyn Store>) {
         evts(&["log-evt-1", "log-evt-1", "log-test-1"])
     );
     assert!(by(types(&["USER.*"])).await.is_empty(), "case-sensitive");
-    assert!(by(types(&["user._reated"])).await.is_empty(), "_ is literal");
-    assert!(by(types(&["user.?reated"])).await.is_empty(), "? is literal");
+    assert!(
+        by(types(&["user._reated"])).await.is_empty(),
+        "_ is literal"
+    );
+    assert!(
+        by(types(&["user.?reated"])).await.is_empty(),
+        "? is literal"
+    );
 
     let text = |q: &str| DeliveryFilter {
         text: Some(q.to_owned()),
@@ -239,13 +260,22 @@ pub(crate) async fn log_search_filters(store: Arc<dyn Store>) {
     assert_eq!(by(text("zrh-42")).await, evts(&["log-evt-3"]));
     assert_eq!(by(text("H-77")).await, evts(&["log-sink-1"]));
     assert_eq!(by(text("log-evt-2")).await, evts(&["log-evt-2"]), "the id");
-    assert_eq!(by(text("ann example")).await, by(text("ann@example.com")).await);
+    assert_eq!(
+        by(text("ann example")).await,
+        by(text("ann@example.com")).await
+    );
     assert!(by(text("ann example org")).await.is_empty(), "every word");
     assert!(by(text("nobody")).await.is_empty());
     assert!(by(text("smith ann")).await.len() == 2, "terms in any order");
     assert!(by(text("example.com ann")).await.len() == 2);
-    assert!(by(text("com.example")).await.is_empty(), "a term is a phrase");
-    assert!(by(text("admin")).await.is_empty(), "the context is not searched");
+    assert!(
+        by(text("com.example")).await.is_empty(),
+        "a term is a phrase"
+    );
+    assert!(
+        by(text("admin")).await.is_empty(),
+        "the context is not searched"
+    );
     assert_eq!(
         by(DeliveryFilter {
             text: Some("ann".to_owned()),
@@ -263,7 +293,13 @@ pub(crate) async fn log_search_filters(store: Arc<dyn Store>) {
     };
     assert_eq!(
         by(range(Some(base + 5_000), None)).await,
-        evts(&["log-evt-2", "log-evt-3", "log-sink-1", "log-test-1", "log-refused-1"])
+        evts(&[
+            "log-evt-2",
+            "log-evt-3",
+            "log-sink-1",
+            "log-test-1",
+            "log-refused-1"
+        ])
     );
     assert_eq!(
         by(range(None, Some(base + 15_000))).await,
@@ -309,7 +345,10 @@ pub(crate) async fn earlier_attempts_and_plugins_are_logged(store: Arc<dyn Store
     let store = &*store;
     let h = add_webhook(store, "hook").await;
     store
-        .ingest(vec![to_ingest(super::event("evt-1", "user.created", T0), &[&h])])
+        .ingest(vec![to_ingest(
+            super::event("evt-1", "user.created", T0),
+            &[&h],
+        )])
         .await
         .unwrap();
     let job = claim(store, "w", T0, 1).await.remove(0);
@@ -377,7 +416,13 @@ pub(crate) async fn retention_purges_the_right_rows(store: Arc<dyn Store>) {
     let h = add_webhook(store, "hook").await;
     let now = now_ms();
     let ev = |id: &str, age: Millis| {
-        event_with(id, "user.created", now - age, json!({"id": id}), Value::Null)
+        event_with(
+            id,
+            "user.created",
+            now - age,
+            json!({"id": id}),
+            Value::Null,
+        )
     };
     let ok = DeliveryStatus::Succeeded;
     // In order of receipt, as a gateway receives them.

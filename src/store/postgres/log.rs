@@ -15,7 +15,7 @@ use tokio_postgres::Row;
 use super::{get, insert_attempt, PostgresStore};
 use crate::model::{DeliverySource, LoggedDelivery, Millis, PluginUsed};
 use crate::store::encode::{encode_events, to_json};
-use crate::store::{Error, Purged, PurgePolicy, Result, RowCounts};
+use crate::store::{Error, PurgePolicy, Purged, Result, RowCounts};
 
 /// The migration of the searchable log and retention.
 pub(super) const MIGRATION: &str = r#"
@@ -294,7 +294,10 @@ mod tests {
             .collect();
         store.ingest(events).await.expect("ingest");
         let client = store.client().await.expect("client");
-        client.batch_execute("ANALYZE events").await.expect("analyze");
+        client
+            .batch_execute("ANALYZE events")
+            .await
+            .expect("analyze");
         let query = LogQuery::new(
             &DeliveryFilter {
                 text: Some("user1234@example.com".to_owned()),

@@ -18,7 +18,7 @@ use rusqlite::{params, Connection, Row};
 use super::{conversion_error, insert_attempt, SqliteStore};
 use crate::model::{DeliverySource, IngestResult, LoggedDelivery, PluginUsed};
 use crate::store::encode::{encode_events, to_json};
-use crate::store::{Error, Purged, PurgePolicy, Result, RowCounts};
+use crate::store::{Error, PurgePolicy, Purged, Result, RowCounts};
 
 /// The migration of the searchable log and retention.
 pub(super) const MIGRATION: &str = r#"
@@ -116,7 +116,8 @@ impl LogCounts {
         self.events.fetch_sub(p.events as i64, Ordering::Relaxed);
         self.deliveries
             .fetch_sub(p.deliveries as i64, Ordering::Relaxed);
-        self.attempts.fetch_sub(p.attempts as i64, Ordering::Relaxed);
+        self.attempts
+            .fetch_sub(p.attempts as i64, Ordering::Relaxed);
     }
 }
 
@@ -264,7 +265,9 @@ fn purge_in(conn: &Connection, policy: &PurgePolicy, cursor: &AtomicI64) -> Resu
                 "SELECT rowid, id, received_at FROM events WHERE rowid > ?1 \
                  ORDER BY rowid LIMIT ?2",
             )?
-            .query_map(params![from, room], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .query_map(params![from, room], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
             .collect::<rusqlite::Result<_>>()?;
         let mut reached = from;
         let mut full = swept.len() as i64 >= room;
@@ -441,7 +444,10 @@ mod tests {
             })
             .await
             .expect("purge");
-        assert_eq!((purged.deliveries, purged.attempts, purged.events), (2, 4, 2));
+        assert_eq!(
+            (purged.deliveries, purged.attempts, purged.events),
+            (2, 4, 2)
+        );
         let (kept, exact) = counted(&store).await;
         assert_eq!(kept, exact);
         assert_eq!((exact.events, exact.deliveries, exact.attempts), (3, 3, 0));
