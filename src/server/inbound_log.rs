@@ -73,7 +73,6 @@ pub struct StatusLabel {
 
 /// The sampling of refused pushes, and their counters.
 pub struct RefusalLog {
-    config: RefusalsConfig,
     per_webhook: Option<DefaultKeyedRateLimiter<String>>,
     unknown: Option<DefaultDirectRateLimiter>,
     refused: Family<StatusLabel, Counter>,
@@ -103,7 +102,6 @@ impl RefusalLog {
         RefusalLog {
             per_webhook: quota(config.per_webhook_per_minute).map(RateLimiter::dashmap),
             unknown: quota(config.unknown_per_minute).map(RateLimiter::direct),
-            config: config.clone(),
             refused: Family::default(),
             unlogged: Counter::default(),
         }

@@ -8,7 +8,6 @@ use hookyard::model::{
     new_id, now_ms, Attempt, AttemptOutcome, DeliveryStatus, Event, EventToIngest, Json,
     LoggedDelivery, Millis,
 };
-use hookyard::store::Store as _;
 use serde_json::json;
 
 use crate::common::*;
