@@ -58,27 +58,15 @@ async fn old_finished_deliveries_and_their_events_are_purged_in_the_background()
     config.retention.batch_size = 3;
     config.retention.pause_ms = 1;
 
-    // Seeded before the gateway starts: 8 old succeeded deliveries (past 7 days), one recent,
-    // one dead of 10 days (kept 30), an old event with nothing left, and a pending delivery of
-    // an old event (never purged).
+    // Seeded before the gateway starts, in order of receipt: an old event with nothing left, a
+    // pending delivery of an old event (never purged), one dead of 10 days (kept 30), 8 old
+    // succeeded deliveries (past 7 days) and a recent one.
     let mut old = Vec::new();
     let mut kept = Vec::new();
     {
         let store = hookyard::store::open(&config.store.url)
             .await
             .expect("open the store");
-        for i in 0..8 {
-            let entry = finished(&format!("old-{i}"), 8 * DAY, DeliveryStatus::Succeeded);
-            old.push(entry.delivery_id.clone());
-            store.log_delivery(entry).await.expect("seed");
-        }
-        for entry in [
-            finished("recent", DAY, DeliveryStatus::Succeeded),
-            finished("dead-10d", 10 * DAY, DeliveryStatus::Dead),
-        ] {
-            kept.push(entry.delivery_id.clone());
-            store.log_delivery(entry).await.expect("seed");
-        }
         let pending_id = new_id("msg");
         store
             .ingest(vec![
@@ -96,6 +84,17 @@ async fn old_finished_deliveries_and_their_events_are_purged_in_the_background()
             .await
             .expect("seed");
         kept.push(pending_id);
+        let dead = finished("dead-10d", 10 * DAY, DeliveryStatus::Dead);
+        kept.push(dead.delivery_id.clone());
+        store.log_delivery(dead).await.expect("seed");
+        for i in 0..8 {
+            let entry = finished(&format!("old-{i}"), 8 * DAY, DeliveryStatus::Succeeded);
+            old.push(entry.delivery_id.clone());
+            store.log_delivery(entry).await.expect("seed");
+        }
+        let recent = finished("recent", DAY, DeliveryStatus::Succeeded);
+        kept.push(recent.delivery_id.clone());
+        store.log_delivery(recent).await.expect("seed");
     }
 
     let gw = TestGateway::start(config.clone()).await;

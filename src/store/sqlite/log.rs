@@ -255,8 +255,11 @@ fn purge_in(conn: &Connection, policy: &PurgePolicy, cursor: &AtomicI64) -> Resu
         purged.events += orphan.execute(params![id, events_before])? as u64;
     }
     // Events that never had a delivery (or lost them before they were old enough): a sweep in
-    // rowid order (the order of receipt), from where the last one stopped. One it passes that
-    // still has deliveries goes with its last delivery, above.
+    // rowid order, from where the last one stopped, up to the first event too young to go.
+    // Rowid order is the order of receipt (`received_at` is the time of the insert), so no
+    // index of `received_at` is needed (nor paid for at ingest); an event stored out of that
+    // order waits for the sweep to reach it. One the sweep passes that still has deliveries
+    // goes with its last delivery, above.
     let room = limit - purged.events as i64;
     if room > 0 {
         let from = cursor.load(Ordering::Relaxed);
