@@ -123,6 +123,13 @@ pub async fn run_with_store(
     let edge = Arc::new(server::edge_metrics::EdgeMetrics::register(
         metrics.registry_mut(),
     ));
+    let refusals = Arc::new(server::inbound_log::RefusalLog::register(
+        &config.refusals,
+        metrics.registry_mut(),
+    ));
+    let retention = Arc::new(store::retention::RetentionMetrics::register(
+        metrics.registry_mut(),
+    ));
     let metrics = Arc::new(metrics);
     let plugins = Arc::new(
         PluginHost::start(&config.plugins, store.clone(), metrics.clone())
@@ -200,7 +207,15 @@ pub async fn run_with_store(
         plugins: Some(plugins),
         deliverer: Some(deliverer),
         sources: Arc::default(),
+        refusals,
+        retention: retention.clone(),
     });
+    let purger = tokio::spawn(store::retention::run(
+        store.clone(),
+        config.retention.clone(),
+        retention,
+        stopped(stop_rx.clone()),
+    ));
     let (public_cap, admin_cap) = server::limits::connection_caps(&config.server);
     let sources = tokio::spawn(crate::source::run(state.clone(), stopped(stop_rx.clone())));
     let mut servers = Vec::new();
@@ -259,6 +274,7 @@ pub async fn run_with_store(
     // Sources stop pulling and finish the batch they are committing before the workers go.
     let _ = sources.await;
     let _ = workers.await;
+    let _ = purger.await;
     for refresher in refreshers {
         let _ = refresher.await;
     }

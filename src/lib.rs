@@ -12,7 +12,8 @@
 //! - [`store`]: the storage interface, the queue's state machine and invariants, the SQLite
 //!   implementation with group commit and the PostgreSQL one (`SKIP LOCKED` claims, `LISTEN`ed
 //!   change notices, TLS by `sslmode` in [`store::postgres_tls`]); [`store::open`] picks one by
-//!   URL.
+//!   URL. The Webhook Log's search (full-text index per store) and [`store::retention`] (the
+//!   background purge, `hookyard_store_rows`).
 //! - [`webhooks`]: the in-memory directory of webhooks and the validation of their definitions.
 //! - [`delivery`]: sending: [`delivery::shape`] (event to request, where plugins slot in),
 //!   [`delivery::client`] (the SSRF-safe HTTP client), [`delivery::signing`] (Standard
@@ -32,7 +33,9 @@
 //! - [`private_files`]: files and directories created readable by the gateway's user only.
 //! - [`server`]: the public (ingest, inbound, health, metrics) and admin HTTP APIs, and the
 //!   listeners that serve them ([`server::listener`]: timeouts, connection caps, TLS from
-//!   [`server::tls`]; [`server::limits`]: open-file budget, body deadline, inbound rate limit).
+//!   [`server::tls`]; [`server::limits`]: open-file budget, body deadline, inbound rate limit;
+//!   [`server::log_filter`]: the Webhook Log's query; [`server::inbound_log`]: refused inbound
+//!   pushes in the log).
 //! - [`metrics`]: the Prometheus registry.
 //! - `fuzz` (tests only): a fuzz target per parser of untrusted input.
 //!

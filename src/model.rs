@@ -771,6 +771,119 @@ pub struct Delivery {
     pub created_at: Millis,
     /// Last change.
     pub updated_at: Millis,
+    /// Where it comes from: an event to a webhook, a message to the sink, a refused inbound
+    /// push, or a test send.
+    #[serde(default)]
+    pub source: DeliverySource,
+    /// For a sink message or a refused inbound push: the id of the webhook it came from.
+    #[serde(default)]
+    pub origin: Option<String>,
+}
+
+/// Event type of a refused inbound push as the Webhook Log keeps it (see
+/// [`crate::server::inbound_log`]).
+pub const REFUSED_INBOUND_EVENT: &str = "hookyard.inbound.refused";
+
+/// Where a delivery comes from, as the Webhook Log filters it (`source=`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliverySource {
+    /// An event delivered to a webhook.
+    #[default]
+    Webhook,
+    /// A message to the internal system: a write-back or an accepted inbound record.
+    Sink,
+    /// A refused inbound push, logged with its reason (never sent anywhere).
+    Inbound,
+    /// A test send (`POST /admin/v1/webhooks/{id}/test`).
+    Test,
+}
+
+impl DeliverySource {
+    /// The name used in the API and in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliverySource::Webhook => "webhook",
+            DeliverySource::Sink => "sink",
+            DeliverySource::Inbound => "inbound",
+            DeliverySource::Test => "test",
+        }
+    }
+
+    /// Parses [`DeliverySource::as_str`].
+    pub fn parse(s: &str) -> Option<DeliverySource> {
+        Some(match s {
+            "webhook" => DeliverySource::Webhook,
+            "sink" => DeliverySource::Sink,
+            "inbound" => DeliverySource::Inbound,
+            "test" => DeliverySource::Test,
+            _ => return None,
+        })
+    }
+
+    /// The source and origin of an event's deliveries, from the event alone, so that every
+    /// path into the store (ingest, write-backs, inbound, the log of refused pushes) gets them
+    /// without saying: `hookyard.sink.*` events are sink messages (origin: the `webhook_id` of
+    /// their data), [`REFUSED_INBOUND_EVENT`] is a refused push (origin likewise), an event whose
+    /// context has `"test": true` is a test send, and everything else goes to a webhook.
+    pub fn of(event: &Event) -> (DeliverySource, Option<String>) {
+        let origin = || {
+            #[derive(Deserialize)]
+            struct Origin {
+                webhook_id: Option<String>,
+            }
+            serde_json::from_str::<Origin>(event.data.get())
+                .ok()
+                .and_then(|o| o.webhook_id)
+                .filter(|id| !id.is_empty())
+        };
+        if event.event_type.starts_with("hookyard.sink.") {
+            return (DeliverySource::Sink, origin());
+        }
+        if event.event_type == REFUSED_INBOUND_EVENT {
+            return (DeliverySource::Inbound, origin());
+        }
+        #[derive(Deserialize)]
+        struct Context {
+            #[serde(default)]
+            test: Option<Value>,
+        }
+        let test = event.context.get().starts_with('{')
+            && serde_json::from_str::<Context>(event.context.get())
+                .ok()
+                .and_then(|c| c.test)
+                == Some(Value::Bool(true));
+        if test {
+            (DeliverySource::Test, None)
+        } else {
+            (DeliverySource::Webhook, None)
+        }
+    }
+}
+
+/// The plugin version that shaped an attempt's request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PluginUsed {
+    /// Plugin name.
+    pub name: String,
+    /// Version number.
+    pub version: u32,
+}
+
+/// A delivery written to the Webhook Log already finished, with its event and attempts, in one
+/// transaction: a refused inbound push (see [`crate::store::Store::log_delivery`]).
+#[derive(Debug, Clone)]
+pub struct LoggedDelivery {
+    /// The event (stored like any other; its type and data give the source and origin).
+    pub event: Event,
+    /// The delivery's id (`msg_...`).
+    pub delivery_id: String,
+    /// The webhook it concerns; empty when there is none (a push to an unknown name).
+    pub webhook_id: String,
+    /// Its final status (never pending: nothing ever sends it).
+    pub status: DeliveryStatus,
+    /// Its attempts, in order.
+    pub attempts: Vec<Attempt>,
 }
 
 /// A delivery handed to a worker by [`crate::store::Store::claim`], with what it needs to send it.
@@ -820,6 +933,9 @@ pub struct Attempt {
     pub error: Option<String>,
     /// What the gateway decided after this attempt.
     pub outcome: AttemptOutcome,
+    /// The plugin version that shaped the request; none without a plugin.
+    #[serde(default)]
+    pub plugin: Option<PluginUsed>,
 }
 
 /// What an attempt led to.
@@ -861,19 +977,34 @@ pub struct Completion {
     /// Events to commit in the same transaction (write-backs to the sink), so a crash cannot
     /// record the delivery as done and lose its write-back.
     pub followups: Vec<EventToIngest>,
+    /// Attempts made before `attempt` within this one try, logged before it: a request the
+    /// receiver answered 401 to, sent again with a refreshed OAuth2 token.
+    pub earlier: Vec<Attempt>,
 }
 
-/// Filters of the Webhook Log.
+/// Filters of the Webhook Log. All given filters must hold.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct DeliveryFilter {
     /// Webhook id (the API also takes a name and resolves it first).
     pub webhook_id: Option<String>,
     /// Status.
     pub status: Option<DeliveryStatus>,
-    /// Event type (exact).
-    pub event_type: Option<String>,
+    /// Event types, exact or globs (`user.*`); any of them matches. Empty: every type.
+    #[serde(default)]
+    pub event_types: Vec<String>,
     /// Event id.
     pub event_id: Option<String>,
+    /// Where the delivery comes from.
+    pub source: Option<DeliverySource>,
+    /// The webhook a sink message (or refused inbound push) came from, by id.
+    pub origin: Option<String>,
+    /// Created at or after this time.
+    pub since: Option<Millis>,
+    /// Created before this time.
+    pub until: Option<Millis>,
+    /// Free text over the event's id and data: every whitespace-separated term must occur, a
+    /// term with punctuation as the phrase of its words; case-insensitive.
+    pub text: Option<String>,
     /// Page size (the API caps it).
     pub limit: usize,
     /// Opaque cursor from the previous page: deliveries older than this id.

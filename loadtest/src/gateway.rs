@@ -325,6 +325,19 @@ impl Gateway {
         Ok(self)
     }
 
+    /// The SQLite database file, when the store is SQLite.
+    pub fn sqlite_file(&self) -> Option<PathBuf> {
+        match self.schema {
+            Some(_) => None,
+            None => Some(self.dir.path().join("hookyard.db")),
+        }
+    }
+
+    /// The store's URL (with its schema as search path), when the store is PostgreSQL.
+    pub fn postgres_store_url(&self) -> anyhow::Result<Option<String>> {
+        self.schema.as_ref().map(Schema::store_url).transpose()
+    }
+
     /// The client for the gateway's listeners: `Some` with `--tls`.
     pub fn tls(&self) -> Option<TlsConnector> {
         self.options.tls.as_ref().map(|t| t.connector.clone())

@@ -48,7 +48,8 @@ struct Cli {
     js_plugin: PathBuf,
     /// Scenarios to run, comma-separated, or `all`: ingest, e2e, field-map, python, js,
     /// field-map-fresh, python-fresh, js-fresh (the plugin on a fresh instance per call),
-    /// fanout, outage, hang, bus-nats, bus-amqp. The baseline always runs first (`baseline` alone runs only it).
+    /// fanout, outage, hang, bus-nats, bus-amqp, retention. The baseline always runs first
+    /// (`baseline` alone runs only it).
     #[arg(long, default_value = "all", value_delimiter = ',')]
     scenario: Vec<String>,
     /// Seconds of load in each phase (the outage scenario adds its outage to it).
@@ -129,6 +130,10 @@ struct Cli {
     /// RabbitMQ, for the bus-amqp scenario.
     #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
     amqp_url: String,
+    /// Old deliveries the retention scenario seeds, each with its event and one attempt
+    /// (three rows each: the default makes a million rows).
+    #[arg(long, default_value_t = 333_334)]
+    seed_deliveries: u64,
     /// Also write the tables to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -227,6 +232,7 @@ async fn main() -> anyhow::Result<()> {
             python: cli.python_plugin.clone(),
             js: cli.js_plugin.clone(),
         },
+        seed_deliveries: cli.seed_deliveries,
         bus: scenarios::BusUrls {
             nats: cli.nats_url.clone(),
             amqp: cli.amqp_url.clone(),

@@ -17,6 +17,7 @@ use hyper::Method;
 use serde_json::{json, Value};
 
 mod bus;
+mod retention;
 
 pub use bus::BusUrls;
 
@@ -43,6 +44,7 @@ pub const ALL: &[&str] = &[
     "hang",
     "bus-nats",
     "bus-amqp",
+    "retention",
 ];
 
 /// The fixed rate used when neither `--rate` nor a measured maximum gives one.
@@ -98,6 +100,8 @@ pub struct Settings {
     pub bus: BusUrls,
     /// The plugin components of the plugin scenarios.
     pub plugins: PluginFiles,
+    /// Old deliveries (each with its event and one attempt) the retention scenario seeds.
+    pub seed_deliveries: u64,
 }
 
 /// The plugin components of the plugin scenarios.
@@ -411,8 +415,23 @@ impl Runner {
             "hang" => self.hang().await,
             "bus-nats" => self.bus(bus::Bus::Nats).await,
             "bus-amqp" => self.bus(bus::Bus::Amqp).await,
+            "retention" => self.retention().await,
             other => anyhow::bail!("unknown scenario {other:?} (known: {})", ALL.join(", ")),
         }
+    }
+
+    /// Measures a gateway started elsewhere while it idles, as [`Runner::start`] does.
+    async fn started(&self, gateway: Gateway) -> anyhow::Result<Started> {
+        let pids = gateway.pids();
+        let before = procfs::sample_sum(&pids).context("reading the gateway's CPU")?;
+        tokio::time::sleep(SETTLE).await;
+        let idle = procfs::sample_sum(&pids).context("reading the gateway's RSS")?;
+        Ok(Started {
+            idle_cpu_pct: procfs::cpu_percent(&before, &idle),
+            idle_rss_mib: mib(idle.rss_kib),
+            gateway,
+            cold: None,
+        })
     }
 
     async fn start(&self, plugin: Option<Plugin>, webhooks: &[Value]) -> anyhow::Result<Started> {

@@ -14,6 +14,9 @@ use serde::Deserialize;
 
 use crate::model::WebhookSpec;
 
+mod retention;
+pub use retention::{RefusalsConfig, RetentionConfig};
+
 /// The built-in defaults, also the documented example config.
 pub const DEFAULTS: &str = include_str!("defaults.toml");
 
@@ -66,6 +69,10 @@ pub struct Config {
     pub plugins: PluginsConfig,
     /// Logging.
     pub log: LogConfig,
+    /// How long the Webhook Log keeps finished deliveries and events.
+    pub retention: RetentionConfig,
+    /// How refused inbound pushes are logged.
+    pub refusals: RefusalsConfig,
     /// Webhooks declared in the file, applied by name at start-up.
     #[serde(default)]
     pub webhooks: Vec<WebhookSpec>,
@@ -350,6 +357,11 @@ impl Config {
                     "{what} must be set when listening on the non-loopback address {addr}"
                 )));
             }
+        }
+        if self.retention.batch_size == 0 || self.retention.interval_secs == 0 {
+            return Err(Error::Invalid(
+                "retention.batch_size and retention.interval_secs must be positive".into(),
+            ));
         }
         if s.max_body_bytes == 0 || s.max_batch_events == 0 {
             return Err(Error::Invalid(

@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::model::{Event, Json, Millis, PluginFailure, Webhook};
+use crate::model::{Event, Json, Millis, PluginFailure, PluginUsed, Webhook};
 
 /// A request the worker should send, before auth, signing and the gateway's own headers.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +64,16 @@ pub struct ShapeError {
 pub trait Shaper: Send + Sync + 'static {
     /// Shapes `event` for `hook`.
     async fn outgoing(&self, hook: &Webhook, event: &Event) -> Result<Shaped, ShapeError>;
+
+    /// [`Shaper::outgoing`], also naming the plugin version that shaped it (none without a
+    /// plugin), for the Webhook Log. The default names none.
+    async fn outgoing_traced(
+        &self,
+        hook: &Webhook,
+        event: &Event,
+    ) -> (Result<Shaped, ShapeError>, Option<PluginUsed>) {
+        (self.outgoing(hook, event).await, None)
+    }
 
     /// The fields to write back from a successful answer to `event`'s delivery (a JSON
     /// object), or none. Without a plugin there is nothing to write back.

@@ -36,8 +36,8 @@ use crate::delivery::shape::{Answer, OutgoingRequest, Shaped, Shaper};
 use crate::delivery::{plugin_output, signing};
 use crate::metrics::Metrics;
 use crate::model::{
-    now_ms, Attempt, AttemptOutcome, Completion, Delivery, DeliveryStatus, Event, EventToIngest,
-    Job, Lease, Millis, Next, PluginFailure, RequestLog, SinkMessage, Webhook,
+    now_ms, Attempt, AttemptOutcome, Completion, Delivery, DeliverySource, DeliveryStatus, Event,
+    EventToIngest, Job, Lease, Millis, Next, PluginFailure, RequestLog, SinkMessage, Webhook,
 };
 use crate::secrets::scrub::redact_url;
 use crate::store::{ClaimRequest, Store};
@@ -177,6 +177,9 @@ struct Exchange {
     retry_after: Option<Duration>,
     /// Refused before sending (SSRF, bad URL): retrying cannot help.
     refused: bool,
+    /// Exchanges before this one within the same attempt, logged as attempts of their own:
+    /// the request answered 401 before an OAuth2 token refresh.
+    earlier: Vec<Attempt>,
 }
 
 impl Deliverer {
@@ -266,6 +269,7 @@ impl Deliverer {
         for (((global, local), (webhook_id, id)), event) in
             reservation.slots.into_iter().zip(deliveries).zip(events)
         {
+            let (source, origin) = DeliverySource::of(&event);
             let job = Job {
                 delivery: Delivery {
                     id,
@@ -279,6 +283,8 @@ impl Deliverer {
                     last_error: None,
                     created_at: event.received_at,
                     updated_at: event.received_at,
+                    source,
+                    origin,
                 },
                 event,
                 attempt_no: 1,
@@ -645,6 +651,8 @@ impl Deliverer {
         }
     }
 
+    /// One attempt of `job` to `hook`; each attempt it logs names the plugin version that
+    /// shaped the request.
     async fn attempt(
         &self,
         hook: &Webhook,
@@ -652,7 +660,29 @@ impl Deliverer {
         started_at: i64,
         clock: Instant,
     ) -> Completion {
-        let shaped = match self.shaper.outgoing(hook, &job.event).await {
+        let (shaped, plugin) = self.shaper.outgoing_traced(hook, &job.event).await;
+        let mut completion = self
+            .attempt_shaped(hook, job, started_at, clock, shaped)
+            .await;
+        for attempt in completion
+            .earlier
+            .iter_mut()
+            .chain(std::iter::once(&mut completion.attempt))
+        {
+            attempt.plugin = plugin.clone();
+        }
+        completion
+    }
+
+    async fn attempt_shaped(
+        &self,
+        hook: &Webhook,
+        job: &Job,
+        started_at: i64,
+        clock: Instant,
+        shaped: Result<Shaped, crate::delivery::shape::ShapeError>,
+    ) -> Completion {
+        let shaped = match shaped {
             Ok(shaped) => shaped,
             Err(e) => {
                 let next = match e.action {
@@ -747,23 +777,35 @@ impl Deliverer {
         if let Some(error) = &writeback_error {
             warn!(webhook = %hook.spec.name, delivery = %job.delivery.id, %error, "delivered, but its write-back was not made");
         }
+        // A request answered 401 and sent again with a fresh token is two attempts: the
+        // earlier ones are logged first, and this one starts when the last of them ended.
+        let earlier = exchange.earlier;
+        let started_at = earlier
+            .last()
+            .map_or(started_at, |e| e.started_at + e.duration_ms as i64);
         let attempt = Attempt {
             delivery_id: job.delivery.id.clone(),
-            attempt_no: job.attempt_no,
+            attempt_no: job.attempt_no + earlier.len() as u32,
             started_at,
-            duration_ms: duration.as_millis() as u64,
+            duration_ms: if earlier.is_empty() {
+                duration.as_millis() as u64
+            } else {
+                (now_ms() - started_at).max(0) as u64
+            },
             request: Some(exchange.request),
             response_status: exchange.status,
             response_headers: exchange.headers,
             response_body: exchange.body,
             error: exchange.error.or(writeback_error),
             outcome: outcome_of(&next),
+            plugin: None,
         };
         Completion {
             attempt,
             next,
             disable_webhook: disable,
             followups,
+            earlier,
         }
     }
 
@@ -788,12 +830,14 @@ impl Deliverer {
             response_body: None,
             error,
             outcome: outcome_of(&next),
+            plugin: None,
         };
         Completion {
             attempt,
             next,
             disable_webhook: false,
             followups: Vec::new(),
+            earlier: Vec::new(),
         }
     }
 
@@ -927,6 +971,7 @@ impl Deliverer {
             error: Some(error),
             retry_after: None,
             refused,
+            earlier: Vec::new(),
         };
         let url = match plugin_output::target_url(&hook.spec.url, &request) {
             Ok(url) => url,
@@ -946,7 +991,9 @@ impl Deliverer {
         };
         let timeout = Duration::from_millis(hook.spec.timeout_ms);
         let mut refreshed = false;
+        let mut earlier: Vec<Attempt> = Vec::new();
         loop {
+            let sent_at = now_ms();
             let credentials = match auth::credentials(&self.tokens, &hook.id, &hook.spec.auth).await
             {
                 Ok(c) => c,
@@ -954,7 +1001,10 @@ impl Deliverer {
                 // once, like a refused webhook URL; an unreachable one is retried.
                 Err(e) => {
                     let permanent = e.is_permanent(&self.config.retryable_statuses);
-                    return fail(log, format!("auth: {e}"), permanent);
+                    return Exchange {
+                        earlier,
+                        ..fail(log, format!("auth: {e}"), permanent)
+                    };
                 }
             };
             let mut all = headers.clone();
@@ -981,15 +1031,20 @@ impl Deliverer {
                         // reqwest's text quotes the URL, credentials included.
                         error_chain(&e).replace(url.as_str(), &log.url)
                     };
-                    return fail(log, error, refused);
+                    return Exchange {
+                        earlier,
+                        ..fail(log, error, refused)
+                    };
                 }
             };
             let status = response.status().as_u16();
             if status == 401 && auth::uses_oauth(&hook.spec.auth) && !refreshed {
                 if let Some(stale) = token {
                     // The token may have been revoked early: fetch a new one and resend once.
+                    // The refused request stays in the log as an attempt of its own.
                     self.tokens.invalidate(&hook.id, &stale);
                     refreshed = true;
+                    earlier.push(self.refused_for_token(job, &log, response, sent_at).await);
                     continue;
                 }
             }
@@ -1023,7 +1078,45 @@ impl Deliverer {
                 error: body_error,
                 retry_after,
                 refused: false,
+                earlier,
             };
+        }
+    }
+
+    /// The attempt of a request the receiver answered 401 to with a token that is now
+    /// refreshed: it will be sent again at once, within the same try.
+    async fn refused_for_token(
+        &self,
+        job: &Job,
+        log: &RequestLog,
+        response: reqwest::Response,
+        sent_at: Millis,
+    ) -> Attempt {
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let (body, _) = read_capped(response, self.config.log_body_bytes).await;
+        Attempt {
+            delivery_id: job.delivery.id.clone(),
+            attempt_no: job.attempt_no,
+            started_at: sent_at,
+            duration_ms: (now_ms() - sent_at).max(0) as u64,
+            request: Some(log.clone()),
+            response_status: Some(401),
+            response_headers: headers,
+            response_body: Some(truncate(&body, self.config.log_body_bytes)),
+            error: Some(
+                "HTTP 401: the OAuth2 token was refreshed and the request sent again".into(),
+            ),
+            outcome: AttemptOutcome::Retry,
+            plugin: None,
         }
     }
 
@@ -1241,6 +1334,8 @@ mod tests {
                 last_error: None,
                 created_at: 0,
                 updated_at: 0,
+                source: DeliverySource::Webhook,
+                origin: None,
             },
             event: Event {
                 id: "evt_1".to_owned(),

@@ -620,23 +620,53 @@ impl Shaper for PluginHost {
     }
 
     async fn outgoing(&self, hook: &Webhook, event: &Event) -> Result<Shaped, ShapeError> {
+        self.outgoing_traced(hook, event).await.0
+    }
+
+    async fn outgoing_traced(
+        &self,
+        hook: &Webhook,
+        event: &Event,
+    ) -> (Result<Shaped, ShapeError>, Option<crate::model::PluginUsed>) {
+        let Some(plugin_ref) = &hook.spec.plugin else {
+            let body = plain_body(hook, event);
+            return (Ok(Shaped::Send(vec![OutgoingRequest::json(body)])), None);
+        };
+        let Some(plugin) = self.resolve(plugin_ref) else {
+            // Not loaded (yet): retrying later is the only sensible thing whatever the policy.
+            let error = ShapeError {
+                message: format!("plugin {:?} is not loaded", plugin_ref.name),
+                action: PluginFailure::Retry,
+            };
+            return (Err(error), None);
+        };
+        // The version resolved here is the one called: a swap meanwhile does not change it.
+        let used = crate::model::PluginUsed {
+            name: plugin.name.clone(),
+            version: plugin.version,
+        };
+        (self.shape_with(&plugin, hook, event).await, Some(used))
+    }
+}
+
+impl PluginHost {
+    /// The outgoing phase with one resolved plugin version.
+    async fn shape_with(
+        &self,
+        plugin: &LoadedPlugin,
+        hook: &Webhook,
+        event: &Event,
+    ) -> Result<Shaped, ShapeError> {
         let Some(plugin_ref) = &hook.spec.plugin else {
             return Ok(Shaped::Send(vec![OutgoingRequest::json(plain_body(
                 hook, event,
             ))]));
         };
         let fail = |message: String, action: PluginFailure| ShapeError { message, action };
-        let Some(plugin) = self.resolve(plugin_ref) else {
-            // Not loaded (yet): retrying later is the only sensible thing whatever the policy.
-            return Err(fail(
-                format!("plugin {:?} is not loaded", plugin_ref.name),
-                PluginFailure::Retry,
-            ));
-        };
         let label = format!("{} v{}", plugin.name, plugin.version);
-        let reuse = self.reuse(hook, plugin_ref, &plugin);
+        let reuse = self.reuse(hook, plugin_ref, plugin);
         match self
-            .call_outgoing_raw(&plugin, reuse, &plugin_ref.config, wit_webhook(hook), event)
+            .call_outgoing_raw(plugin, reuse, &plugin_ref.config, wit_webhook(hook), event)
             .await
         {
             Ok(Ok(types::OutgoingAction::Send(requests))) => {

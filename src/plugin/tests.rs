@@ -109,6 +109,15 @@ impl Store for GatedStore {
     async fn queue_stats(&self, _: Millis) -> StoreResult<QueueStats> {
         unimplemented!()
     }
+    async fn log_delivery(&self, _: crate::model::LoggedDelivery) -> StoreResult<()> {
+        unimplemented!()
+    }
+    async fn purge(&self, _: &crate::store::PurgePolicy) -> StoreResult<crate::store::Purged> {
+        unimplemented!()
+    }
+    async fn row_counts(&self) -> StoreResult<crate::store::RowCounts> {
+        unimplemented!()
+    }
     async fn remember_message(&self, _: &str, _: &str, _: Millis, _: Millis) -> StoreResult<bool> {
         unimplemented!()
     }

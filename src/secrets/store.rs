@@ -175,6 +175,15 @@ impl Store for SecretStore {
     async fn queue_stats(&self, now: Millis) -> store::Result<QueueStats> {
         self.inner.queue_stats(now).await
     }
+    async fn log_delivery(&self, entry: crate::model::LoggedDelivery) -> store::Result<()> {
+        self.inner.log_delivery(entry).await
+    }
+    async fn purge(&self, policy: &store::PurgePolicy) -> store::Result<store::Purged> {
+        self.inner.purge(policy).await
+    }
+    async fn row_counts(&self) -> store::Result<store::RowCounts> {
+        self.inner.row_counts().await
+    }
     async fn add_plugin_version(
         &self,
         name: &str,

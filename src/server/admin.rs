@@ -9,16 +9,15 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{body_error, from_value, parse_json, ApiError};
 use super::Shared;
-use crate::model::{new_id, now_ms, DeliveryFilter, DeliveryStatus, Webhook, WebhookSpec};
+use crate::model::{new_id, now_ms, DeliverySource, Webhook, WebhookSpec};
 use crate::webhooks::{self, InvalidSpec};
 
 /// The admin routes (without the token layer, added by the caller).
@@ -268,46 +267,12 @@ async fn replay_webhook(
     Ok((StatusCode::ACCEPTED, Json(json!({ "replayed": n }))))
 }
 
-/// Query of `GET /admin/v1/deliveries`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LogQuery {
-    webhook: Option<String>,
-    status: Option<String>,
-    event_type: Option<String>,
-    event_id: Option<String>,
-    limit: Option<usize>,
-    cursor: Option<String>,
-}
-
+/// `GET /admin/v1/deliveries`: the Webhook Log, newest first (filters: [`super::log_filter`]).
 async fn list_deliveries(
     State(state): State<Shared>,
-    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = query
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
-    let webhook_id = match q.webhook {
-        Some(w) => Some(find(&state, &w).await?.id),
-        None => None,
-    };
-    let status = match q.status.as_deref() {
-        Some(s) => Some(DeliveryStatus::parse(s).ok_or_else(|| {
-            ApiError::invalid_field("status", "one of pending, succeeded, dead, skipped")
-        })?),
-        None => None,
-    };
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid_field("limit", "must be 1 to 1000"));
-    }
-    let filter = DeliveryFilter {
-        webhook_id,
-        status,
-        event_type: q.event_type,
-        event_id: q.event_id,
-        limit,
-        cursor: q.cursor,
-    };
+    let filter = super::log_filter::parse(&state, query.as_deref()).await?;
     let page = state.store.deliveries(&filter).await?;
     Ok(Json(
         json!({ "items": page.items, "next_cursor": page.next_cursor }),
@@ -337,6 +302,13 @@ async fn replay_delivery(
         .delivery(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("delivery"))?;
+    if delivery.source == DeliverySource::Inbound {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_replayable",
+            "a refused inbound push is only logged; it cannot be sent",
+        ));
+    }
     if state.store.webhook(&delivery.webhook_id).await?.is_none() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

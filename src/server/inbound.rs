@@ -223,17 +223,20 @@ pub async fn receive(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Some(hook) = state.webhooks.named(&name) else {
         tracing::debug!(webhook = %name, "inbound push refused: no such webhook");
+        super::inbound_log::note_reason("no such webhook");
         return Err(denied());
     };
     let inbound = match &hook.spec.inbound {
         Some(inbound) if inbound.enabled && hook.spec.enabled => inbound,
         _ => {
             tracing::debug!(webhook = %name, "inbound push refused: inbound is disabled");
+            super::inbound_log::note_reason("inbound is disabled for this webhook");
             return Err(denied());
         }
     };
     if let Err(reason) = check_headers(&inbound.auth, &headers) {
         tracing::debug!(webhook = %name, reason, "inbound push refused");
+        super::inbound_log::note_reason(reason);
         return Err(denied());
     }
     let body = Bytes::from_request(request, &state)
@@ -241,6 +244,7 @@ pub async fn receive(
         .map_err(body_error)?;
     let signed = verify_signature(&inbound.auth, &headers, &body).map_err(|reason| {
         tracing::debug!(webhook = %name, reason, "inbound push refused");
+        super::inbound_log::note_reason(&reason);
         denied()
     })?;
     if let Some((msg_id, until)) = signed {

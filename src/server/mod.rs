@@ -31,9 +31,11 @@ pub mod admin;
 pub mod edge_metrics;
 pub mod error;
 pub mod inbound;
+pub mod inbound_log;
 pub mod ingest;
 pub mod limits;
 pub mod listener;
+pub mod log_filter;
 pub mod openapi;
 pub mod plugins;
 pub mod sources;
@@ -64,6 +66,10 @@ pub struct AppState {
     pub deliverer: Option<Arc<Deliverer>>,
     /// What the message-bus sources of this process are doing.
     pub sources: Arc<crate::source::SourceBoard>,
+    /// The log of refused inbound pushes, with its sampling.
+    pub refusals: Arc<inbound_log::RefusalLog>,
+    /// The retention metrics (`hookyard_store_rows`).
+    pub retention: Arc<crate::store::retention::RetentionMetrics>,
 }
 
 /// Shared state of the routers.
@@ -92,7 +98,12 @@ fn public_routes(state: &Shared) -> Router<Shared> {
             state.clone(),
             require_ingest_token,
         ));
-    let mut inbound = Router::new().route("/v1/inbound/{webhook}", post(inbound::receive));
+    let mut inbound = Router::new()
+        .route("/v1/inbound/{webhook}", post(inbound::receive))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            inbound_log::log_refusals,
+        ));
     if let Some(limit) = limits::InboundRateLimit::from_config(
         &state.config.server,
         state.edge.inbound_rate_limited.clone(),
@@ -197,6 +208,7 @@ async fn readyz(State(state): State<Shared>) -> Response {
 }
 
 async fn metrics(State(state): State<Shared>) -> Response {
+    state.retention.observe_rows(state.store.as_ref()).await;
     match state.store.queue_stats(now_ms()).await {
         Ok(stats) => {
             state.metrics.queue_depth.set(stats.pending as i64);

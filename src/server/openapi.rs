@@ -93,7 +93,7 @@ pub fn spec() -> Value {
     let q = |name: &str, description: &str| json!({"name": name, "in": "query", "required": false, "description": description, "schema": {"type": "string"}});
     paths.insert("/admin/v1/deliveries".into(), json!({"get": {
         "summary": "The Webhook Log, newest first", "tags": ["deliveries"],
-        "parameters": [q("webhook", "Webhook id or name"), q("status", "pending, succeeded, dead or skipped"), q("event_type", "Exact event type"), q("event_id", "Event id"), q("limit", "1 to 1000, default 50"), q("cursor", "next_cursor of the previous page")],
+        "parameters": [q("webhook", "Webhook id or name"), q("status", "pending, succeeded, dead or skipped"), q("event_type", "Event types, exact or globs (user.*); repeatable or comma-separated"), q("event_id", "Event id"), q("source", "webhook, sink, inbound (refused inbound pushes) or test"), q("origin", "The webhook (id or name) a sink message or refused push came from"), q("since", "Created at or after (RFC 3339)"), q("until", "Created before (RFC 3339)"), q("q", "Free text over the event's id and data; every word must occur"), q("limit", "1 to 1000, default 50"), q("cursor", "next_cursor of the previous page")],
         "responses": responses(("200", ok("A page", json!({"type": "object", "properties": {"items": {"type": "array", "items": reference("Delivery")}, "next_cursor": {"type": ["string", "null"]}}}))), &[400, 401, 404, 422])}}));
     let did = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]);
     paths.insert("/admin/v1/deliveries/{id}".into(), json!({"parameters": did.clone(), "get":

@@ -37,9 +37,20 @@ macro_rules! for_each_check {
             plugin_versions,
             followups_commit_with_the_lease,
             a_lease_at_ingest_is_a_claim,
+            log_search_filters,
+            earlier_attempts_and_plugins_are_logged,
+            refused_pushes_are_not_replayed,
+            retention_purges_the_right_rows,
         );
     };
 }
+
+mod log;
+
+pub(crate) use log::{
+    earlier_attempts_and_plugins_are_logged, log_search_filters, refused_pushes_are_not_replayed,
+    retention_purges_the_right_rows,
+};
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -166,6 +177,7 @@ fn attempt(job: &Job, next: &Next, status: Option<u16>) -> Attempt {
             None => "connection refused".to_owned(),
         }),
         outcome,
+        plugin: None,
     }
 }
 
@@ -175,6 +187,7 @@ fn completion(job: &Job, next: Next, status: Option<u16>) -> Completion {
         next,
         disable_webhook: false,
         followups: Vec::new(),
+        earlier: Vec::new(),
     }
 }
 
@@ -980,14 +993,14 @@ pub(crate) async fn log_paging_and_filters(store: Arc<dyn Store>) {
     assert!(none.is_empty());
 
     let deleted = filtered(DeliveryFilter {
-        event_type: Some("user.deleted".to_owned()),
+        event_types: vec!["user.deleted".to_owned()],
         ..Default::default()
     })
     .await;
     assert_eq!(deleted.len(), 12);
     assert!(deleted.iter().all(|d| d.event_type == "user.deleted"));
     let deleted_h2 = filtered(DeliveryFilter {
-        event_type: Some("user.deleted".to_owned()),
+        event_types: vec!["user.deleted".to_owned()],
         webhook_id: Some(h2.id.clone()),
         ..Default::default()
     })

@@ -57,8 +57,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::model::{
-    Attempt, Completion, Delivery, DeliveryFilter, Event, EventToIngest, IngestResult, Job, Millis,
-    Page, QueueStats, Webhook,
+    Attempt, Completion, Delivery, DeliveryFilter, Event, EventToIngest, IngestResult, Job,
+    LoggedDelivery, Millis, Page, QueueStats, Webhook,
 };
 
 mod batch;
@@ -69,9 +69,12 @@ mod encode;
 mod conformance;
 pub mod postgres;
 pub mod postgres_tls;
+pub mod retention;
 pub mod sources;
 pub mod sqlite;
 
+pub(crate) use encode::search_terms;
+pub use retention::{PurgePolicy, Purged, RowCounts};
 pub use sources::StoredSource;
 
 /// Page size of the Webhook Log when the filter gives none.
@@ -233,6 +236,16 @@ pub trait Store: Send + Sync + 'static {
     async fn replay_delivery(&self, id: &str, now: Millis) -> Result<Option<Delivery>>;
     /// Replays every `dead` delivery of a webhook; returns how many.
     async fn replay_dead(&self, webhook_id: &str, now: Millis) -> Result<u64>;
+    /// Writes a finished delivery with its event and attempts in one transaction (a refused
+    /// inbound push). Nothing ever claims it; replay refuses it.
+    async fn log_delivery(&self, entry: LoggedDelivery) -> Result<()>;
+    /// Deletes one batch of what `policy` says is past its time, in one short transaction:
+    /// finished deliveries with their attempts, then events none of whose deliveries remain.
+    /// Pending deliveries and their events are never touched. See [`retention`].
+    async fn purge(&self, policy: &PurgePolicy) -> Result<Purged>;
+    /// How many rows the log's tables hold: exact counts kept up to date (SQLite) or the
+    /// database's own estimates (PostgreSQL); never a count over a table.
+    async fn row_counts(&self) -> Result<RowCounts>;
     /// Queue depth and age, for `/metrics`. `pending` counts every pending delivery; `due` and the
     /// oldest due age count only those a worker may claim (their webhook exists and is enabled),
     /// so a paused webhook's backlog does not look like a stuck queue.

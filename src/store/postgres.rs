@@ -48,11 +48,13 @@ use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{AsyncMessage, Config, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+mod log;
 mod sources;
 
 use super::batch::{Batch, Batcher};
 use super::encode::{
-    encode_events, outcome_str, to_json, EncodedCompletion, EncodedEvent, LogQuery, PURGE_EVERY,
+    encode_events, outcome_str, to_json, Arg, Dialect, EncodedAttempt, EncodedCompletion,
+    EncodedEvent, LogQuery, PURGE_EVERY,
 };
 use super::postgres_tls;
 use super::{
@@ -184,6 +186,7 @@ CREATE TABLE sources (
     updated_at BIGINT NOT NULL
 );
 "#,
+    log::MIGRATION,
 ];
 
 /// Everything PostgreSQL reports is [`Error::Database`], except a closed connection, which is
@@ -241,6 +244,8 @@ pub struct PostgresStore {
     remembered: AtomicU64,
     /// Host, database and schema, for `Debug` (never the password).
     location: String,
+    /// Where the retention purge's sweep of events without deliveries goes on from.
+    purge_cursor: std::sync::Mutex<Option<(Millis, String)>>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -349,6 +354,7 @@ impl PostgresStore {
             listener_pid,
             remembered: AtomicU64::new(0),
             location,
+            purge_cursor: std::sync::Mutex::new(None),
         })
     }
 
@@ -597,6 +603,8 @@ fn delivery_row(row: &Row, at: usize) -> Result<Delivery> {
         last_error: get(row, at + 8)?,
         created_at: get(row, at + 9)?,
         updated_at: get(row, at + 10)?,
+        source: log::source_column(row, at + 11)?,
+        origin: get(row, at + 12)?,
     })
 }
 
@@ -648,6 +656,7 @@ fn attempt_row(row: &Row) -> Result<Attempt> {
         response_body: get(row, 7)?,
         error: get(row, 8)?,
         outcome,
+        plugin: log::plugin_columns(row, 10)?,
     })
 }
 
@@ -730,6 +739,7 @@ async fn ingest_in(
     let (mut d_ids, mut d_events, mut d_hooks, mut d_types, mut d_at) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut d_owners, mut d_until) = (Vec::new(), Vec::new());
+    let (mut d_sources, mut d_origins) = (Vec::new(), Vec::new());
     for &i in &order {
         let e = &events[i];
         if !inserted.contains(&e.event.id) {
@@ -743,6 +753,8 @@ async fn ingest_in(
             d_at.push(e.event.received_at);
             d_owners.push(e.lease.as_ref().map(|l| l.owner.as_str()));
             d_until.push(e.lease.as_ref().map(|l| l.until));
+            d_sources.push(e.source);
+            d_origins.push(e.origin.as_deref());
         }
     }
     if !d_ids.is_empty() {
@@ -750,18 +762,20 @@ async fn ingest_in(
             .prepare_cached(
                 "INSERT INTO deliveries (id, event_id, webhook_id, event_type, status, attempts, \
                  total_attempts, next_attempt_at, lease_owner, lease_until, created_at, \
-                 updated_at) \
+                 updated_at, source, origin) \
                  SELECT d.id, d.event_id, d.webhook_id, d.event_type, 'pending', 0, 0, d.at, \
-                        d.owner, d.until, d.at, d.at \
+                        d.owner, d.until, d.at, d.at, d.source, d.origin \
                  FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], \
-                             $6::text[], $7::int8[]) \
-                      AS d (id, event_id, webhook_id, event_type, at, owner, until)",
+                             $6::text[], $7::int8[], $8::text[], $9::text[]) \
+                      AS d (id, event_id, webhook_id, event_type, at, owner, until, source, \
+                            origin)",
             )
             .await?;
         tx.execute(
             &stmt,
             &[
-                &d_ids, &d_events, &d_hooks, &d_types, &d_at, &d_owners, &d_until,
+                &d_ids, &d_events, &d_hooks, &d_types, &d_at, &d_owners, &d_until, &d_sources,
+                &d_origins,
             ],
         )
         .await?;
@@ -907,33 +921,14 @@ async fn complete_in(
     let stmt = tx
         .prepare_cached("SELECT COALESCE(MAX(attempt_no), 0) FROM attempts WHERE delivery_id = $1")
         .await?;
-    let last_no = get_u32(&tx.query_one(&stmt, &[&a.delivery_id]).await?, 0)?;
-    let attempt_no = a.attempt_no.max(last_no.saturating_add(1));
+    let mut last_no = get_u32(&tx.query_one(&stmt, &[&a.delivery_id]).await?, 0)?;
+    for e in &c.earlier {
+        last_no = insert_attempt(tx, &e.attempt, &e.request, &e.response_headers, last_no).await?;
+    }
+    let attempt_no = insert_attempt(tx, a, &c.request, &c.response_headers, last_no).await?;
     let attempt_no = i32::try_from(attempt_no)
         .map_err(|_| Error::Database(format!("attempt number {attempt_no} is too large")))?;
-    let stmt = tx
-        .prepare_cached(concat!(
-            "INSERT INTO attempts (",
-            attempt_cols!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-        ))
-        .await?;
-    tx.execute(
-        &stmt,
-        &[
-            &a.delivery_id,
-            &attempt_no,
-            &a.started_at,
-            &i64::try_from(a.duration_ms).unwrap_or(i64::MAX),
-            &c.request,
-            &a.response_status.map(i32::from),
-            &c.response_headers,
-            &a.response_body,
-            &a.error,
-            &outcome_str(a.outcome),
-        ],
-    )
-    .await?;
+    let logged = 1 + i32::try_from(c.earlier.len()).unwrap_or(0);
 
     let held = status == DeliveryStatus::Pending.as_str() && lease_owner == Some(owner);
     if held {
@@ -946,7 +941,7 @@ async fn complete_in(
         let stmt = tx
             .prepare_cached(
                 "UPDATE deliveries SET status = $2, next_attempt_at = $3, lease_owner = NULL, \
-                 lease_until = NULL, attempts = attempts + 1, \
+                 lease_until = NULL, attempts = attempts + $8, \
                  total_attempts = GREATEST(total_attempts, $4), last_status = $5, \
                  last_error = $6, updated_at = $7 WHERE id = $1",
             )
@@ -961,6 +956,7 @@ async fn complete_in(
                 &a.response_status.map(i32::from),
                 &a.error,
                 &now,
+                &logged,
             ],
         )
         .await?;
@@ -986,6 +982,48 @@ async fn complete_in(
         disabled = tx.execute(&stmt, &[&a.delivery_id, &now]).await? > 0;
     }
     Ok((held, disabled))
+}
+
+/// Logs one attempt under the first number above `last_no` (and above the number it was made
+/// under); returns the number used.
+pub(super) async fn insert_attempt(
+    tx: &deadpool_postgres::Transaction<'_>,
+    a: &Attempt,
+    request: &Option<String>,
+    response_headers: &str,
+    last_no: u32,
+) -> Result<u32> {
+    let attempt_no = a.attempt_no.max(last_no.saturating_add(1));
+    let number = i32::try_from(attempt_no)
+        .map_err(|_| Error::Database(format!("attempt number {attempt_no} is too large")))?;
+    let (plugin_name, plugin_version) = EncodedAttempt::plugin_of(a);
+    let plugin_version = plugin_version.and_then(|v| i32::try_from(v).ok());
+    let stmt = tx
+        .prepare_cached(concat!(
+            "INSERT INTO attempts (",
+            attempt_cols!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        ))
+        .await?;
+    tx.execute(
+        &stmt,
+        &[
+            &a.delivery_id,
+            &number,
+            &a.started_at,
+            &i64::try_from(a.duration_ms).unwrap_or(i64::MAX),
+            request,
+            &a.response_status.map(i32::from),
+            &response_headers,
+            &a.response_body,
+            &a.error,
+            &outcome_str(a.outcome),
+            &plugin_name,
+            &plugin_version,
+        ],
+    )
+    .await?;
+    Ok(attempt_no)
 }
 
 #[async_trait]
@@ -1197,7 +1235,7 @@ impl Store for PostgresStore {
                  WHERE d.id = due.id AND e.id = d.event_id \
                  RETURNING d.id, d.event_id, d.event_type, d.webhook_id, d.status, d.attempts, \
                    d.next_attempt_at, d.last_status, d.last_error, d.created_at, d.updated_at, \
-                   d.total_attempts, \
+                   d.source, d.origin, d.total_attempts, \
                    e.id, e.type, e.data, e.context, e.occurred_at, e.received_at",
             )
             .await?;
@@ -1218,8 +1256,8 @@ impl Store for PostgresStore {
             .map(|row| {
                 Ok(Job {
                     delivery: delivery_row(row, 0)?,
-                    attempt_no: get_u32(row, 11)?.saturating_add(1),
-                    event: event_row(row, 12)?,
+                    attempt_no: get_u32(row, 13)?.saturating_add(1),
+                    event: event_row(row, 14)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -1252,11 +1290,14 @@ impl Store for PostgresStore {
     }
 
     async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Page<Delivery>> {
-        let query = LogQuery::new(filter, |n| format!("${n}"));
+        let query = LogQuery::new(filter, Dialect::Postgres);
         let mut params: Vec<&(dyn ToSql + Sync)> = query
             .args
             .iter()
-            .map(|a| a as &(dyn ToSql + Sync))
+            .map(|a| match a {
+                Arg::Text(t) => t as &(dyn ToSql + Sync),
+                Arg::Int(i) => i as &(dyn ToSql + Sync),
+            })
             .collect();
         params.push(&query.fetch);
         let client = self.client().await?;
@@ -1313,7 +1354,7 @@ impl Store for PostgresStore {
             .prepare_cached(concat!(
                 "UPDATE deliveries SET status = 'pending', attempts = 0, \
                  next_attempt_at = $2, lease_owner = NULL, lease_until = NULL, \
-                 updated_at = $2 WHERE id = $1 RETURNING ",
+                 updated_at = $2 WHERE id = $1 AND source <> 'inbound' RETURNING ",
                 delivery_cols!()
             ))
             .await?;
@@ -1330,7 +1371,8 @@ impl Store for PostgresStore {
             .prepare_cached(
                 "UPDATE deliveries SET status = 'pending', attempts = 0, \
                  next_attempt_at = $2, lease_owner = NULL, lease_until = NULL, \
-                 updated_at = $2 WHERE webhook_id = $1 AND status = 'dead'",
+                 updated_at = $2 WHERE webhook_id = $1 AND status = 'dead' \
+                 AND source NOT IN ('inbound', 'test')",
             )
             .await?;
         Ok(client.execute(&stmt, &[&webhook_id, &now]).await?)
@@ -1535,6 +1577,16 @@ impl Store for PostgresStore {
             .execute(&stmt, &[&scope, &message_id, &until, &now])
             .await?
             == 1)
+    }
+
+    async fn log_delivery(&self, entry: crate::model::LoggedDelivery) -> Result<()> {
+        self.log_finished(entry).await
+    }
+    async fn purge(&self, policy: &super::PurgePolicy) -> Result<super::Purged> {
+        self.purge_batch(policy).await
+    }
+    async fn row_counts(&self) -> Result<super::RowCounts> {
+        self.estimate_rows().await
     }
 
     async fn sources(&self) -> Result<Vec<super::StoredSource>> {

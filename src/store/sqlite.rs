@@ -29,7 +29,7 @@
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -39,10 +39,12 @@ use rusqlite::types::Type;
 use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension, Row};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+mod log;
 mod sources;
 
 use super::encode::{
-    encode_events, outcome_str, to_json, EncodedCompletion, EncodedEvent, LogQuery, PURGE_EVERY,
+    encode_events, outcome_str, to_json, Arg, Dialect, EncodedAttempt, EncodedCompletion,
+    EncodedEvent, LogQuery, PURGE_EVERY,
 };
 use super::{
     ClaimRequest, Error, PluginRecord, PluginVersion, Result, Store, StoreChange, CHANGE_CAPACITY,
@@ -163,6 +165,7 @@ CREATE TABLE sources (
     updated_at INTEGER NOT NULL
 );
 "#,
+    log::MIGRATION,
 ];
 
 /// Decoding failures are [`Error::Corrupt`]; everything else SQLite reports is
@@ -201,6 +204,10 @@ pub struct SqliteStore {
     location: String,
     /// The WAL checkpoint thread (file databases only).
     checkpointer: Mutex<Option<Checkpointer>>,
+    /// Rows of the log's tables, counted once at open and kept up to date by every commit.
+    counts: Arc<log::LogCounts>,
+    /// Where the retention purge's sweep of events without deliveries goes on from.
+    purge_cursor: Arc<AtomicI64>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -310,6 +317,7 @@ impl SqliteStore {
         location: String,
     ) -> Result<SqliteStore> {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let counts = Arc::new(log::LogCounts::load(&conn)?);
         let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();
         let writer = std::thread::Builder::new()
@@ -326,6 +334,8 @@ impl SqliteStore {
             remembered: AtomicU64::new(0),
             location,
             checkpointer: Mutex::new(checkpointer),
+            counts,
+            purge_cursor: Arc::new(AtomicI64::new(0)),
         })
     }
 
@@ -799,6 +809,8 @@ fn delivery_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
         last_error: row.get(8)?,
         created_at: row.get(9)?,
         updated_at: row.get(10)?,
+        source: log::source_column(row, 11)?,
+        origin: row.get(12)?,
     })
 }
 
@@ -850,6 +862,7 @@ fn attempt_row(row: &Row<'_>) -> rusqlite::Result<Attempt> {
         response_body: row.get(7)?,
         error: row.get(8)?,
         outcome,
+        plugin: log::plugin_columns(row, 10)?,
     })
 }
 
@@ -907,8 +920,9 @@ fn ingest_in(conn: &Connection, events: &[EncodedEvent]) -> Result<Vec<IngestRes
     )?;
     let mut insert_delivery = conn.prepare_cached(
         "INSERT INTO deliveries (id, event_id, webhook_id, event_type, status, attempts, \
-         total_attempts, next_attempt_at, lease_owner, lease_until, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, 'pending', 0, 0, ?5, ?6, ?7, ?5, ?5)",
+         total_attempts, next_attempt_at, lease_owner, lease_until, created_at, updated_at, \
+         source, origin) \
+         VALUES (?1, ?2, ?3, ?4, 'pending', 0, 0, ?5, ?6, ?7, ?5, ?5, ?8, ?9)",
     )?;
     let mut count = conn.prepare_cached("SELECT COUNT(*) FROM deliveries WHERE event_id = ?1")?;
     let mut results = Vec::with_capacity(events.len());
@@ -943,7 +957,9 @@ fn ingest_in(conn: &Connection, events: &[EncodedEvent]) -> Result<Vec<IngestRes
                 ev.event_type,
                 ev.received_at,
                 owner,
-                until
+                until,
+                e.source,
+                e.origin
             ])?;
         }
         results.push(IngestResult {
@@ -997,7 +1013,7 @@ fn claim_in(conn: &Connection, req: &ClaimRequest) -> Result<Vec<Job>> {
     for (_, id) in candidates {
         let (delivery, total): (Delivery, u32) = lease
             .query_row(params![id, req.owner, lease_until], |r| {
-                Ok((delivery_row(r)?, r.get(11)?))
+                Ok((delivery_row(r)?, r.get(13)?))
             })?;
         let event = match events.get(&delivery.event_id) {
             Some(event) => event.clone(),
@@ -1021,41 +1037,33 @@ fn claim_in(conn: &Connection, req: &ClaimRequest) -> Result<Vec<Job>> {
     Ok(jobs)
 }
 
-/// Returns whether `owner` held the lease and whether a webhook was disabled.
-fn complete_in(conn: &Connection, owner: &str, c: &EncodedCompletion) -> Result<(bool, bool)> {
+/// Returns whether `owner` held the lease and whether a webhook was disabled; none when the
+/// delivery does not exist (nothing was logged).
+fn complete_in(
+    conn: &Connection,
+    owner: &str,
+    c: &EncodedCompletion,
+) -> Result<Option<(bool, bool)>> {
     let a = &c.attempt;
     let current: Option<(String, Option<String>)> = conn
         .prepare_cached("SELECT status, lease_owner FROM deliveries WHERE id = ?1")?
         .query_row([&a.delivery_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let Some((status, lease_owner)) = current else {
-        return Ok((false, false));
+        return Ok(None);
     };
     let now = now_ms();
 
     // Attempt numbers only grow: a fenced worker may log the number the new owner was given,
     // in which case the later of the two takes the next free one.
-    let last_no: u32 = conn
+    let mut last_no: u32 = conn
         .prepare_cached("SELECT COALESCE(MAX(attempt_no), 0) FROM attempts WHERE delivery_id = ?1")?
         .query_row([&a.delivery_id], |r| r.get(0))?;
-    let attempt_no = a.attempt_no.max(last_no.saturating_add(1));
-    conn.prepare_cached(concat!(
-        "INSERT INTO attempts (",
-        attempt_cols!(),
-        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-    ))?
-    .execute(params![
-        a.delivery_id,
-        attempt_no,
-        a.started_at,
-        i64::try_from(a.duration_ms).unwrap_or(i64::MAX),
-        c.request,
-        a.response_status,
-        c.response_headers,
-        a.response_body,
-        a.error,
-        outcome_str(a.outcome),
-    ])?;
+    for e in &c.earlier {
+        last_no = insert_attempt(conn, &e.attempt, &e.request, &e.response_headers, last_no)?;
+    }
+    let attempt_no = insert_attempt(conn, a, &c.request, &c.response_headers, last_no)?;
+    let logged = 1 + c.earlier.len() as u32;
 
     let held = status == DeliveryStatus::Pending.as_str() && lease_owner.as_deref() == Some(owner);
     if held {
@@ -1067,7 +1075,7 @@ fn complete_in(conn: &Connection, owner: &str, c: &EncodedCompletion) -> Result<
         };
         conn.prepare_cached(
             "UPDATE deliveries SET status = ?2, next_attempt_at = ?3, lease_owner = NULL, \
-             lease_until = NULL, attempts = attempts + 1, \
+             lease_until = NULL, attempts = attempts + ?8, \
              total_attempts = MAX(total_attempts, ?4), last_status = ?5, last_error = ?6, \
              updated_at = ?7 WHERE id = ?1",
         )?
@@ -1078,7 +1086,8 @@ fn complete_in(conn: &Connection, owner: &str, c: &EncodedCompletion) -> Result<
             attempt_no,
             a.response_status,
             a.error,
-            now
+            now,
+            logged
         ])?;
     } else {
         // The next claim must hand out a number above the one just logged.
@@ -1099,13 +1108,52 @@ fn complete_in(conn: &Connection, owner: &str, c: &EncodedCompletion) -> Result<
             .execute(params![a.delivery_id, now])?
             > 0;
     }
-    Ok((held, disabled))
+    Ok(Some((held, disabled)))
+}
+
+/// Logs one attempt under the first number above `last_no` (and above the number it was made
+/// under); returns the number used.
+pub(super) fn insert_attempt(
+    conn: &Connection,
+    a: &Attempt,
+    request: &Option<String>,
+    response_headers: &str,
+    last_no: u32,
+) -> Result<u32> {
+    let attempt_no = a.attempt_no.max(last_no.saturating_add(1));
+    let (plugin_name, plugin_version) = EncodedAttempt::plugin_of(a);
+    conn.prepare_cached(concat!(
+        "INSERT INTO attempts (",
+        attempt_cols!(),
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+    ))?
+    .execute(params![
+        a.delivery_id,
+        attempt_no,
+        a.started_at,
+        i64::try_from(a.duration_ms).unwrap_or(i64::MAX),
+        request,
+        a.response_status,
+        response_headers,
+        a.response_body,
+        a.error,
+        outcome_str(a.outcome),
+        plugin_name,
+        plugin_version,
+    ])?;
+    Ok(attempt_no)
 }
 
 fn list_deliveries(conn: &Connection, filter: &DeliveryFilter) -> Result<Page<Delivery>> {
-    let query = LogQuery::new(filter, |n| format!("?{n}"));
-    let mut args: Vec<rusqlite::types::Value> =
-        query.args.iter().map(|a| a.clone().into()).collect();
+    let query = LogQuery::new(filter, Dialect::Sqlite);
+    let mut args: Vec<rusqlite::types::Value> = query
+        .args
+        .iter()
+        .map(|a| match a {
+            Arg::Text(t) => rusqlite::types::Value::Text(t.clone()),
+            Arg::Int(i) => rusqlite::types::Value::Integer(*i),
+        })
+        .collect();
     args.push(query.fetch.into());
     let items = conn
         .prepare_cached(&query.sql)?
@@ -1242,7 +1290,9 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let encoded = encode_events(events)?;
-        self.write(move |conn| ingest_in(conn, &encoded)).await
+        let results = self.write(move |conn| ingest_in(conn, &encoded)).await?;
+        self.counts.ingested(&results);
+        Ok(results)
     }
 
     async fn event(&self, id: &str) -> Result<Option<Event>> {
@@ -1276,15 +1326,23 @@ impl Store for SqliteStore {
     async fn complete(&self, owner: &str, completion: Completion) -> Result<bool> {
         let owner = owner.to_owned();
         let encoded = EncodedCompletion::new(completion)?;
-        let (held, disabled) = self
+        let logged = 1 + encoded.earlier.len() as i64;
+        let (found, held, disabled, followups) = self
             .write(move |conn| {
-                let (held, disabled) = complete_in(conn, &owner, &encoded)?;
+                let Some((held, disabled)) = complete_in(conn, &owner, &encoded)? else {
+                    return Ok((false, false, false, Vec::new()));
+                };
+                let mut followups = Vec::new();
                 if held && !encoded.followups.is_empty() {
-                    ingest_in(conn, &encoded.followups)?;
+                    followups = ingest_in(conn, &encoded.followups)?;
                 }
-                Ok((held, disabled))
+                Ok((true, held, disabled, followups))
             })
             .await?;
+        if found {
+            self.counts.attempts_logged(logged);
+        }
+        self.counts.ingested(&followups);
         if disabled {
             self.announce(StoreChange::Webhooks);
         }
@@ -1330,7 +1388,7 @@ impl Store for SqliteStore {
                 .prepare_cached(concat!(
                     "UPDATE deliveries SET status = 'pending', attempts = 0, \
                      next_attempt_at = ?2, lease_owner = NULL, lease_until = NULL, \
-                     updated_at = ?2 WHERE id = ?1 RETURNING ",
+                     updated_at = ?2 WHERE id = ?1 AND source <> 'inbound' RETURNING ",
                     delivery_cols!()
                 ))?
                 .query_row(params![id, now], delivery_row)
@@ -1346,7 +1404,8 @@ impl Store for SqliteStore {
                 .prepare_cached(
                     "UPDATE deliveries SET status = 'pending', attempts = 0, \
                      next_attempt_at = ?2, lease_owner = NULL, lease_until = NULL, \
-                     updated_at = ?2 WHERE webhook_id = ?1 AND status = 'dead'",
+                     updated_at = ?2 WHERE webhook_id = ?1 AND status = 'dead' \
+                     AND source NOT IN ('inbound', 'test')",
                 )?
                 .execute(params![webhook_id, now])?;
             Ok(n as u64)
@@ -1530,6 +1589,16 @@ impl Store for SqliteStore {
             Ok(n == 1)
         })
         .await
+    }
+
+    async fn log_delivery(&self, entry: crate::model::LoggedDelivery) -> Result<()> {
+        self.log_finished(entry).await
+    }
+    async fn purge(&self, policy: &super::PurgePolicy) -> Result<super::Purged> {
+        self.purge_batch(policy).await
+    }
+    async fn row_counts(&self) -> Result<super::RowCounts> {
+        Ok(self.counts.get())
     }
 
     async fn sources(&self) -> Result<Vec<super::StoredSource>> {
@@ -1781,10 +1850,12 @@ mod tests {
                 response_body: None,
                 error: Some("HTTP 410".to_owned()),
                 outcome: AttemptOutcome::Dead,
+                plugin: None,
             },
             next: Next::Dead,
             disable_webhook: true,
             followups: Vec::new(),
+            earlier: Vec::new(),
         };
         assert!(store.complete("w", completion).await.expect("complete"));
 
