@@ -200,6 +200,7 @@ pub async fn run_with_store(
         plugins: Some(plugins),
         deliverer: Some(deliverer),
         sources: Arc::default(),
+        console: crate::console::Sessions::new(&config.console),
     });
     let (public_cap, admin_cap) = server::limits::connection_caps(&config.server);
     let sources = tokio::spawn(crate::source::run(state.clone(), stopped(stop_rx.clone())));

@@ -32,6 +32,8 @@
 //! - [`server`]: the public (ingest, inbound, health, metrics) and admin HTTP APIs, and the
 //!   listeners that serve them ([`server::listener`]: timeouts, connection caps, TLS from
 //!   [`server::tls`]; [`server::limits`]: open-file budget, body deadline, inbound rate limit).
+//! - [`console`]: the admin console at `/console/`: embedded HTML/CSS/JS on the admin API,
+//!   sessions (the admin token exchanged for a cookie) and CSRF tokens.
 //! - [`metrics`]: the Prometheus registry.
 //! - `fuzz` (tests only): a fuzz target per parser of untrusted input.
 //!
@@ -42,6 +44,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod metrics;
 pub mod model;
