@@ -20,7 +20,7 @@ struct Asset {
 }
 
 macro_rules! asset {
-    ($path:literal, $type:literal) => {
+    ($path:literal, $type:expr) => {
         Asset {
             path: $path,
             content_type: $type,
@@ -34,17 +34,17 @@ const JS: &str = "text/javascript; charset=utf-8";
 static ASSETS: &[Asset] = &[
     asset!("index.html", "text/html; charset=utf-8"),
     asset!("style.css", "text/css; charset=utf-8"),
-    asset!("js/app.js", "text/javascript; charset=utf-8"),
-    asset!("js/api.js", "text/javascript; charset=utf-8"),
-    asset!("js/dom.js", "text/javascript; charset=utf-8"),
-    asset!("js/charts.js", "text/javascript; charset=utf-8"),
-    asset!("js/overview.js", "text/javascript; charset=utf-8"),
-    asset!("js/webhooks.js", "text/javascript; charset=utf-8"),
-    asset!("js/webhook_form.js", "text/javascript; charset=utf-8"),
-    asset!("js/mapping.js", "text/javascript; charset=utf-8"),
-    asset!("js/log.js", "text/javascript; charset=utf-8"),
-    asset!("js/plugins.js", "text/javascript; charset=utf-8"),
-    asset!("js/catalog.js", "text/javascript; charset=utf-8"),
+    asset!("js/app.js", JS),
+    asset!("js/api.js", JS),
+    asset!("js/dom.js", JS),
+    asset!("js/charts.js", JS),
+    asset!("js/overview.js", JS),
+    asset!("js/webhooks.js", JS),
+    asset!("js/webhook_form.js", JS),
+    asset!("js/mapping.js", JS),
+    asset!("js/log.js", JS),
+    asset!("js/plugins.js", JS),
+    asset!("js/catalog.js", JS),
 ];
 
 static ETAGS: LazyLock<Vec<String>> = LazyLock::new(|| {
