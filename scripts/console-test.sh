@@ -36,8 +36,10 @@ if [ ! -f "$plugins/field_map.wasm" ] || [ ! -f "$plugins/version_a.wasm" ]; the
     (cd plugins && cargo build --release --locked)
 fi
 
-echo "== cargo build --bin hookyard"
-cargo build --locked --bin hookyard
+# The binary as the integration tests build it (cargo builds a package's binaries for its
+# integration tests): the same feature set as `cargo test`, so nothing is compiled twice.
+echo "== cargo test --no-run --test it (builds target/debug/hookyard)"
+cargo test --locked --no-run --test it
 
 shots=()
 if [ "${HOOKYARD_CONSOLE_SCREENSHOTS:-0}" = 1 ]; then
