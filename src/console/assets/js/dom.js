@@ -25,10 +25,18 @@ function append(el, children) {
   }
 }
 
-/** A labelled control: <label><span>text</span>control</label>. */
+/** A labelled control: <label><span>text</span>control</label>, the hint describing it. */
+let hintIds = 0;
 export function field(label, control, hint) {
-  return h("label.field", {}, h("span.label", { text: label }), control,
-    hint ? h("small.hint", { text: hint }) : null);
+  let note = null;
+  if (hint) {
+    note = h("small.hint", { id: `hint-${++hintIds}`, text: hint });
+    control.setAttribute("aria-describedby", note.id);
+  }
+  // A label beside the control (not around it): a wrapped select would add its option's text
+  // to the control's accessible name.
+  if (!control.id) control.id = `ctl-${++hintIds}`;
+  return h("div.field", {}, h("label.label", { for: control.id, text: label }), control, note);
 }
 
 export function clear(el) {
