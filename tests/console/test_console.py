@@ -348,9 +348,12 @@ def main():
                 run.shot("webhook-mapping")
 
             def deliver_and_find_in_log():
-                gw.post_event({"type": "user.created", "data": {"employee_id": 7, "email": "Ada@X.org"}})
+                gw.post_event({"type": "user.created", "data": {"id": "u-7", "employee_id": 7, "email": "Ada@X.org"}})
                 [(_, _, _, body)] = wait_until("the mapped delivery", lambda: receiver.to("/users"))
                 assert json.loads(body) == {"emp_id": 7, "user": {"email": "ada@x.org"}}, body
+                # The response row wrote the third party's id back to the internal system.
+                wait_until("the write-back of hr_id to the sink", lambda: any(
+                    b'"hr_id":"9001"' in r[3].replace(b" ", b"") for r in receiver.to("/sink")))
                 page.get_by_role("link", name="Webhook Log").click()
                 expect(page.get_by_role("heading", name="Webhook Log")).to_be_visible()
                 page.get_by_label("Event type").fill("user.created")
@@ -359,7 +362,7 @@ def main():
                 expect(rows).to_have_count(1)
                 expect(rows.first).to_contain_text("succeeded")
                 # Live: a new delivery shows up without a reload.
-                gw.post_event({"type": "user.created", "data": {"employee_id": 8, "email": "Bob@X.org"}})
+                gw.post_event({"type": "user.created", "data": {"id": "u-8", "employee_id": 8, "email": "Bob@X.org"}})
                 expect(rows).to_have_count(2, timeout=15000)
                 wait_until("both deliveries succeeded", lambda: len(receiver.to("/users")) == 2)
                 page.get_by_label("Webhook", exact=True).select_option(label="hr-users")
