@@ -38,3 +38,7 @@ echo "== cargo test (integration tests on SQLite)"
 HOOKYARD_TEST_STORE=sqlite cargo test --locked --all-targets
 echo "== cargo test --test it (integration tests on PostgreSQL)"
 HOOKYARD_TEST_STORE=postgres cargo test --locked --test it -- --skip cluster::
+
+# The admin console in a real browser (headless Chromium + Playwright, installed by the script).
+echo "== console browser tests (scripts/console-test.sh)"
+bash scripts/console-test.sh

@@ -209,6 +209,7 @@ pub async fn run_with_store(
         sources: Arc::default(),
         refusals,
         retention: retention.clone(),
+        console: crate::console::Sessions::new(&config.console),
     });
     let purger = tokio::spawn(store::retention::run(
         store.clone(),

@@ -36,6 +36,8 @@
 //!   [`server::tls`]; [`server::limits`]: open-file budget, body deadline, inbound rate limit;
 //!   [`server::log_filter`]: the Webhook Log's query; [`server::inbound_log`]: refused inbound
 //!   pushes in the log).
+//! - [`console`]: the admin console at `/console/`: embedded HTML/CSS/JS on the admin API,
+//!   sessions (the admin token exchanged for a cookie) and CSRF tokens.
 //! - [`metrics`]: the Prometheus registry.
 //! - `fuzz` (tests only): a fuzz target per parser of untrusted input.
 //!
@@ -46,6 +48,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod metrics;
 pub mod model;

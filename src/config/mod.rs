@@ -73,6 +73,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// How refused inbound pushes are logged.
     pub refusals: RefusalsConfig,
+    /// The admin console at `/console/` on the admin listener.
+    pub console: ConsoleConfig,
     /// Webhooks declared in the file, applied by name at start-up.
     #[serde(default)]
     pub webhooks: Vec<WebhookSpec>,
@@ -136,6 +138,23 @@ impl ServerConfig {
     pub fn tls(&self) -> bool {
         !self.tls_cert.is_empty()
     }
+}
+
+/// `[console]`: the admin console's sessions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Serve the console at `/console/` on the admin listener.
+    pub enabled: bool,
+    /// A session unused for this long ends, in seconds.
+    pub session_idle_secs: u64,
+    /// A session ends this long after sign-in at the latest (the cookie's Max-Age), in seconds.
+    pub session_max_secs: u64,
+    /// Sessions held at once; past it the least recently used one is dropped.
+    pub max_sessions: usize,
+    /// Origins (`https://admin.example.com`) besides the listener's own from which the console
+    /// may sign in and make changes: set it when a reverse proxy in front rewrites `Host`.
+    pub allowed_origins: Vec<String>,
 }
 
 /// `[sink]`.
@@ -393,6 +412,26 @@ impl Config {
             return Err(Error::Invalid(
                 "server.tls_client_ca needs server.tls_cert and server.tls_key".into(),
             ));
+        }
+        let c = &self.console;
+        if c.session_idle_secs == 0 || c.session_max_secs == 0 || c.max_sessions == 0 {
+            return Err(Error::Invalid(
+                "console.session_idle_secs, console.session_max_secs and console.max_sessions must be positive".into(),
+            ));
+        }
+        let is_origin = |o: &str| {
+            reqwest::Url::parse(o).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some()
+                    && u.path() == "/"
+                    && u.query().is_none()
+                    && u.username().is_empty()
+            })
+        };
+        if let Some(o) = c.allowed_origins.iter().find(|o| !is_origin(o)) {
+            return Err(Error::Invalid(format!(
+                "console.allowed_origins: {o:?} is not an origin like https://admin.example.com"
+            )));
         }
         let d = &self.delivery;
         if d.concurrency == 0 || d.per_webhook_concurrency == 0 {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -70,6 +70,8 @@ pub struct AppState {
     pub refusals: Arc<inbound_log::RefusalLog>,
     /// The retention metrics (`hookyard_store_rows`).
     pub retention: Arc<crate::store::retention::RetentionMetrics>,
+    /// The admin console's sessions.
+    pub console: crate::console::Sessions,
 }
 
 /// Shared state of the routers.
@@ -125,11 +127,21 @@ fn admin_routes(state: &Shared) -> Router<Shared> {
     admin::routes()
         .merge(plugins::routes(state.config.plugins.max_upload_bytes))
         .merge(sources::routes())
+        .route("/admin/v1/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_admin_token,
         ))
         .route("/admin/v1/openapi.json", get(openapi::document))
+        .merge(console_routes(state))
+}
+
+fn console_routes(state: &Shared) -> Router<Shared> {
+    if state.config.console.enabled {
+        crate::console::routes()
+    } else {
+        Router::new()
+    }
 }
 
 /// The fallback and the body limit, added once to a whole router: two routers that each have
@@ -171,12 +183,38 @@ async fn require_ingest_token(
     }
 }
 
+/// The admin API's guard: the bearer admin token, or a console session cookie with, for a
+/// change, its CSRF token and the console's Origin ([`crate::console::authorize`]). A request
+/// with an `Authorization` header is judged by it alone.
 async fn require_admin_token(
     State(state): State<Shared>,
     request: Request,
     next: Next,
 ) -> Response {
-    if bearer_ok(request.headers(), &state.config.server.admin_token) {
+    let headers = request.headers();
+    if !headers.contains_key(header::AUTHORIZATION) && state.config.console.enabled {
+        if let Some(verdict) = crate::console::authorize(&state, &request) {
+            return match verdict {
+                Ok(()) => next.run(request).await,
+                Err(e) => e.into_response(),
+            };
+        }
+    }
+    let token = &state.config.server.admin_token;
+    // Without a token the admin API is open to loopback clients: still not to a web page in a
+    // browser on this machine (a cross-site form post needs no CORS preflight).
+    if token.is_empty()
+        && !matches!(*request.method(), Method::GET | Method::HEAD)
+        && !crate::console::origin_ok(&state, headers, false)
+    {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "bad_origin",
+            "cross-site requests to the admin API are refused",
+        )
+        .into_response();
+    }
+    if bearer_ok(headers, token) {
         next.run(request).await
     } else {
         ApiError::unauthorized().into_response()
