@@ -28,6 +28,7 @@ use crate::store::Store;
 use crate::webhooks::WebhookDirectory;
 
 pub mod admin;
+pub mod connections;
 pub mod edge_metrics;
 pub mod error;
 pub mod inbound;
@@ -114,6 +115,7 @@ fn admin_routes(state: &Shared) -> Router<Shared> {
     admin::routes()
         .merge(plugins::routes(state.config.plugins.max_upload_bytes))
         .merge(sources::routes())
+        .merge(connections::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_admin_token,

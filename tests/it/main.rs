@@ -7,6 +7,7 @@ mod auth;
 mod bad_input;
 mod cli;
 mod cluster;
+mod connections;
 mod delivery;
 mod durability;
 mod edge;
