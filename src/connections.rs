@@ -131,17 +131,7 @@ pub fn token_key(hook: &Webhook) -> String {
 
 /// Checks a connection definition.
 pub fn validate(spec: &ConnectionSpec) -> Result<(), InvalidSpec> {
-    let name_ok = !spec.name.is_empty()
-        && spec.name.len() <= 100
-        && spec
-            .name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        && spec
-            .name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric());
+    let name_ok = webhooks::is_path_segment_name(&spec.name);
     if !name_ok {
         return Err(InvalidSpec {
             field: "name".into(),

@@ -150,23 +150,25 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvalidSpec 
     }
 }
 
-/// Checks a webhook definition. `max_timeout_ms` is the longest timeout the lease allows.
-pub fn validate(spec: &WebhookSpec, max_timeout_ms: u64) -> Result<(), InvalidSpec> {
-    // The name is a path segment (`/v1/inbound/{name}`, `/admin/v1/webhooks/{name}`): it must
-    // not be `.`, `..` or anything else a client or proxy would resolve as a relative path, so it
-    // starts with a letter or digit.
-    let name_ok = !spec.name.is_empty()
-        && spec.name.len() <= 100
-        && spec
-            .name
+/// Whether `name` may name a webhook or a connection: it is a path segment
+/// (`/v1/inbound/{name}`, `/admin/v1/webhooks/{name}`), so it must not be `.`, `..` or anything
+/// else a client or proxy would resolve as a relative path: 1 to 100 of `[A-Za-z0-9._-]`,
+/// starting with a letter or digit.
+pub fn is_path_segment_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        && spec
-            .name
+        && name
             .bytes()
             .next()
             .is_some_and(|b| b.is_ascii_alphanumeric())
-        && !spec.name.starts_with("wh_");
+}
+
+/// Checks a webhook definition. `max_timeout_ms` is the longest timeout the lease allows.
+pub fn validate(spec: &WebhookSpec, max_timeout_ms: u64) -> Result<(), InvalidSpec> {
+    let name_ok = is_path_segment_name(&spec.name) && !spec.name.starts_with("wh_");
     if !name_ok {
         return Err(invalid(
             "name",
