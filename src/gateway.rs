@@ -39,6 +39,10 @@ pub enum Error {
         /// What is wrong.
         error: webhooks::InvalidSpec,
     },
+    /// A connection declared in the config, or a declared webhook's or the sink's use of one,
+    /// is invalid.
+    #[error("{0}")]
+    DeclaredConnection(String),
     /// The secret keys could not be loaded, or stored secrets not brought under them.
     #[error("secrets: {0}")]
     Secrets(#[from] crate::secrets::Error),
@@ -106,7 +110,13 @@ pub async fn run_with_store(
     // between one's read and its insert is the other's insert, and applying again updates it.
     let mut tries = 0;
     loop {
-        let applied = match apply_declared_webhooks(&config, store.as_ref()).await {
+        // Connections first: the declared webhooks and the sink may use them.
+        let applied = match crate::connections::apply_declared(&config, store.as_ref()).await {
+            Ok(()) => apply_declared_webhooks(&config, store.as_ref()).await,
+            Err(crate::connections::DeclaredError::Store(e)) => Err(Error::Store(e)),
+            Err(e) => Err(Error::DeclaredConnection(e.to_string())),
+        };
+        let applied = match applied {
             Ok(()) => crate::sink::apply(&config, store.as_ref())
                 .await
                 .map_err(Error::from),

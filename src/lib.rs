@@ -27,6 +27,8 @@
 //!   batches through ingest and acknowledge them only once committed.
 //! - [`sink`]: the internal system's endpoint for write-backs and inbound records.
 //! - [`auth`]: credentials for outgoing requests, with the OAuth2 token cache.
+//! - [`connections`]: shared connections, one set of outgoing credentials (and one cached OAuth2
+//!   token) that many webhooks and the sink use by name.
 //! - [`secrets`]: secrets at rest (AES-256-GCM keyring, key sources, the encrypting store
 //!   wrapper, re-encryption at start-up) and redaction (URL credentials, scrubbing echoed
 //!   secrets).
@@ -49,6 +51,7 @@
 pub mod auth;
 pub mod config;
 pub mod console;
+pub mod connections;
 pub mod delivery;
 pub mod metrics;
 pub mod model;

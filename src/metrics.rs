@@ -66,6 +66,15 @@ pub struct SourceOutcomeLabel {
     pub outcome: String,
 }
 
+/// A label set naming a shared connection and a token fetch's result.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionOutcomeLabel {
+    /// The connection's name.
+    pub connection: String,
+    /// `ok` or `error`.
+    pub outcome: String,
+}
+
 /// All metrics of one gateway.
 pub struct Metrics {
     registry: Registry,
@@ -77,6 +86,9 @@ pub struct Metrics {
     pub attempt_duration: Histogram,
     /// OAuth2 token fetches by result (`ok`, `error`).
     pub token_fetches: Family<OutcomeLabel, Counter>,
+    /// OAuth2 token fetches for shared connections, by connection and result (also counted in
+    /// `token_fetches`).
+    pub connection_token_fetches: Family<ConnectionOutcomeLabel, Counter>,
     /// Pending deliveries (set at scrape time).
     pub queue_depth: Gauge,
     /// Due deliveries (set at scrape time).
@@ -144,6 +156,12 @@ impl Metrics {
             "oauth_token_fetches",
             "OAuth2 token fetches by result",
             token_fetches.clone(),
+        );
+        let connection_token_fetches = Family::<ConnectionOutcomeLabel, Counter>::default();
+        registry.register(
+            "connection_token_fetches",
+            "OAuth2 token fetches of shared connections by connection and result",
+            connection_token_fetches.clone(),
         );
         let queue_depth = Gauge::default();
         registry.register("queue_depth", "Pending deliveries", queue_depth.clone());
@@ -247,6 +265,7 @@ impl Metrics {
             deliveries,
             attempt_duration,
             token_fetches,
+            connection_token_fetches,
             queue_depth,
             queue_due,
             oldest_due_age,

@@ -81,6 +81,10 @@ pub struct WebhookSpec {
     /// How hookyard authenticates to the receiver.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// A shared connection whose credentials this webhook sends, in place of `auth` (see
+    /// [`crate::connections`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
     /// Standard Webhooks signing.
     #[serde(default)]
     pub signing: SigningConfig,

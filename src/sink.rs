@@ -37,6 +37,7 @@ fn spec(sink: &SinkConfig, config: &Config) -> WebhookSpec {
         secret_query_params: Vec::new(),
         event_header: None,
         auth: sink.auth.clone(),
+        connection: (!sink.connection.is_empty()).then(|| sink.connection.clone()),
         signing: SigningConfig {
             enabled: !sink.signing_secret.is_empty(),
             secret: (!sink.signing_secret.is_empty()).then(|| sink.signing_secret.clone()),

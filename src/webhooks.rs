@@ -15,6 +15,9 @@ struct Snapshot {
     /// In creation order.
     all: Vec<Arc<Webhook>>,
     by_id: HashMap<String, Arc<Webhook>>,
+    /// The shared connections, by name: read with the webhooks, so a webhook using one carries
+    /// its credentials in `spec.auth` here (see [`WebhookDirectory::auth_of`]).
+    connections: HashMap<String, Arc<crate::connections::Connection>>,
 }
 
 /// The current webhooks.
@@ -40,9 +43,32 @@ impl WebhookDirectory {
     pub async fn reload(&self, store: &dyn Store) -> store::Result<()> {
         let _turn = self.reloading.lock().await;
         let hooks = store.webhooks().await?;
-        let all: Vec<Arc<Webhook>> = hooks.into_iter().map(Arc::new).collect();
+        let connections: HashMap<_, _> = store
+            .connections()
+            .await?
+            .into_iter()
+            .map(|c| (c.spec.name.clone(), Arc::new(c)))
+            .collect();
+        let all: Vec<Arc<Webhook>> = hooks
+            .into_iter()
+            .map(|mut hook| {
+                // What reads a webhook's auth here (headers a plugin may not set, the log's
+                // redaction) sees its connection's; a missing one leaves `none`, and
+                // `auth_of` refuses to send.
+                if let Some(connection) = hook.spec.connection.as_ref() {
+                    if let Some(connection) = connections.get(connection) {
+                        hook.spec.auth = connection.spec.auth.clone();
+                    }
+                }
+                Arc::new(hook)
+            })
+            .collect();
         let by_id = all.iter().map(|h| (h.id.clone(), h.clone())).collect();
-        let next = Arc::new(Snapshot { all, by_id });
+        let next = Arc::new(Snapshot {
+            all,
+            by_id,
+            connections,
+        });
         match self.snapshot.write() {
             Ok(mut guard) => *guard = next,
             Err(poisoned) => *poisoned.into_inner() = next,
@@ -54,6 +80,21 @@ impl WebhookDirectory {
         match self.snapshot.read() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The credentials `hook` (from this directory) sends now, and the token-cache key they are
+    /// cached under ([`crate::connections::token_key`]): its connection's current ones when it
+    /// uses one (so an edited connection applies at once, whichever snapshot `hook` came
+    /// from), else its own. An error names a connection that does not exist.
+    pub fn auth_of(&self, hook: &Webhook) -> Result<(String, AuthConfig), String> {
+        let key = crate::connections::token_key(hook);
+        match &hook.spec.connection {
+            None => Ok((key, hook.spec.auth.clone())),
+            Some(name) => match self.current().connections.get(name) {
+                Some(connection) => Ok((key, connection.spec.auth.clone())),
+                None => Err(format!("connection {name:?} does not exist")),
+            },
         }
     }
 
@@ -109,23 +150,25 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvalidSpec 
     }
 }
 
-/// Checks a webhook definition. `max_timeout_ms` is the longest timeout the lease allows.
-pub fn validate(spec: &WebhookSpec, max_timeout_ms: u64) -> Result<(), InvalidSpec> {
-    // The name is a path segment (`/v1/inbound/{name}`, `/admin/v1/webhooks/{name}`): it must
-    // not be `.`, `..` or anything else a client or proxy would resolve as a relative path, so it
-    // starts with a letter or digit.
-    let name_ok = !spec.name.is_empty()
-        && spec.name.len() <= 100
-        && spec
-            .name
+/// Whether `name` may name a webhook or a connection: it is a path segment
+/// (`/v1/inbound/{name}`, `/admin/v1/webhooks/{name}`), so it must not be `.`, `..` or anything
+/// else a client or proxy would resolve as a relative path: 1 to 100 of `[A-Za-z0-9._-]`,
+/// starting with a letter or digit.
+pub fn is_path_segment_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        && spec
-            .name
+        && name
             .bytes()
             .next()
             .is_some_and(|b| b.is_ascii_alphanumeric())
-        && !spec.name.starts_with("wh_");
+}
+
+/// Checks a webhook definition. `max_timeout_ms` is the longest timeout the lease allows.
+pub fn validate(spec: &WebhookSpec, max_timeout_ms: u64) -> Result<(), InvalidSpec> {
+    let name_ok = is_path_segment_name(&spec.name) && !spec.name.starts_with("wh_");
     if !name_ok {
         return Err(invalid(
             "name",
@@ -234,7 +277,8 @@ fn check_http_url(field: &str, url: &str) -> Result<(), InvalidSpec> {
     Ok(())
 }
 
-fn validate_auth(auth: &AuthConfig) -> Result<(), InvalidSpec> {
+/// Checks an outgoing auth definition (a webhook's or a connection's); fields are `auth.*`.
+pub fn validate_auth(auth: &AuthConfig) -> Result<(), InvalidSpec> {
     let not_empty = |field: &str, v: &str| {
         if v.is_empty() {
             Err(invalid(format!("auth.{field}"), "must not be empty"))
@@ -362,15 +406,7 @@ pub fn carry_secrets(new: &mut WebhookSpec, old: &WebhookSpec) -> Result<(), Inv
     if new.url == shown.url {
         new.url = old.url.clone();
     }
-    if let (Some(new_url), Some(shown_url), Some(old_url)) = (
-        token_url_mut(&mut new.auth),
-        shown.auth.token_url(),
-        old.auth.token_url(),
-    ) {
-        if new_url == shown_url {
-            *new_url = old_url.to_owned();
-        }
-    }
+    carry_token_url(&mut new.auth, &old.auth, &old.secret_query_params);
     let moved = if new.auth.kind() != old.auth.kind() {
         Some("the auth type changed")
     } else if new.url != old.url {
@@ -380,30 +416,7 @@ pub fn carry_secrets(new: &mut WebhookSpec, old: &WebhookSpec) -> Result<(), Inv
     } else {
         None
     };
-    let must_resend = |field: String, why: &str| {
-        invalid(
-            field,
-            format!(
-                "{why}: send this secret again (a stored secret is never sent to a new destination)"
-            ),
-        )
-    };
-
-    let mut old_auth = old.auth.clone();
-    let olds = old_auth.secret_fields_mut();
-    for (name, value) in new.auth.secret_fields_mut() {
-        if value != MASK {
-            continue;
-        }
-        let field = format!("auth.{name}");
-        if let Some(why) = moved {
-            return Err(must_resend(field, why));
-        }
-        match olds.iter().find(|(n, _)| *n == name) {
-            Some((_, stored)) => *value = (*stored).clone(),
-            None => return Err(invalid(field, "masked, but no value is stored to keep")),
-        }
-    }
+    carry_auth_secrets(&mut new.auth, &old.auth, moved)?;
 
     let url_moved = (new.url != old.url).then_some("url changed");
     for (name, value) in new.headers.iter_mut() {
@@ -449,6 +462,56 @@ pub fn carry_secrets(new: &mut WebhookSpec, old: &WebhookSpec) -> Result<(), Inv
     }
     if new.signing.secret.as_deref().is_none_or(|s| s == MASK) {
         new.signing.secret = old.signing.secret.clone();
+    }
+    Ok(())
+}
+
+fn must_resend(field: String, why: &str) -> InvalidSpec {
+    invalid(
+        field,
+        format!(
+            "{why}: send this secret again (a stored secret is never sent to a new destination)"
+        ),
+    )
+}
+
+/// A token URL sent back as a read shows it (credentials and the `secret_params` masked) keeps
+/// the stored one.
+pub fn carry_token_url(new: &mut AuthConfig, old: &AuthConfig, secret_params: &[String]) {
+    let shown = old
+        .token_url()
+        .map(|url| crate::secrets::scrub::redact_url(url, secret_params));
+    if let (Some(new_url), Some(shown_url), Some(old_url)) =
+        (token_url_mut(new), shown.as_deref(), old.token_url())
+    {
+        if new_url == shown_url {
+            *new_url = old_url.to_owned();
+        }
+    }
+}
+
+/// Puts the stored value back into every auth secret sent as [`MASK`]; `moved` says why the
+/// secrets may not follow (the destination changed): then a masked secret is refused, naming
+/// the field.
+pub fn carry_auth_secrets(
+    new: &mut AuthConfig,
+    old: &AuthConfig,
+    moved: Option<&str>,
+) -> Result<(), InvalidSpec> {
+    let mut old_auth = old.clone();
+    let olds = old_auth.secret_fields_mut();
+    for (name, value) in new.secret_fields_mut() {
+        if value != MASK {
+            continue;
+        }
+        let field = format!("auth.{name}");
+        if let Some(why) = moved {
+            return Err(must_resend(field, why));
+        }
+        match olds.iter().find(|(n, _)| *n == name) {
+            Some((_, stored)) => *value = (*stored).clone(),
+            None => return Err(invalid(field, "masked, but no value is stored to keep")),
+        }
     }
     Ok(())
 }

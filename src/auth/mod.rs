@@ -13,7 +13,7 @@ use http::{HeaderName, HeaderValue};
 
 use crate::model::{AuthConfig, MASK};
 
-pub use self::oauth2::{TokenCache, DEFAULT_TOKEN_LIFETIME};
+pub use self::oauth2::{TokenCache, TokenInfo, CONNECTION_KEY_PREFIX, DEFAULT_TOKEN_LIFETIME};
 
 /// Why credentials could not be produced. Messages never contain secrets.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,4 +1,5 @@
-//! OAuth2 access tokens for outgoing requests, cached per webhook.
+//! OAuth2 access tokens for outgoing requests, cached per webhook, or per shared connection for
+//! the webhooks that use one (keys `connection:<name>`, see [`crate::connections`]).
 //!
 //! A burst of deliveries to one webhook must not become a burst of token requests: the token
 //! server is often rate-limited, and some revoke older tokens when issuing new ones. So tokens are
@@ -17,7 +18,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ::oauth2::basic::{BasicClient, BasicErrorResponse};
+use ::oauth2::basic::{BasicClient, BasicErrorResponse, BasicTokenType};
 use ::oauth2::{
     AsyncHttpClient, AuthType, ClientId, ClientSecret, HttpClientError, HttpRequest, HttpResponse,
     RequestTokenError, ResourceOwnerPassword, ResourceOwnerUsername, Scope, TokenResponse,
@@ -39,9 +40,24 @@ const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// Longest a token request may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The start of a shared connection's key in the cache (`connection:<name>`); other keys are
+/// webhook ids. Fetches under such a key are also counted per connection.
+pub const CONNECTION_KEY_PREFIX: &str = "connection:";
+
 type Fingerprint = [u8; 32];
 
-/// Per-webhook cache of OAuth2 access tokens with single-flight fetches.
+/// What a token fetch brought, besides the token: what a connection test shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// `token_type` of the answer (`bearer`...), lowercase.
+    pub token_type: String,
+    /// `expires_in` of the answer; none when the server did not say.
+    pub expires_in: Option<Duration>,
+    /// How long the token is used: `expires_in` (or [`DEFAULT_TOKEN_LIFETIME`]), capped.
+    pub lifetime: Duration,
+}
+
+/// Per-webhook (or per-connection) cache of OAuth2 access tokens with single-flight fetches.
 pub struct TokenCache {
     http: reqwest::Client,
     metrics: Arc<Metrics>,
@@ -248,21 +264,48 @@ impl TokenCache {
         if let Some(result) = slot.reusable(&fingerprint, since) {
             return result;
         }
+        self.fetch_into(webhook_id, &slot, &grant, fingerprint)
+            .await
+            .map(|(token, _)| token)
+    }
+
+    /// Fetches a new token for `key` with `auth` whatever is cached (a connection test), and
+    /// caches it as [`TokenCache::token`] would. Says what came back, never the token.
+    pub async fn probe(&self, key: &str, auth: &AuthConfig) -> Result<TokenInfo, AuthError> {
+        let grant = Grant::of(auth)?;
+        let fingerprint = grant.fingerprint();
+        let slot = self.slot(key);
+        let _fetching = slot.fetching.lock().await;
+        self.fetch_into(key, &slot, &grant, fingerprint)
+            .await
+            .map(|(_, info)| info)
+    }
+
+    /// One fetch whose outcome becomes `slot`'s (the caller holds `slot.fetching`).
+    async fn fetch_into(
+        &self,
+        key: &str,
+        slot: &Slot,
+        grant: &Grant<'_>,
+        fingerprint: Fingerprint,
+    ) -> Result<(String, TokenInfo), AuthError> {
         let started = Instant::now();
-        let result = self.fetch(webhook_id, &grant).await;
+        let result = self.fetch(key, grant).await;
         let mut state = slot.state();
-        if let Ok((token, lifetime)) = &result {
+        if let Ok((token, info)) = &result {
             state.cached = Some(Cached {
                 token: token.clone(),
                 fingerprint,
-                refresh_at: started + lifetime.saturating_sub(self.refresh_margin),
+                refresh_at: started + info.lifetime.saturating_sub(self.refresh_margin),
             });
         }
-        let result = result.map(|(token, _)| token);
         state.last_fetch = Some(Fetched {
             finished_at: Instant::now(),
             fingerprint,
-            result: result.clone(),
+            result: result
+                .as_ref()
+                .map(|(token, _)| token.clone())
+                .map_err(|e| e.clone()),
         });
         result
     }
@@ -308,7 +351,7 @@ impl TokenCache {
         &self,
         webhook_id: &str,
         grant: &Grant<'_>,
-    ) -> Result<(String, Duration), AuthError> {
+    ) -> Result<(String, TokenInfo), AuthError> {
         let url = shown_url(grant.token_url);
         let result = match tokio::time::timeout(FETCH_TIMEOUT, self.request(grant, &url)).await {
             Ok(result) => result,
@@ -317,6 +360,15 @@ impl TokenCache {
                 reason: format!("no answer within {}s", FETCH_TIMEOUT.as_secs()),
             }),
         };
+        if let Some(connection) = webhook_id.strip_prefix(CONNECTION_KEY_PREFIX) {
+            self.metrics
+                .connection_token_fetches
+                .get_or_create(&crate::metrics::ConnectionOutcomeLabel {
+                    connection: connection.to_owned(),
+                    outcome: if result.is_ok() { "ok" } else { "error" }.to_owned(),
+                })
+                .inc();
+        }
         match &result {
             Ok(_) => {
                 Metrics::count(&self.metrics.token_fetches, "ok");
@@ -330,7 +382,11 @@ impl TokenCache {
         result
     }
 
-    async fn request(&self, grant: &Grant<'_>, url: &str) -> Result<(String, Duration), AuthError> {
+    async fn request(
+        &self,
+        grant: &Grant<'_>,
+        url: &str,
+    ) -> Result<(String, TokenInfo), AuthError> {
         let token_url_error = |reason: String| AuthError::TokenUrl {
             url: url.to_owned(),
             reason,
@@ -382,11 +438,20 @@ impl TokenCache {
         };
         let status = http.status.load(Ordering::Relaxed);
         let response = response.map_err(|e| token_error(e, url, status, grant))?;
-        let lifetime = response
-            .expires_in()
-            .unwrap_or(DEFAULT_TOKEN_LIFETIME)
-            .min(MAX_TOKEN_LIFETIME);
-        Ok((response.access_token().secret().clone(), lifetime))
+        let expires_in = response.expires_in();
+        let token_type = match response.token_type() {
+            BasicTokenType::Bearer => "bearer".to_owned(),
+            BasicTokenType::Mac => "mac".to_owned(),
+            BasicTokenType::Extension(other) => other.to_ascii_lowercase(),
+        };
+        let info = TokenInfo {
+            token_type,
+            expires_in,
+            lifetime: expires_in
+                .unwrap_or(DEFAULT_TOKEN_LIFETIME)
+                .min(MAX_TOKEN_LIFETIME),
+        };
+        Ok((response.access_token().secret().clone(), info))
     }
 }
 

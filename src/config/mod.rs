@@ -82,6 +82,10 @@ pub struct Config {
     /// stays paused).
     #[serde(default)]
     pub sources: Vec<crate::source::SourceSpec>,
+    /// Shared connections declared in the file, applied by name at start-up; the admin API may
+    /// read them but not change them.
+    #[serde(default)]
+    pub connections: Vec<crate::connections::ConnectionSpec>,
 }
 
 /// `[server]`.
@@ -165,6 +169,8 @@ pub struct SinkConfig {
     pub url: String,
     /// Credentials.
     pub auth: crate::model::AuthConfig,
+    /// A shared connection whose credentials the sink sends, in place of `auth`; empty: none.
+    pub connection: String,
     /// Signing secret; empty: unsigned.
     pub signing_secret: String,
     /// Request timeout, in milliseconds.
@@ -525,6 +531,23 @@ impl Config {
                     hook.name
                 )));
             }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, connection) in self.connections.iter().enumerate() {
+            crate::connections::validate(connection).map_err(|e| {
+                Error::Invalid(format!("connections[{i}] ({}): {e}", connection.name))
+            })?;
+            if !names.insert(connection.name.as_str()) {
+                return Err(Error::Invalid(format!(
+                    "connections[{i}]: the name {:?} is declared twice",
+                    connection.name
+                )));
+            }
+        }
+        if !self.sink.connection.is_empty() && self.sink.auth != crate::model::AuthConfig::None {
+            return Err(Error::Invalid(
+                "sink: set either sink.auth or sink.connection, not both".into(),
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for (i, source) in self.sources.iter().enumerate() {

@@ -942,6 +942,11 @@ impl Deliverer {
         Next::RetryAt(now_ms() + delay.as_millis() as i64)
     }
 
+    /// The token cache (shared by a connection's webhooks), for `POST .../connections/{name}/test`.
+    pub fn tokens(&self) -> &TokenCache {
+        &self.tokens
+    }
+
     /// Sends one request (refreshing an OAuth2 token once on a 401) and reads the answer.
     async fn exchange(
         &self,
@@ -990,12 +995,16 @@ impl Deliverer {
             Err(e) => return fail(log, e, true),
         };
         let timeout = Duration::from_millis(hook.spec.timeout_ms);
+        // A connection's webhooks share its token (one cache slot, keyed by the connection).
+        let (auth_key, auth) = match self.webhooks.auth_of(hook) {
+            Ok(auth) => auth,
+            Err(e) => return fail(log, format!("auth: {e}"), false),
+        };
         let mut refreshed = false;
         let mut earlier: Vec<Attempt> = Vec::new();
         loop {
             let sent_at = now_ms();
-            let credentials = match auth::credentials(&self.tokens, &hook.id, &hook.spec.auth).await
-            {
+            let credentials = match auth::credentials(&self.tokens, &auth_key, &auth).await {
                 Ok(c) => c,
                 // A refused token URL or a token endpoint refusing the credentials is dead at
                 // once, like a refused webhook URL; an unreachable one is retried.
@@ -1038,11 +1047,11 @@ impl Deliverer {
                 }
             };
             let status = response.status().as_u16();
-            if status == 401 && auth::uses_oauth(&hook.spec.auth) && !refreshed {
+            if status == 401 && auth::uses_oauth(&auth) && !refreshed {
                 if let Some(stale) = token {
                     // The token may have been revoked early: fetch a new one and resend once.
                     // The refused request stays in the log as an attempt of its own.
-                    self.tokens.invalidate(&hook.id, &stale);
+                    self.tokens.invalidate(&auth_key, &stale);
                     refreshed = true;
                     earlier.push(self.refused_for_token(job, &log, response, sent_at).await);
                     continue;

@@ -63,6 +63,21 @@ impl Store for GatedStore {
     async fn delete_source(&self, name: &str) -> StoreResult<bool> {
         self.inner.delete_source(name).await
     }
+    async fn connections(&self) -> StoreResult<Vec<crate::connections::Connection>> {
+        self.inner.connections().await
+    }
+    async fn connection(&self, name: &str) -> StoreResult<Option<crate::connections::Connection>> {
+        self.inner.connection(name).await
+    }
+    async fn insert_connection(&self, c: &crate::connections::Connection) -> StoreResult<()> {
+        self.inner.insert_connection(c).await
+    }
+    async fn update_connection(&self, c: &crate::connections::Connection) -> StoreResult<bool> {
+        self.inner.update_connection(c).await
+    }
+    async fn delete_connection(&self, name: &str) -> StoreResult<crate::connections::Deletion> {
+        self.inner.delete_connection(name).await
+    }
     fn subscribe(&self) -> broadcast::Receiver<StoreChange> {
         self.inner.subscribe()
     }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{Error as SecretError, Keyring};
+use crate::connections::{Connection, Deletion};
 use crate::model::{
     Attempt, Completion, Delivery, DeliveryFilter, EventToIngest, IngestResult, Job, Millis, Page,
     QueueStats, Webhook,
@@ -61,6 +62,34 @@ pub fn open(keys: &Keyring, mut hook: Webhook) -> store::Result<Webhook> {
     Ok(hook)
 }
 
+/// Encrypts every secret field of `connection` under the first key (context
+/// `connection:<name>`), as [`seal`] does a webhook's.
+pub fn seal_connection(keys: &Keyring, connection: &Connection) -> Connection {
+    let mut sealed = connection.clone();
+    let context = Connection::secret_context(&connection.spec.name);
+    for field in sealed.spec.secret_fields_mut() {
+        if field.is_url && !url_has_secrets(field.value, &[]) {
+            continue;
+        }
+        *field.value = keys.encrypt(&context, &field.path, field.value);
+    }
+    sealed
+}
+
+/// Decrypts every encrypted field of `connection`; the error names it and the field.
+pub fn open_connection(keys: &Keyring, mut connection: Connection) -> store::Result<Connection> {
+    let name = connection.spec.name.clone();
+    let context = Connection::secret_context(&name);
+    for field in connection.spec.secret_fields_mut() {
+        if Keyring::is_encrypted(field.value) {
+            *field.value = keys
+                .decrypt(&context, &field.path, field.value)
+                .map_err(|e| store::Error::Secret(format!("connection {name:?}: {e}")))?;
+        }
+    }
+    Ok(connection)
+}
+
 /// Brings `hook` (as stored) under the first key: plaintext secrets encrypted, values of older
 /// keys re-encrypted. Returns whether anything changed.
 fn reencrypt(keys: &Keyring, hook: &mut Webhook) -> store::Result<bool> {
@@ -97,13 +126,44 @@ impl SecretStore {
     pub async fn reencrypt_all(&self) -> Result<usize, SecretError> {
         let keys = self.keys.clone();
         let rewrite: WebhookRewrite = Arc::new(move |hook: &mut Webhook| reencrypt(&keys, hook));
-        let changed = self.inner.rewrite_webhooks(rewrite).await?;
+        let mut changed = self.inner.rewrite_webhooks(rewrite).await?;
+        changed += self.reencrypt_connections().await?;
         if changed > 0 {
             tracing::info!(
                 webhooks = changed,
                 key_id = self.keys.primary_id(),
                 "encrypted stored webhook secrets under the current key"
             );
+        }
+        Ok(changed)
+    }
+}
+
+impl SecretStore {
+    /// [`SecretStore::reencrypt_all`] for the connections: each one not wholly under the first
+    /// key is opened and sealed again. Connections are few and rarely written, so this reads
+    /// then writes each one (two processes starting at once both write the same clear text).
+    async fn reencrypt_connections(&self) -> Result<usize, SecretError> {
+        let mut changed = 0;
+        for mut stored in self.inner.connections().await? {
+            let current = stored.spec.secret_fields_mut().into_iter().all(|field| {
+                if Keyring::is_encrypted(field.value) {
+                    Keyring::key_of(field.value) == Some(self.keys.primary_id())
+                } else {
+                    field.is_url && !url_has_secrets(field.value, &[])
+                }
+            });
+            if current {
+                continue;
+            }
+            let clear = open_connection(&self.keys, stored)?;
+            if self
+                .inner
+                .update_connection(&seal_connection(&self.keys, &clear))
+                .await?
+            {
+                changed += 1;
+            }
         }
         Ok(changed)
     }
@@ -224,6 +284,32 @@ impl Store for SecretStore {
     }
     async fn delete_source(&self, name: &str) -> store::Result<bool> {
         self.inner.delete_source(name).await
+    }
+    async fn connections(&self) -> store::Result<Vec<Connection>> {
+        let stored = self.inner.connections().await?;
+        stored
+            .into_iter()
+            .map(|c| open_connection(&self.keys, c))
+            .collect()
+    }
+    async fn connection(&self, name: &str) -> store::Result<Option<Connection>> {
+        match self.inner.connection(name).await? {
+            Some(c) => Ok(Some(open_connection(&self.keys, c)?)),
+            None => Ok(None),
+        }
+    }
+    async fn insert_connection(&self, connection: &Connection) -> store::Result<()> {
+        self.inner
+            .insert_connection(&seal_connection(&self.keys, connection))
+            .await
+    }
+    async fn update_connection(&self, connection: &Connection) -> store::Result<bool> {
+        self.inner
+            .update_connection(&seal_connection(&self.keys, connection))
+            .await
+    }
+    async fn delete_connection(&self, name: &str) -> store::Result<Deletion> {
+        self.inner.delete_connection(name).await
     }
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoreChange> {
         self.inner.subscribe()

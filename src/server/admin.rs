@@ -64,6 +64,7 @@ async fn check(state: &Shared, spec: &mut WebhookSpec) -> Result<(), ApiError> {
     webhooks::check_no_masks(spec)?;
     webhooks::validate(spec, state.config.max_timeout_ms())?;
     webhooks::check_name_free(&spec.name)?;
+    crate::connections::check_webhook(state.store.as_ref(), spec).await??;
     if spec.inbound.as_ref().is_some_and(|i| i.enabled) && state.config.sink.url.is_empty() {
         return Err(ApiError::invalid_field(
             "inbound",
@@ -223,7 +224,7 @@ async fn patch_webhook(
     save(&state, old, spec).await
 }
 
-fn merge_patch(target: &mut Value, patch: Value) {
+pub(super) fn merge_patch(target: &mut Value, patch: Value) {
     match patch {
         Value::Object(fields) => {
             if !target.is_object() {

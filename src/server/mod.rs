@@ -28,6 +28,7 @@ use crate::store::Store;
 use crate::webhooks::WebhookDirectory;
 
 pub mod admin;
+pub mod connections;
 pub mod edge_metrics;
 pub mod error;
 pub mod inbound;
@@ -128,6 +129,7 @@ fn admin_routes(state: &Shared) -> Router<Shared> {
         .merge(plugins::routes(state.config.plugins.max_upload_bytes))
         .merge(sources::routes())
         .route("/admin/v1/metrics", get(metrics))
+        .merge(connections::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_admin_token,

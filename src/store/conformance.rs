@@ -41,6 +41,7 @@ macro_rules! for_each_check {
             earlier_attempts_and_plugins_are_logged,
             refused_pushes_are_not_replayed,
             retention_purges_the_right_rows,
+            connection_crud,
         );
     };
 }
@@ -1438,4 +1439,87 @@ pub(crate) async fn a_lease_at_ingest_is_a_claim(store: Arc<dyn Store>) {
     let jobs = claim(store, "other", T0 + 2_000, 10).await;
     assert_eq!(ids(&jobs), vec![kept_id], "its retry is claimable as usual");
     assert_eq!(jobs[0].attempt_no, 2);
+}
+
+/// Shared connections: insert (a taken name conflicts), read by name and all by name, update
+/// (false for an unknown one), and a delete refused while a webhook names the connection,
+/// listing it; every change is announced as a webhooks change (their credentials changed).
+pub(crate) async fn connection_crud(store: Arc<dyn Store>) {
+    use crate::connections::{Connection, Deletion};
+    let store = &*store;
+    let mut rx = store.subscribe();
+    let connection = |name: &str, password: &str| Connection {
+        spec: serde_json::from_value(json!({
+            "name": name,
+            "auth": {"type": "oauth2_password", "token_url": "https://idp.example.test/token",
+                     "username": "hookyard", "password": password},
+        }))
+        .expect("a valid connection"),
+        created_at: T0,
+        updated_at: T0,
+    };
+    let workplace = connection("workplace", "pw-1");
+    store.insert_connection(&workplace).await.unwrap();
+    assert_eq!(next_change(&mut rx).await, StoreChange::Webhooks, "insert");
+    assert!(matches!(
+        store.insert_connection(&workplace).await,
+        Err(Error::Conflict(_))
+    ));
+    store
+        .insert_connection(&connection("another", "pw-2"))
+        .await
+        .unwrap();
+    assert_eq!(next_change(&mut rx).await, StoreChange::Webhooks, "insert");
+    assert_eq!(
+        store.connection("workplace").await.unwrap(),
+        Some(workplace)
+    );
+    assert_eq!(store.connection("nobody").await.unwrap(), None);
+    let names: Vec<String> = store
+        .connections()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.spec.name)
+        .collect();
+    assert_eq!(names, ["another", "workplace"]);
+
+    let rotated = Connection {
+        updated_at: T0 + 1,
+        ..connection("workplace", "pw-rotated")
+    };
+    assert!(store.update_connection(&rotated).await.unwrap());
+    assert_eq!(next_change(&mut rx).await, StoreChange::Webhooks, "update");
+    assert_eq!(
+        store.connection("workplace").await.unwrap().as_ref(),
+        Some(&rotated)
+    );
+    assert!(!store
+        .update_connection(&connection("nobody", "x"))
+        .await
+        .unwrap());
+
+    let mut user = webhook("uses-it");
+    user.spec.connection = Some("workplace".to_owned());
+    store.insert_webhook(&user).await.unwrap();
+    assert_eq!(next_change(&mut rx).await, StoreChange::Webhooks, "webhook");
+    add_webhook(store, "other").await;
+    assert_eq!(next_change(&mut rx).await, StoreChange::Webhooks, "webhook");
+    assert_eq!(
+        store.delete_connection("workplace").await.unwrap(),
+        Deletion::InUse(vec!["uses-it".to_owned()])
+    );
+    assert!(store.connection("workplace").await.unwrap().is_some());
+    assert_eq!(
+        store.delete_connection("nobody").await.unwrap(),
+        Deletion::NotFound
+    );
+    assert!(store.delete_webhook(&user.id).await.unwrap());
+    assert_eq!(next_change(&mut rx).await, StoreChange::Webhooks, "webhook");
+    assert_eq!(
+        store.delete_connection("workplace").await.unwrap(),
+        Deletion::Deleted
+    );
+    assert_eq!(next_change(&mut rx).await, StoreChange::Webhooks, "delete");
+    assert_eq!(store.connection("workplace").await.unwrap(), None);
 }

@@ -288,6 +288,19 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a source by name. False when there is none.
     async fn delete_source(&self, name: &str) -> Result<bool>;
 
+    /// Every shared connection, by name (see [`crate::connections`]).
+    async fn connections(&self) -> Result<Vec<crate::connections::Connection>>;
+    /// A connection by name.
+    async fn connection(&self, name: &str) -> Result<Option<crate::connections::Connection>>;
+    /// Inserts a connection. A taken name is [`Error::Conflict`]. Sends a `Webhooks` notice.
+    async fn insert_connection(&self, connection: &crate::connections::Connection) -> Result<()>;
+    /// Replaces a connection's spec by name (the webhooks on it send the new credentials from
+    /// their next attempt). False when there is none. Sends a `Webhooks` notice.
+    async fn update_connection(&self, connection: &crate::connections::Connection) -> Result<bool>;
+    /// Deletes a connection by name, unless a webhook names it (checked in the same
+    /// transaction: [`crate::connections::Deletion::InUse`] lists them).
+    async fn delete_connection(&self, name: &str) -> Result<crate::connections::Deletion>;
+
     /// Notices of committed webhook and plugin changes, from this process and (PostgreSQL) every
     /// other process on the same database schema. See "Change notification" above.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoreChange>;

@@ -49,6 +49,7 @@ use tokio_postgres::{AsyncMessage, Config, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 mod log;
+mod connections;
 mod sources;
 
 use super::batch::{Batch, Batcher};
@@ -187,6 +188,15 @@ CREATE TABLE sources (
 );
 "#,
     log::MIGRATION,
+    r#"
+-- migration for shared connections (src/connections.rs): spec as JSON, secrets sealed.
+CREATE TABLE connections (
+    name       TEXT COLLATE "C" PRIMARY KEY,
+    spec       TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+"#,
 ];
 
 /// Everything PostgreSQL reports is [`Error::Database`], except a closed connection, which is
@@ -1600,6 +1610,22 @@ impl Store for PostgresStore {
     }
     async fn delete_source(&self, name: &str) -> Result<bool> {
         self.delete_source_row(name).await
+    }
+
+    async fn connections(&self) -> Result<Vec<crate::connections::Connection>> {
+        self.list_connections().await
+    }
+    async fn connection(&self, name: &str) -> Result<Option<crate::connections::Connection>> {
+        self.connection_named(name).await
+    }
+    async fn insert_connection(&self, connection: &crate::connections::Connection) -> Result<()> {
+        self.insert_connection_row(connection).await
+    }
+    async fn update_connection(&self, connection: &crate::connections::Connection) -> Result<bool> {
+        self.update_connection_row(connection).await
+    }
+    async fn delete_connection(&self, name: &str) -> Result<crate::connections::Deletion> {
+        self.delete_connection_row(name).await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<StoreChange> {

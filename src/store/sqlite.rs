@@ -40,6 +40,7 @@ use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtensio
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 mod log;
+mod connections;
 mod sources;
 
 use super::encode::{
@@ -166,6 +167,15 @@ CREATE TABLE sources (
 );
 "#,
     log::MIGRATION,
+    r#"
+-- migration for shared connections (src/connections.rs): spec as JSON, secrets sealed.
+CREATE TABLE connections (
+    name       TEXT PRIMARY KEY NOT NULL,
+    spec       TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+"#,
 ];
 
 /// Decoding failures are [`Error::Corrupt`]; everything else SQLite reports is
@@ -1612,6 +1622,22 @@ impl Store for SqliteStore {
     }
     async fn delete_source(&self, name: &str) -> Result<bool> {
         self.delete_source_row(name).await
+    }
+
+    async fn connections(&self) -> Result<Vec<crate::connections::Connection>> {
+        self.list_connections().await
+    }
+    async fn connection(&self, name: &str) -> Result<Option<crate::connections::Connection>> {
+        self.connection_named(name).await
+    }
+    async fn insert_connection(&self, connection: &crate::connections::Connection) -> Result<()> {
+        self.insert_connection_row(connection).await
+    }
+    async fn update_connection(&self, connection: &crate::connections::Connection) -> Result<bool> {
+        self.update_connection_row(connection).await
+    }
+    async fn delete_connection(&self, name: &str) -> Result<crate::connections::Deletion> {
+        self.delete_connection_row(name).await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<StoreChange> {

@@ -64,9 +64,21 @@ fn retarget(url: &str, to: &Receiver) -> String {
     to.url(&path)
 }
 
-/// Points an `oauth2_password` webhook at the test's token server; returns (username, password).
-fn use_token_server(hook: &mut WebhookSpec, tokens: &TokenServer) -> (String, String) {
-    match &mut hook.auth {
+/// Points the `oauth2_password` credentials of webhook `name` (its own, or those of the
+/// connection it uses) at the test's token server; returns (username, password).
+fn use_token_server(config: &mut Config, name: &str, tokens: &TokenServer) -> (String, String) {
+    let auth = match webhook(config, name).connection.clone() {
+        Some(connection) => {
+            &mut config
+                .connections
+                .iter_mut()
+                .find(|c| c.name == connection)
+                .unwrap_or_else(|| panic!("{name}: connection {connection:?} is not declared"))
+                .auth
+        }
+        None => &mut webhook(config, name).auth,
+    };
+    match auth {
         AuthConfig::Oauth2Password {
             token_url,
             username,
@@ -76,11 +88,7 @@ fn use_token_server(hook: &mut WebhookSpec, tokens: &TokenServer) -> (String, St
             *token_url = tokens.url();
             (username.clone(), password.clone())
         }
-        other => panic!(
-            "{}: expected oauth2_password, got {}",
-            hook.name,
-            other.kind()
-        ),
+        other => panic!("{name}: expected oauth2_password, got {}", other.kind()),
     }
 }
 
@@ -156,9 +164,9 @@ async fn workplace_users_syncs_out_writes_back_and_takes_pushes() {
 
     let mut config = example_config("workplace-users", dir.path());
     config.sink.url = retarget(&config.sink.url, &sink);
+    let (username, password) = use_token_server(&mut config, "workplace-users", &tokens);
     let hook = webhook(&mut config, "workplace-users");
     hook.url = retarget(&hook.url, &hr);
-    let (username, password) = use_token_server(hook, &tokens);
     let (key_header, key) = inbound_credentials(hook);
     let sink_token = sink_token(&config);
     let gw = TestGateway::start(config).await;
@@ -291,9 +299,9 @@ async fn workplace_locations_syncs_out_writes_back_and_takes_updates() {
 
     let mut config = example_config("workplace-locations", dir.path());
     config.sink.url = retarget(&config.sink.url, &sink);
+    use_token_server(&mut config, "workplace-locations", &tokens);
     let hook = webhook(&mut config, "workplace-locations");
     hook.url = retarget(&hook.url, &facilities);
-    use_token_server(hook, &tokens);
     let (auth_header, auth_value) = inbound_credentials(hook);
     let gw = TestGateway::start(config).await;
 

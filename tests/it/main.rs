@@ -8,6 +8,7 @@ mod bad_input;
 mod cli;
 mod cluster;
 mod console;
+mod connections;
 mod delivery;
 mod durability;
 mod edge;
