@@ -29,8 +29,9 @@
 //!   wrapper, re-encryption at start-up) and redaction (URL credentials, scrubbing echoed
 //!   secrets).
 //! - [`private_files`]: files and directories created readable by the gateway's user only.
-//! - [`server`]: the public (ingest, inbound, health, metrics) and admin HTTP APIs, and the
-//!   listeners that serve them ([`server::listener`]: timeouts, connection caps, TLS from
+//! - [`server`]: the public (ingest, inbound, health, metrics) and admin HTTP APIs, their
+//!   OpenAPI document generated from the handlers ([`server::openapi`]), and the listeners that
+//!   serve them ([`server::listener`]: timeouts, connection caps, TLS from
 //!   [`server::tls`]; [`server::limits`]: open-file budget, body deadline, inbound rate limit).
 //! - [`metrics`]: the Prometheus registry.
 //! - `fuzz` (tests only): a fuzz target per parser of untrusted input.

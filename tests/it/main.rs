@@ -12,6 +12,7 @@ mod durability;
 mod edge;
 mod examples;
 mod ingest;
+mod openapi;
 mod plugin_kit;
 mod plugin_output;
 mod plugins;
