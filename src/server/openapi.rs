@@ -232,7 +232,7 @@ pub struct WebhookView;
 
 impl utoipa::PartialSchema for WebhookView {
     fn schema() -> RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{Object, Schema, Type};
+        use utoipa::openapi::schema::{KnownFormat, Object, Schema, SchemaFormat, Type};
         let mut schema = match <WebhookSpec as utoipa::PartialSchema>::schema() {
             RefOr::T(Schema::Object(object)) => object,
             // The derive makes an object of a struct; anything else would be a bug there.
@@ -244,36 +244,39 @@ impl utoipa::PartialSchema for WebhookView {
              create answer shows the signing secret once), its id and timestamps."
                 .into(),
         );
-        let string = |description: &str| {
-            Object::builder()
-                .schema_type(Type::String)
+        let property = |schema_type: Type, format: Option<KnownFormat>, description: &str| {
+            let object = Object::builder()
+                .schema_type(schema_type)
+                .format(format.map(SchemaFormat::KnownFormat))
                 .description(Some(description))
-                .build()
+                .build();
+            RefOr::T(Schema::Object(object))
         };
-        let millis = |description: &str| {
-            Object::builder()
-                .schema_type(Type::Integer)
-                .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
-                    utoipa::openapi::KnownFormat::Int64,
-                )))
-                .description(Some(description))
-                .build()
-        };
-        schema
-            .properties
-            .insert("id".into(), string("Stable id, `wh_...`").into());
-        schema
-            .properties
-            .insert("created_at".into(), millis("Creation time (Unix ms)").into());
-        schema.properties.insert(
-            "updated_at".into(),
-            millis("Last change (Unix ms); the gateway changes it too (a 410 disables a webhook)")
-                .into(),
-        );
-        schema.properties.insert(
-            "inbound_url".into(),
-            string("Where the third party pushes, when the webhook has an inbound side").into(),
-        );
+        for (name, schema_type, format, description) in [
+            ("id", Type::String, None, "Stable id, `wh_...`"),
+            (
+                "created_at",
+                Type::Integer,
+                Some(KnownFormat::Int64),
+                "Creation time (Unix ms)",
+            ),
+            (
+                "updated_at",
+                Type::Integer,
+                Some(KnownFormat::Int64),
+                "Last change (Unix ms), by an admin or by the gateway (a 410 disables a webhook)",
+            ),
+            (
+                "inbound_url",
+                Type::String,
+                None,
+                "Where the third party pushes, when the webhook has an inbound side",
+            ),
+        ] {
+            schema
+                .properties
+                .insert(name.into(), property(schema_type, format, description));
+        }
         schema
             .required
             .extend(["id".into(), "created_at".into(), "updated_at".into()]);
@@ -282,9 +285,7 @@ impl utoipa::PartialSchema for WebhookView {
 }
 
 impl utoipa::ToSchema for WebhookView {
-    fn schemas(
-        schemas: &mut Vec<(String, RefOr<utoipa::openapi::schema::Schema>)>,
-    ) {
+    fn schemas(schemas: &mut Vec<(String, RefOr<utoipa::openapi::schema::Schema>)>) {
         <WebhookSpec as utoipa::ToSchema>::schemas(schemas);
     }
 }

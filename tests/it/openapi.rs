@@ -31,8 +31,18 @@ fn oas_validator() -> Validator {
             "https://spec.openapis.org/oas/3.1/schema/2022-10-07",
             parse(OAS_SCHEMA),
         )
-        .and_then(|r| r.add("https://spec.openapis.org/oas/3.1/dialect/base", parse(OAS_DIALECT)))
-        .and_then(|r| r.add("https://spec.openapis.org/oas/3.1/meta/base", parse(OAS_VOCABULARY)))
+        .and_then(|r| {
+            r.add(
+                "https://spec.openapis.org/oas/3.1/dialect/base",
+                parse(OAS_DIALECT),
+            )
+        })
+        .and_then(|r| {
+            r.add(
+                "https://spec.openapis.org/oas/3.1/meta/base",
+                parse(OAS_VOCABULARY),
+            )
+        })
         .and_then(|r| r.prepare())
         .expect("the vendored schemas register");
     let entry = json!({
@@ -112,7 +122,10 @@ async fn the_served_document_is_valid_openapi_3_1() {
         let pointer = r
             .strip_prefix('#')
             .unwrap_or_else(|| panic!("{at}: {r} is not a local reference"));
-        assert!(doc.pointer(pointer).is_some(), "{at}: {r} resolves to nothing");
+        assert!(
+            doc.pointer(pointer).is_some(),
+            "{at}: {r} resolves to nothing"
+        );
     }
 
     // The validator can fail: a broken document, and a document whose only fault is inside a
@@ -262,47 +275,220 @@ async fn answers_match_the_documented_schemas() {
         ("GET", "/healthz", public("/healthz"), None, None),
         ("GET", "/readyz", public("/readyz"), None, None),
         ("GET", "/metrics", public("/metrics"), None, None),
-        ("POST", "/admin/v1/webhooks", admin("/admin/v1/webhooks"), a, Some(hook)),
-        ("POST", "/admin/v1/webhooks", admin("/admin/v1/webhooks"), a, Some(plain.clone())),
-        ("POST", "/admin/v1/webhooks", admin("/admin/v1/webhooks"), a, Some(oauth)),
+        (
+            "POST",
+            "/admin/v1/webhooks",
+            admin("/admin/v1/webhooks"),
+            a,
+            Some(hook),
+        ),
+        (
+            "POST",
+            "/admin/v1/webhooks",
+            admin("/admin/v1/webhooks"),
+            a,
+            Some(plain.clone()),
+        ),
+        (
+            "POST",
+            "/admin/v1/webhooks",
+            admin("/admin/v1/webhooks"),
+            a,
+            Some(oauth),
+        ),
         // A taken name, then a body of the wrong shape, then malformed JSON, then no token.
-        ("POST", "/admin/v1/webhooks", admin("/admin/v1/webhooks"), a, Some(plain)),
-        ("POST", "/admin/v1/webhooks", admin("/admin/v1/webhooks"), a, Some(json!({"name": 5}))),
-        ("POST", "/admin/v1/webhooks", admin("/admin/v1/webhooks"), None, None),
-        ("GET", "/admin/v1/webhooks", admin("/admin/v1/webhooks"), a, None),
-        ("GET", "/admin/v1/webhooks/{id}", admin("/admin/v1/webhooks/oa"), a, None),
-        ("GET", "/admin/v1/webhooks/{id}", admin("/admin/v1/webhooks/nope"), a, None),
-        ("PATCH", "/admin/v1/webhooks/{id}", admin("/admin/v1/webhooks/plain"), a,
-            Some(json!({"description": "patched"}))),
-        ("PUT", "/admin/v1/webhooks/{id}", admin("/admin/v1/webhooks/plain"), a,
-            Some(json!({"name": "plain", "events": ["*"], "url": rx.url("/plain"),
-                "plugin": null, "signing": {"enabled": false}}))),
-        ("GET", "/admin/v1/webhooks/{id}/secret", admin("/admin/v1/webhooks/oa/secret"), a, None),
-        ("POST", "/v1/events", public("/v1/events"), i,
-            Some(json!({"id": "evt-oa-1", "type": "user.created", "data": {"id": 1},
-                "context": {"actor": "a"}, "occurred_at": "2026-01-02T03:04:05Z"}))),
-        ("POST", "/v1/events", public("/v1/events"), i, Some(json!({"type": "t"}))),
-        ("POST", "/v1/events", public("/v1/events"), None, Some(json!({"type": "t", "data": 1}))),
-        ("POST", "/v1/events/batch", public("/v1/events/batch"), i,
-            Some(json!([{"id": "evt-oa-1", "type": "user.created", "data": {}},
-                        {"type": "other", "data": [1]}]))),
-        ("POST", "/v1/inbound/{webhook}", public("/v1/inbound/oa"), None, Some(json!({"id": 1}))),
-        ("POST", "/admin/v1/sources", admin("/admin/v1/sources"), a,
+        (
+            "POST",
+            "/admin/v1/webhooks",
+            admin("/admin/v1/webhooks"),
+            a,
+            Some(plain),
+        ),
+        (
+            "POST",
+            "/admin/v1/webhooks",
+            admin("/admin/v1/webhooks"),
+            a,
+            Some(json!({"name": 5})),
+        ),
+        (
+            "POST",
+            "/admin/v1/webhooks",
+            admin("/admin/v1/webhooks"),
+            None,
+            None,
+        ),
+        (
+            "GET",
+            "/admin/v1/webhooks",
+            admin("/admin/v1/webhooks"),
+            a,
+            None,
+        ),
+        (
+            "GET",
+            "/admin/v1/webhooks/{id}",
+            admin("/admin/v1/webhooks/oa"),
+            a,
+            None,
+        ),
+        (
+            "GET",
+            "/admin/v1/webhooks/{id}",
+            admin("/admin/v1/webhooks/nope"),
+            a,
+            None,
+        ),
+        (
+            "PATCH",
+            "/admin/v1/webhooks/{id}",
+            admin("/admin/v1/webhooks/plain"),
+            a,
+            Some(json!({"description": "patched"})),
+        ),
+        (
+            "PUT",
+            "/admin/v1/webhooks/{id}",
+            admin("/admin/v1/webhooks/plain"),
+            a,
+            Some(
+                json!({"name": "plain", "events": ["*"], "url": rx.url("/plain"),
+                "plugin": null, "signing": {"enabled": false}}),
+            ),
+        ),
+        (
+            "GET",
+            "/admin/v1/webhooks/{id}/secret",
+            admin("/admin/v1/webhooks/oa/secret"),
+            a,
+            None,
+        ),
+        (
+            "POST",
+            "/v1/events",
+            public("/v1/events"),
+            i,
+            Some(
+                json!({"id": "evt-oa-1", "type": "user.created", "data": {"id": 1},
+                "context": {"actor": "a"}, "occurred_at": "2026-01-02T03:04:05Z"}),
+            ),
+        ),
+        (
+            "POST",
+            "/v1/events",
+            public("/v1/events"),
+            i,
+            Some(json!({"type": "t"})),
+        ),
+        (
+            "POST",
+            "/v1/events",
+            public("/v1/events"),
+            None,
+            Some(json!({"type": "t", "data": 1})),
+        ),
+        (
+            "POST",
+            "/v1/events/batch",
+            public("/v1/events/batch"),
+            i,
+            Some(
+                json!([{"id": "evt-oa-1", "type": "user.created", "data": {}},
+                        {"type": "other", "data": [1]}]),
+            ),
+        ),
+        (
+            "POST",
+            "/v1/inbound/{webhook}",
+            public("/v1/inbound/oa"),
+            None,
+            Some(json!({"id": 1})),
+        ),
+        (
+            "POST",
+            "/admin/v1/sources",
+            admin("/admin/v1/sources"),
+            a,
             Some(json!({"name": "oa-src", "type": "amqp",
-                "url": format!("amqp://u:secret@127.0.0.1:{}/%2f", closed_port()), "queue": "q"}))),
-        ("POST", "/admin/v1/sources", admin("/admin/v1/sources"), a,
-            Some(json!({"name": "bad", "type": "amqp", "url": "amqp://h/", "stream": "s"}))),
-        ("GET", "/admin/v1/sources", admin("/admin/v1/sources"), a, None),
-        ("GET", "/admin/v1/sources/{name}", admin("/admin/v1/sources/oa-src"), a, None),
-        ("POST", "/admin/v1/sources/{name}/pause", admin("/admin/v1/sources/oa-src/pause"), a, None),
-        ("POST", "/admin/v1/sources/{name}/resume", admin("/admin/v1/sources/oa-src/resume"), a, None),
-        ("DELETE", "/admin/v1/sources/{name}", admin("/admin/v1/sources/oa-src"), a, None),
-        ("DELETE", "/admin/v1/sources/{name}", admin("/admin/v1/sources/oa-src"), a, None),
-        ("GET", "/admin/v1/plugins", admin("/admin/v1/plugins"), a, None),
-        ("GET", "/admin/v1/plugins/{name}", admin("/admin/v1/plugins/nope"), a, None),
-        ("POST", "/admin/v1/plugins/{name}/activate", admin("/admin/v1/plugins/nope/activate"), a,
-            Some(json!({"version": 1}))),
-        ("GET", "/admin/v1/deliveries", admin("/admin/v1/deliveries?status=bogus"), a, None),
+                "url": format!("amqp://u:secret@127.0.0.1:{}/%2f", closed_port()), "queue": "q"})),
+        ),
+        (
+            "POST",
+            "/admin/v1/sources",
+            admin("/admin/v1/sources"),
+            a,
+            Some(json!({"name": "bad", "type": "amqp", "url": "amqp://h/", "stream": "s"})),
+        ),
+        (
+            "GET",
+            "/admin/v1/sources",
+            admin("/admin/v1/sources"),
+            a,
+            None,
+        ),
+        (
+            "GET",
+            "/admin/v1/sources/{name}",
+            admin("/admin/v1/sources/oa-src"),
+            a,
+            None,
+        ),
+        (
+            "POST",
+            "/admin/v1/sources/{name}/pause",
+            admin("/admin/v1/sources/oa-src/pause"),
+            a,
+            None,
+        ),
+        (
+            "POST",
+            "/admin/v1/sources/{name}/resume",
+            admin("/admin/v1/sources/oa-src/resume"),
+            a,
+            None,
+        ),
+        (
+            "DELETE",
+            "/admin/v1/sources/{name}",
+            admin("/admin/v1/sources/oa-src"),
+            a,
+            None,
+        ),
+        (
+            "DELETE",
+            "/admin/v1/sources/{name}",
+            admin("/admin/v1/sources/oa-src"),
+            a,
+            None,
+        ),
+        (
+            "GET",
+            "/admin/v1/plugins",
+            admin("/admin/v1/plugins"),
+            a,
+            None,
+        ),
+        (
+            "GET",
+            "/admin/v1/plugins/{name}",
+            admin("/admin/v1/plugins/nope"),
+            a,
+            None,
+        ),
+        (
+            "POST",
+            "/admin/v1/plugins/{name}/activate",
+            admin("/admin/v1/plugins/nope/activate"),
+            a,
+            Some(json!({"version": 1})),
+        ),
+        (
+            "GET",
+            "/admin/v1/deliveries",
+            admin("/admin/v1/deliveries?status=bogus"),
+            a,
+            None,
+        ),
     ];
     for (method, path, url, token, body) in steps {
         let (status, answer) = call(&http, method, url, token, body).await;
@@ -313,13 +499,41 @@ async fn answers_match_the_documented_schemas() {
     let delivered = gw.wait_for_status("oa", "succeeded", 1).await;
     let id = delivered[0]["id"].as_str().unwrap().to_owned();
     let steps: Vec<(&str, &str, String)> = vec![
-        ("GET", "/admin/v1/deliveries", admin("/admin/v1/deliveries?webhook=oa&limit=1")),
-        ("GET", "/admin/v1/deliveries/{id}", admin(&format!("/admin/v1/deliveries/{id}"))),
-        ("POST", "/admin/v1/deliveries/{id}/replay", admin(&format!("/admin/v1/deliveries/{id}/replay"))),
-        ("GET", "/admin/v1/deliveries/{id}", admin("/admin/v1/deliveries/msg_nope")),
-        ("POST", "/admin/v1/webhooks/{id}/replay", admin("/admin/v1/webhooks/oa/replay")),
-        ("DELETE", "/admin/v1/webhooks/{id}", admin("/admin/v1/webhooks/plain")),
-        ("GET", "/admin/v1/openapi.json", admin("/admin/v1/openapi.json")),
+        (
+            "GET",
+            "/admin/v1/deliveries",
+            admin("/admin/v1/deliveries?webhook=oa&limit=1"),
+        ),
+        (
+            "GET",
+            "/admin/v1/deliveries/{id}",
+            admin(&format!("/admin/v1/deliveries/{id}")),
+        ),
+        (
+            "POST",
+            "/admin/v1/deliveries/{id}/replay",
+            admin(&format!("/admin/v1/deliveries/{id}/replay")),
+        ),
+        (
+            "GET",
+            "/admin/v1/deliveries/{id}",
+            admin("/admin/v1/deliveries/msg_nope"),
+        ),
+        (
+            "POST",
+            "/admin/v1/webhooks/{id}/replay",
+            admin("/admin/v1/webhooks/oa/replay"),
+        ),
+        (
+            "DELETE",
+            "/admin/v1/webhooks/{id}",
+            admin("/admin/v1/webhooks/plain"),
+        ),
+        (
+            "GET",
+            "/admin/v1/openapi.json",
+            admin("/admin/v1/openapi.json"),
+        ),
     ];
     for (method, path, url) in steps {
         let (status, answer) = call(&http, method, url, a, None).await;
@@ -338,6 +552,10 @@ async fn answers_match_the_documented_schemas() {
         "{answer}"
     );
     answers.check("GET", "/admin/v1/deliveries/{id}", status, &answer);
-    assert!(answers.checked >= 35, "only {} answers checked", answers.checked);
+    assert!(
+        answers.checked >= 35,
+        "only {} answers checked",
+        answers.checked
+    );
     gw.stop().await;
 }

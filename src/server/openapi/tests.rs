@@ -80,7 +80,9 @@ fn documented() -> BTreeSet<(String, String)> {
     let doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serialises");
     let mut documented = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().expect("paths") {
-        for method in ["get", "head", "delete", "options", "patch", "post", "put", "trace"] {
+        for method in [
+            "get", "head", "delete", "options", "patch", "post", "put", "trace",
+        ] {
             if item.get(method).is_some() {
                 documented.insert((path.clone(), method.to_uppercase()));
             }
@@ -157,8 +159,14 @@ fn operations_are_complete_and_named_once() {
     for (path, method, op) in operations(&doc) {
         let at = format!("{method} {path}");
         let id = op["operationId"].as_str().unwrap_or_default();
-        assert!(ids.insert(id.to_owned()), "{at}: operationId {id} is used twice");
-        assert!(op["tags"].as_array().is_some_and(|t| !t.is_empty()), "{at}: no tag");
+        assert!(
+            ids.insert(id.to_owned()),
+            "{at}: operationId {id} is used twice"
+        );
+        assert!(
+            op["tags"].as_array().is_some_and(|t| !t.is_empty()),
+            "{at}: no tag"
+        );
         assert!(op["summary"].is_string(), "{at}: no summary");
         let responses = op["responses"].as_object().expect("responses");
         assert!(
@@ -184,7 +192,10 @@ fn operations_are_complete_and_named_once() {
         };
         assert_eq!(schemes, expected, "{at}: security");
         if !expected.is_empty() {
-            assert!(responses.contains_key("401"), "{at}: a token route without 401");
+            assert!(
+                responses.contains_key("401"),
+                "{at}: a token route without 401"
+            );
         }
         // Every path parameter is declared.
         for segment in path.split('/') {
@@ -200,7 +211,12 @@ fn operations_are_complete_and_named_once() {
         for (status, response) in responses {
             if status.starts_with('4') || status.starts_with('5') {
                 assert_eq!(
-                    response["$ref"].as_str().and_then(|r| r.strip_prefix("#/components/responses/")).map(|name| doc["components"]["responses"][name]["content"]["application/json"]["schema"]["$ref"].clone()),
+                    response["$ref"]
+                        .as_str()
+                        .and_then(|r| r.strip_prefix("#/components/responses/"))
+                        .map(|name| doc["components"]["responses"][name]["content"]
+                            ["application/json"]["schema"]["$ref"]
+                            .clone()),
                     Some(Value::from("#/components/schemas/Error")),
                     "{at}: {status} does not answer with the Error body"
                 );
@@ -227,9 +243,15 @@ fn enums_are_listed() {
                 "oauth2_client_credentials",
             ][..],
         ),
-        ("InboundAuth", &["api_key", "bearer", "basic", "standard_webhooks"]),
+        (
+            "InboundAuth",
+            &["api_key", "bearer", "basic", "standard_webhooks"],
+        ),
         ("PluginFailure", &["retry", "dead_letter", "skip"]),
-        ("DeliveryStatus", &["pending", "succeeded", "dead", "skipped"]),
+        (
+            "DeliveryStatus",
+            &["pending", "succeeded", "dead", "skipped"],
+        ),
         ("AttemptOutcome", &["succeeded", "retry", "dead", "skipped"]),
         ("SourceKind", &["nats", "amqp"]),
         ("TypeFrom", &["body", "subject", "header"]),
@@ -249,9 +271,24 @@ fn enums_are_listed() {
     }
     // Fields of the auth types.
     let auth = schemas["AuthConfig"].to_string();
-    for field in ["token_url", "client_id", "client_secret", "scope", "username", "password", "header", "value", "token"] {
-        assert!(auth.contains(&format!("\"{field}\"")), "AuthConfig lacks {field}");
+    for field in [
+        "token_url",
+        "client_id",
+        "client_secret",
+        "scope",
+        "username",
+        "password",
+        "header",
+        "value",
+        "token",
+    ] {
+        assert!(
+            auth.contains(&format!("\"{field}\"")),
+            "AuthConfig lacks {field}"
+        );
     }
-    assert!(schemas["InboundAuth"].to_string().contains("tolerance_secs"));
+    assert!(schemas["InboundAuth"]
+        .to_string()
+        .contains("tolerance_secs"));
     assert!(schemas["PluginRef"].to_string().contains("on_error"));
 }
