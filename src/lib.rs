@@ -33,8 +33,9 @@
 //!   wrapper, re-encryption at start-up) and redaction (URL credentials, scrubbing echoed
 //!   secrets).
 //! - [`private_files`]: files and directories created readable by the gateway's user only.
-//! - [`server`]: the public (ingest, inbound, health, metrics) and admin HTTP APIs, and the
-//!   listeners that serve them ([`server::listener`]: timeouts, connection caps, TLS from
+//! - [`server`]: the public (ingest, inbound, health, metrics) and admin HTTP APIs, their
+//!   OpenAPI document generated from the handlers ([`server::openapi`]), and the listeners that
+//!   serve them ([`server::listener`]: timeouts, connection caps, TLS from
 //!   [`server::tls`]; [`server::limits`]: open-file budget, body deadline, inbound rate limit;
 //!   [`server::log_filter`]: the Webhook Log's query; [`server::inbound_log`]: refused inbound
 //!   pushes in the log).

@@ -44,7 +44,7 @@ pub struct Webhook {
 }
 
 /// A webhook as an admin defines it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSpec {
     /// Unique, URL-safe name (`[A-Za-z0-9._-]`, 1 to 100 characters).
@@ -54,6 +54,7 @@ pub struct WebhookSpec {
     pub description: String,
     /// Disabled webhooks receive no new deliveries and send none of their pending ones.
     #[serde(default = "default_true")]
+    #[schema(default = true)]
     pub enabled: bool,
     /// Event types, exact (`user.created`) or globs (`user.*`, `*`).
     pub events: Vec<String>,
@@ -61,6 +62,7 @@ pub struct WebhookSpec {
     pub url: String,
     /// HTTP method of deliveries.
     #[serde(default = "default_method")]
+    #[schema(default = "POST")]
     pub method: String,
     /// Static headers added to every delivery.
     #[serde(default)]
@@ -104,6 +106,7 @@ pub struct WebhookSpec {
     pub retry: RetryPolicy,
     /// Timeout of one attempt, connect to last byte.
     #[serde(default = "default_timeout_ms")]
+    #[schema(default = 10000)]
     pub timeout_ms: u64,
     /// How many deliveries to this webhook may be in flight at once (none: the gateway default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -121,7 +124,7 @@ fn default_timeout_ms() -> u64 {
 }
 
 /// How hookyard authenticates its deliveries.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AuthConfig {
     /// No credentials.
@@ -247,7 +250,7 @@ impl AuthConfig {
 }
 
 /// The inbound side of a webhook.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InboundConfig {
     /// Accept pushes (on by default once the section exists).
@@ -275,7 +278,7 @@ fn default_identify_by() -> Vec<String> {
 }
 
 /// How an inbound caller authenticates.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum InboundAuth {
     /// A header carrying a shared key.
@@ -343,7 +346,7 @@ impl InboundAuth {
 }
 
 /// How write-backs from a webhook's responses address the internal record.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WritebackConfig {
     /// The entity; default: the inbound entity, else the event type's first segment
@@ -378,7 +381,7 @@ pub struct SinkMessage {
 }
 
 /// Standard Webhooks signing of deliveries.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SigningConfig {
     /// Sign deliveries (on by default).
@@ -399,7 +402,7 @@ impl Default for SigningConfig {
 }
 
 /// Which plugin shapes a webhook's payloads.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PluginRef {
     /// Registered plugin name (for example `field-map`).
@@ -440,7 +443,7 @@ impl Instances {
 }
 
 /// What a failed plugin call does to its delivery.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PluginFailure {
     /// Count it as a failed attempt and retry later (a fixed plugin version may succeed).
@@ -453,11 +456,12 @@ pub enum PluginFailure {
 }
 
 /// When to give up on a delivery.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Attempts before the delivery is `dead`, the first included.
     #[serde(default = "default_max_attempts")]
+    #[schema(default = 8)]
     pub max_attempts: u32,
 }
 
@@ -643,7 +647,7 @@ impl std::fmt::Debug for Json {
 }
 
 /// An event as posted to `POST /v1/events`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewEvent {
     /// Idempotency key; generated when absent. A repeated id is not enqueued again.
@@ -653,12 +657,15 @@ pub struct NewEvent {
     #[serde(rename = "type")]
     pub event_type: String,
     /// The event's payload.
+    #[schema(value_type = serde_json::Value)]
     pub data: Json,
     /// Extra context (who did it, which tenant...), passed through.
     #[serde(default)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub context: Option<Json>,
     /// When it happened (RFC 3339); the time of receipt when absent.
     #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub occurred_at: Option<time::OffsetDateTime>,
 }
 
@@ -703,7 +710,7 @@ pub struct Lease {
 }
 
 /// What the store did with one ingested event.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct IngestResult {
     /// The event id.
     pub id: String,
@@ -714,7 +721,7 @@ pub struct IngestResult {
 }
 
 /// Where a delivery is in its life. See `store` for the state machine.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
     /// Waiting for its next attempt (possibly leased by a worker right now).
@@ -751,7 +758,7 @@ impl DeliveryStatus {
 }
 
 /// One event on its way to one webhook.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Delivery {
     /// Stable id, `msg_...`; sent as `webhook-id` on every attempt.
     pub id: String,
@@ -765,15 +772,18 @@ pub struct Delivery {
     pub status: DeliveryStatus,
     /// Attempts made since it was created or last replayed (counts toward `max_attempts`).
     pub attempts: u32,
-    /// When the next attempt is due (pending only).
+    /// When the next attempt is due (pending only; Unix ms).
+    #[schema(value_type = Option<i64>)]
     pub next_attempt_at: Option<Millis>,
     /// HTTP status of the last attempt, if one was received.
     pub last_status: Option<u16>,
     /// Why the last attempt failed.
     pub last_error: Option<String>,
-    /// Creation time.
+    /// Creation time (Unix ms).
+    #[schema(value_type = i64)]
     pub created_at: Millis,
-    /// Last change.
+    /// Last change (Unix ms).
+    #[schema(value_type = i64)]
     pub updated_at: Millis,
     /// Where it comes from: an event to a webhook, a message to the sink, a refused inbound
     /// push, or a test send.
@@ -789,7 +799,7 @@ pub struct Delivery {
 pub const REFUSED_INBOUND_EVENT: &str = "hookyard.inbound.refused";
 
 /// Where a delivery comes from, as the Webhook Log filters it (`source=`).
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, Hash, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliverySource {
     /// An event delivered to a webhook.
@@ -902,7 +912,7 @@ pub struct Job {
 }
 
 /// A request as the Webhook Log shows it: secrets redacted, body truncated.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default, utoipa::ToSchema)]
 pub struct RequestLog {
     /// Method.
     pub method: String,
@@ -915,13 +925,14 @@ pub struct RequestLog {
 }
 
 /// One HTTP attempt of a delivery, as the Webhook Log shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Attempt {
     /// The delivery.
     pub delivery_id: String,
     /// 1, 2, ... in order, across replays.
     pub attempt_no: u32,
-    /// When it started.
+    /// When it started (Unix ms).
+    #[schema(value_type = i64)]
     pub started_at: Millis,
     /// How long it took, until the response body was read or the error happened.
     pub duration_ms: u64,
@@ -943,7 +954,7 @@ pub struct Attempt {
 }
 
 /// What an attempt led to.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptOutcome {
     /// Delivered.
@@ -1016,7 +1027,7 @@ pub struct DeliveryFilter {
 }
 
 /// One page of a listing, newest first.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     /// The items.
     pub items: Vec<T>,

@@ -17,7 +17,9 @@ use serde_json::{json, Value};
 
 use super::error::{body_error, from_value, parse_json, ApiError};
 use super::Shared;
-use crate::model::{new_id, now_ms, DeliverySource, Webhook, WebhookSpec};
+use crate::model::{
+    new_id, now_ms, Delivery, DeliverySource, DeliveryStatus, Page, Webhook, WebhookSpec,
+};
 use crate::webhooks::{self, InvalidSpec};
 
 /// The admin routes (without the token layer, added by the caller).
@@ -114,6 +116,24 @@ async fn reload(state: &Shared) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/webhooks",
+    tag = "webhooks",
+    summary = "Create a webhook",
+    request_body = WebhookSpec,
+    responses(
+        (status = 201, description = "Created; the only answer that shows the signing secret unmasked", body = super::openapi::WebhookView),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 408, response = super::openapi::RequestTimeout),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 422, response = super::openapi::Unprocessable),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn create_webhook(
     State(state): State<Shared>,
     body: Result<Bytes, BytesRejection>,
@@ -140,6 +160,20 @@ async fn create_webhook(
 }
 
 /// `GET /admin/v1/webhooks/{id}/secret`: the signing secret receivers verify with.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/webhooks/{id}/secret",
+    tag = "webhooks",
+    summary = "The signing secret receivers verify signatures with",
+    params(("id" = String, Path, description = "The webhook's id or name")),
+    responses(
+        (status = 200, description = "The secret (`whsec_...`)", body = super::openapi::SigningSecret),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn signing_secret(
     State(state): State<Shared>,
     Path(id): Path<String>,
@@ -151,12 +185,38 @@ async fn signing_secret(
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/webhooks",
+    tag = "webhooks",
+    summary = "List webhooks (secrets masked)",
+    responses(
+        (status = 200, description = "Every webhook, the sink's included", body = super::openapi::WebhookList),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn list_webhooks(State(state): State<Shared>) -> Result<Json<Value>, ApiError> {
     let hooks = state.store.webhooks().await?;
     let items: Vec<Value> = hooks.iter().map(|h| shown(&state, h)).collect();
     Ok(Json(json!({ "items": items })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/webhooks/{id}",
+    tag = "webhooks",
+    summary = "Get a webhook (secrets masked)",
+    params(("id" = String, Path, description = "The webhook's id or name")),
+    responses(
+        (status = 200, description = "The webhook", body = super::openapi::WebhookView),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn get_webhook(
     State(state): State<Shared>,
     Path(id): Path<String>,
@@ -183,6 +243,27 @@ async fn save(
     Ok(Json(shown(state, &hook)))
 }
 
+#[utoipa::path(
+    put,
+    path = "/admin/v1/webhooks/{id}",
+    tag = "webhooks",
+    summary = "Replace a webhook",
+    description = "What a GET shows can be PUT back (`id`, `created_at`, `updated_at` and `inbound_url` are ignored). A masked secret keeps the stored one, unless `url`, `auth.token_url` or the auth type changes: then every secret sent there must be sent again (422 naming the field). The sink's webhook is managed by the config (409).",
+    params(("id" = String, Path, description = "The webhook's id or name")),
+    request_body = WebhookSpec,
+    responses(
+        (status = 200, description = "Updated", body = super::openapi::WebhookView),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 408, response = super::openapi::RequestTimeout),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 422, response = super::openapi::Unprocessable),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn put_webhook(
     State(state): State<Shared>,
     Path(id): Path<String>,
@@ -202,6 +283,27 @@ async fn put_webhook(
 }
 
 /// JSON merge patch (RFC 7396) over the stored definition.
+#[utoipa::path(
+    patch,
+    path = "/admin/v1/webhooks/{id}",
+    tag = "webhooks",
+    summary = "JSON merge patch (RFC 7396) of a webhook",
+    description = "Applied to the webhook as a read shows it (secrets masked), then saved by the rules of a PUT.",
+    params(("id" = String, Path, description = "The webhook's id or name")),
+    request_body = inline(Object),
+    responses(
+        (status = 200, description = "Updated", body = super::openapi::WebhookView),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 408, response = super::openapi::RequestTimeout),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 422, response = super::openapi::Unprocessable),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn patch_webhook(
     State(state): State<Shared>,
     Path(id): Path<String>,
@@ -244,6 +346,21 @@ pub(super) fn merge_patch(target: &mut Value, patch: Value) {
     }
 }
 
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/webhooks/{id}",
+    tag = "webhooks",
+    summary = "Delete a webhook; its pending deliveries become dead",
+    params(("id" = String, Path, description = "The webhook's id or name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn delete_webhook(
     State(state): State<Shared>,
     Path(id): Path<String>,
@@ -256,6 +373,20 @@ async fn delete_webhook(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/webhooks/{id}/replay",
+    tag = "webhooks",
+    summary = "Send every dead delivery of a webhook again",
+    params(("id" = String, Path, description = "The webhook's id or name")),
+    responses(
+        (status = 202, description = "Pending again", body = super::openapi::Replayed),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn replay_webhook(
     State(state): State<Shared>,
     Path(id): Path<String>,
@@ -269,6 +400,22 @@ async fn replay_webhook(
 }
 
 /// `GET /admin/v1/deliveries`: the Webhook Log, newest first (filters: [`super::log_filter`]).
+#[utoipa::path(
+    get,
+    path = "/admin/v1/deliveries",
+    tag = "deliveries",
+    summary = "The Webhook Log, newest first",
+    params(super::log_filter::LogQuery),
+    responses(
+        (status = 200, description = "A page of deliveries", body = Page<Delivery>),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 422, response = super::openapi::Unprocessable),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn list_deliveries(
     State(state): State<Shared>,
     RawQuery(query): RawQuery,
@@ -280,6 +427,20 @@ async fn list_deliveries(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/deliveries/{id}",
+    tag = "deliveries",
+    summary = "One delivery with every attempt",
+    params(("id" = String, Path, description = "The delivery's id (`msg_...`)")),
+    responses(
+        (status = 200, description = "The delivery and its attempts, oldest first", body = super::openapi::DeliveryWithAttempts),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn get_delivery(
     State(state): State<Shared>,
     Path(id): Path<String>,
@@ -294,6 +455,21 @@ async fn get_delivery(
     Ok(Json(shown))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/deliveries/{id}/replay",
+    tag = "deliveries",
+    summary = "Send a delivery again, with a fresh attempt budget",
+    params(("id" = String, Path, description = "The delivery's id (`msg_...`)")),
+    responses(
+        (status = 202, description = "Pending again", body = Delivery),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn replay_delivery(
     State(state): State<Shared>,
     Path(id): Path<String>,

@@ -4,6 +4,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 /// An error answered to an API caller.
 #[derive(Debug)]
@@ -87,17 +88,38 @@ impl From<crate::store::Error> for ApiError {
     }
 }
 
+/// The body of every error answer, as the OpenAPI document describes it (`Error`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The `error` object of an [`ErrorBody`].
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code (`invalid_json`, `invalid_field`, `unauthorized`,
+    /// `not_found`, `conflict`, `body_too_large`, `rate_limited`, `unavailable`...).
+    pub code: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+    /// The offending field as a dotted path (`auth.password`, `[2].type`; empty for the whole
+    /// body), when one is to blame.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = serde_json::json!({"code": self.code, "message": self.message});
-        if let Some(field) = self.field {
-            error["field"] = serde_json::Value::String(field);
-        }
-        (
-            self.status,
-            axum::Json(serde_json::json!({ "error": error })),
-        )
-            .into_response()
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+                field: self.field,
+            },
+        };
+        (self.status, axum::Json(body)).into_response()
     }
 }
 

@@ -213,6 +213,40 @@ pub(crate) fn plain_records(
 /// `POST /v1/inbound/{webhook}`. The webhook and the caller are checked on the headers first:
 /// a push that fails is answered before its body is read (so unauthenticated callers cannot
 /// make the gateway buffer bodies); then the body is read, up to `server.max_body_bytes`.
+#[utoipa::path(
+    post,
+    path = "/v1/inbound/{webhook}",
+    tag = "inbound",
+    operation_id = "inbound_push",
+    summary = "A third party's push, verified by the webhook's inbound auth; its records go to the sink",
+    description = "The caller authenticates as the webhook's `inbound.auth` says (an API key \
+        header, a bearer token, basic credentials or a Standard Webhooks signature); an unknown \
+        webhook, a disabled inbound and wrong credentials all get the same 401. Without a plugin \
+        each object of the body (an object or an array of objects) is one record identified by \
+        `inbound.identify_by`; with one, the plugin's inbound phase makes the records (and may \
+        refuse the push with its own 4xx/5xx status). Every record becomes one sink message \
+        (`update`, or `upsert` under JIT provisioning), committed together before the 202.",
+    params(("webhook" = String, Path, description = "The webhook's name")),
+    request_body(
+        description = "JSON, or a form (`application/x-www-form-urlencoded`) taken as an object of strings",
+        content(
+            (serde_json::Value = "application/json"),
+            (std::collections::BTreeMap<String, String> = "application/x-www-form-urlencoded"),
+        ),
+    ),
+    responses(
+        (status = 202, description = "Stored for the sink", body = InboundAccepted),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 408, response = super::openapi::RequestTimeout),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 422, response = super::openapi::Unprocessable),
+        (status = 429, response = super::openapi::TooManyRequests),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(()),
+)]
 pub async fn receive(
     State(state): State<Shared>,
     Path(name): Path<String>,
@@ -352,4 +386,14 @@ pub async fn receive(
         StatusCode::ACCEPTED,
         Json(json!({ "accepted": count, "operation": operation })),
     ))
+}
+
+/// The answer to an accepted inbound push.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct InboundAccepted {
+    /// How many records were stored for the sink.
+    pub accepted: usize,
+    /// What the sink is asked to do with them.
+    #[schema(pattern = "^(update|upsert)$")]
+    pub operation: String,
 }

@@ -9,8 +9,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use serde::Serialize;
 use serde_json::value::RawValue;
-use serde_json::Value;
 
 use super::error::{body_error, parse_json, ApiError};
 use super::Shared;
@@ -21,6 +21,27 @@ use crate::model::{new_id, now_ms, Event, EventToIngest, IngestResult, NewEvent}
 const MAX_ID_LEN: usize = 200;
 
 /// `POST /v1/events`.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "ingest",
+    operation_id = "ingest_event",
+    summary = "Ingest one event",
+    description = "Answered 202 once the event and one delivery per matching enabled webhook are \
+        committed together. A repeated event id enqueues nothing and is answered like the first \
+        time, with `duplicate: true`.",
+    request_body = NewEvent,
+    responses(
+        (status = 202, description = "Committed", body = IngestResult),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 408, response = super::openapi::RequestTimeout),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 422, response = super::openapi::Unprocessable),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("ingest_token" = [])),
+)]
 pub async fn one(
     State(state): State<Shared>,
     body: Result<Bytes, BytesRejection>,
@@ -36,10 +57,30 @@ pub async fn one(
 }
 
 /// `POST /v1/events/batch`: a JSON array of events, committed together.
+#[utoipa::path(
+    post,
+    path = "/v1/events/batch",
+    tag = "ingest",
+    operation_id = "ingest_batch",
+    summary = "Ingest events, committed together",
+    description = "All or nothing: one invalid event refuses the whole batch (422 naming it as \
+        `[i].field`). At most `server.max_batch_events` events.",
+    request_body = Vec<NewEvent>,
+    responses(
+        (status = 202, description = "Committed", body = BatchAccepted),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 408, response = super::openapi::RequestTimeout),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 422, response = super::openapi::Unprocessable),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("ingest_token" = [])),
+)]
 pub async fn batch(
     State(state): State<Shared>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<BatchAccepted>), ApiError> {
     let body = body.map_err(body_error)?;
     // Each item is split off as text and parsed on its own (its `data` kept as sent).
     let items: Vec<Box<RawValue>> = parse_json(&body)?;
@@ -72,8 +113,20 @@ pub async fn batch(
     let accepted = results.iter().filter(|r| !r.duplicate).count();
     Ok((
         StatusCode::ACCEPTED,
-        Json(serde_json::json!({"accepted": accepted, "events": results})),
+        Json(BatchAccepted {
+            accepted,
+            events: results,
+        }),
     ))
+}
+
+/// The answer to `POST /v1/events/batch`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BatchAccepted {
+    /// How many events were new (not duplicates).
+    pub accepted: usize,
+    /// One result per event, in the order sent.
+    pub events: Vec<IngestResult>,
 }
 
 /// Validates an event and pairs it with a new delivery for each matching webhook. Also used

@@ -21,6 +21,41 @@ use axum::http::StatusCode;
 use super::{ApiError, Shared};
 use crate::model::{DeliveryFilter, DeliverySource, DeliveryStatus, Millis};
 
+/// The query parameters, as the OpenAPI document shows them ([`parse`] reads the query string
+/// itself, since `event_type` may repeat).
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // read by the OpenAPI document only
+pub struct LogQuery {
+    /// The webhook's id or name.
+    webhook: Option<String>,
+    /// The delivery status.
+    #[param(inline, value_type = Option<DeliveryStatus>)]
+    status: Option<String>,
+    /// Exact event types or globs (`user.*`), repeatable or comma-separated: any matches.
+    event_type: Option<String>,
+    /// One event.
+    event_id: Option<String>,
+    /// `webhook`, `sink`, `inbound` (refused inbound pushes) or `test`.
+    #[param(inline, value_type = Option<DeliverySource>)]
+    source: Option<String>,
+    /// The webhook (id or name) a sink message or refused push came from.
+    origin: Option<String>,
+    /// Created at or after this time (RFC 3339).
+    #[param(format = DateTime)]
+    since: Option<String>,
+    /// Created before this time (RFC 3339).
+    #[param(format = DateTime)]
+    until: Option<String>,
+    /// Free text over the event's id and data: every word must occur.
+    q: Option<String>,
+    /// Page size, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
 /// Default page size of the API.
 const DEFAULT_LIMIT: usize = 50;
 

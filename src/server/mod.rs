@@ -223,10 +223,31 @@ async fn require_admin_token(
     }
 }
 
+/// `GET /healthz`: the process is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    summary = "Liveness",
+    responses((status = 200, description = "Alive: `{\"status\": \"ok\"}`", body = openapi::Health)),
+    security(()),
+)]
 async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
+/// `GET /readyz`: the store answers and shutdown has not begun.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    summary = "Readiness: the store answers and shutdown has not begun",
+    responses(
+        (status = 200, description = "Ready: `{\"status\": \"ready\"}`", body = openapi::Health),
+        (status = 503, response = openapi::Unavailable),
+    ),
+    security(()),
+)]
 async fn readyz(State(state): State<Shared>) -> Response {
     if !state.ready.load(Ordering::Relaxed) {
         return ApiError::new(
@@ -247,6 +268,20 @@ async fn readyz(State(state): State<Shared>) -> Response {
     }
 }
 
+/// `GET /metrics`: Prometheus metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "Prometheus metrics (OpenMetrics text)",
+    responses((
+        status = 200,
+        description = "Metrics",
+        body = String,
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8",
+    )),
+    security(()),
+)]
 async fn metrics(State(state): State<Shared>) -> Response {
     state.retention.observe_rows(state.store.as_ref()).await;
     match state.store.queue_stats(now_ms()).await {

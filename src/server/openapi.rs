@@ -1,247 +1,369 @@
-//! `GET /admin/v1/openapi.json`: the OpenAPI 3.1 document of both listeners' routes.
+//! `GET /admin/v1/openapi.json`: the OpenAPI 3.1 document of both listeners' routes, generated
+//! from the code with utoipa.
 //!
-//! Written by hand next to the handlers; the integration tests fetch it and request every path
-//! it lists, so a route that is documented but not served fails a test.
+//! Each handler carries `#[utoipa::path(...)]`: method, path, tag, parameters, request body,
+//! every answer with its status, and security. The types it takes and answers with derive
+//! `utoipa::ToSchema`: field docs become descriptions, and serde's renames, enum tags, defaults
+//! and `deny_unknown_fields` are followed, so the schemas are the types the handlers parse.
+//! [`ApiDoc`] lists the handlers and adds what is shared: the `Error` body and the error
+//! answers that carry it ([`BadRequest`], [`NotFound`], [`Conflict`]...), the security schemes
+//! (`admin_token`, `ingest_token`) and the tags. Where a handler builds its answer as JSON by
+//! hand, a named type here ([`WebhookView`], [`SourceView`]...) describes it; the integration
+//! tests check real answers against those schemas.
+//!
+//! # Adding a route
+//!
+//! 1. Annotate its handler, beside the code:
+//!    ```text
+//!    #[utoipa::path(
+//!        post,
+//!        path = "/admin/v1/things/{name}",
+//!        tag = "things",
+//!        params(("name" = String, Path, description = "The thing's name")),
+//!        request_body = NewThing,
+//!        responses(
+//!            (status = 201, description = "Created", body = Thing),
+//!            (status = 401, response = super::openapi::Unauthorized),
+//!            (status = 404, response = super::openapi::NotFound),
+//!            (status = 422, response = super::openapi::Unprocessable),
+//!        ),
+//!        security(("admin_token" = [])),
+//!    )]
+//!    ```
+//!    and derive `utoipa::ToSchema` on `NewThing` and `Thing` (`#[schema(value_type = i64)]`
+//!    on [`Millis`](crate::model::Millis) fields). Give it an `operation_id` when its function
+//!    name (`list`, `one`...) is not unique in the whole API.
+//! 2. Add the handler to the `paths(...)` list of [`ApiDoc`]: one line.
+//!
+//! The unit test `every_served_route_is_documented` reads the routes the real routers serve and
+//! fails when one is served but not in the document (a handler not annotated, or not listed in
+//! step 2), or documented but not served. `tests/it/openapi.rs` validates the served document
+//! against the official OpenAPI 3.1 schema and checks that every `$ref` resolves.
 
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
 
-/// Serves the document.
-pub async fn document() -> Json<Value> {
-    Json(spec())
+use super::error::ErrorBody;
+use crate::model::{Attempt, Delivery, Millis, WebhookSpec};
+use crate::source::{SourceSpec, SourceStatus};
+use crate::store::PluginRecord;
+
+/// The document's contents: every handler of both listeners, and the shared components.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "hookyard",
+        description = "Webhook gateway. The public listener serves `/v1/*`, `/healthz`, \
+            `/readyz` and `/metrics`; the admin listener `/admin/v1/*` (one listener serves both \
+            when `server.admin_listen` equals `server.listen`). Ingest takes the ingest token, \
+            the admin API the admin token, each as `Authorization: Bearer <token>` when \
+            configured. Every error is a JSON `Error` body. Timestamps are Unix milliseconds."
+    ),
+    paths(
+        // Public listener.
+        super::ingest::one,
+        super::ingest::batch,
+        super::inbound::receive,
+        super::healthz,
+        super::readyz,
+        super::metrics,
+        // Admin listener.
+        super::admin::list_webhooks,
+        super::admin::create_webhook,
+        super::admin::get_webhook,
+        super::admin::put_webhook,
+        super::admin::patch_webhook,
+        super::admin::delete_webhook,
+        super::admin::replay_webhook,
+        super::admin::signing_secret,
+        super::admin::list_deliveries,
+        super::admin::get_delivery,
+        super::admin::replay_delivery,
+        super::plugins::list,
+        super::plugins::one,
+        super::plugins::upload,
+        super::plugins::activate,
+        super::sources::list,
+        super::sources::create,
+        super::sources::one,
+        super::sources::delete,
+        super::sources::pause,
+        super::sources::resume,
+        document,
+    ),
+    components(
+        schemas(ErrorBody),
+        responses(
+            BadRequest,
+            Unauthorized,
+            NotFound,
+            RequestTimeout,
+            Conflict,
+            PayloadTooLarge,
+            Unprocessable,
+            TooManyRequests,
+            Unavailable,
+        )
+    ),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "ingest", description = "Events in: each committed with one delivery per matching webhook"),
+        (name = "inbound", description = "Third parties pushing changes, passed to the sink"),
+        (name = "operations", description = "Health, readiness, metrics, this document"),
+        (name = "webhooks", description = "Webhooks: where events go and how (secrets are write-only)"),
+        (name = "deliveries", description = "The Webhook Log: deliveries and their attempts; replay"),
+        (name = "plugins", description = "The WebAssembly plugin registry: versions, activation, rollback"),
+        (name = "sources", description = "Message-bus sources (NATS JetStream, RabbitMQ)"),
+    )
+)]
+pub struct ApiDoc;
+
+/// `GET /admin/v1/openapi.json`.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/openapi.json",
+    tag = "operations",
+    operation_id = "openapi_document",
+    summary = "This document (OpenAPI 3.1), generated from the code",
+    responses((status = 200, description = "The document", body = Object)),
+    security(()),
+)]
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
 }
 
-fn op(summary: &str, tag: &str, responses: Value) -> Value {
-    json!({"summary": summary, "tags": [tag], "responses": responses})
-}
+/// The security schemes the operations name.
+struct SecuritySchemes;
 
-fn with_body(mut operation: Value, schema: Value) -> Value {
-    operation["requestBody"] =
-        json!({"required": true, "content": {"application/json": {"schema": schema}}});
-    operation
-}
-
-fn reference(name: &str) -> Value {
-    json!({"$ref": format!("#/components/schemas/{name}")})
-}
-
-fn ok(description: &str, schema: Value) -> Value {
-    json!({"description": description, "content": {"application/json": {"schema": schema}}})
-}
-
-fn errors(codes: &[u16]) -> serde_json::Map<String, Value> {
-    codes
-        .iter()
-        .map(|c| (c.to_string(), ok("Error", reference("Error"))))
-        .collect()
-}
-
-fn responses(success: (&str, Value), error_codes: &[u16]) -> Value {
-    let mut map = errors(error_codes);
-    map.insert(success.0.to_owned(), success.1);
-    Value::Object(map)
-}
-
-/// The document.
-pub fn spec() -> Value {
-    let id_param = json!([{"name": "id", "in": "path", "required": true, "description": "Id or name", "schema": {"type": "string"}}]);
-    let webhook = reference("Webhook");
-    let mut paths = serde_json::Map::new();
-    paths.insert("/v1/events".into(), json!({"post": with_body(op("Ingest one event", "ingest",
-        responses(("202", ok("Committed", reference("IngestResult"))), &[400, 401, 413, 422, 503])), reference("NewEvent"))}));
-    paths.insert("/v1/events/batch".into(), json!({"post": with_body(op("Ingest events, committed together", "ingest",
-        responses(("202", ok("Committed", json!({"type": "object", "properties": {"accepted": {"type": "integer"}, "events": {"type": "array", "items": reference("IngestResult")}}}))), &[400, 401, 413, 422, 503])),
-        json!({"type": "array", "items": reference("NewEvent")}))}));
-    paths.insert(
-        "/v1/inbound/{webhook}".into(),
-        json!({
-            "parameters": [{"name": "webhook", "in": "path", "required": true, "schema": {"type": "string"}}],
-            "post": {
-                "summary": "A third party's push (JSON or form-encoded), verified by the webhook's inbound auth; its records go to the sink",
-                "tags": ["inbound"],
-                "security": [],
-                "responses": responses(
-                    ("202", ok("Stored", json!({"type": "object", "properties": {"accepted": {"type": "integer"}, "operation": {"enum": ["update", "upsert"]}}}))),
-                    &[400, 401, 404, 409, 413, 422, 503],
-                ),
-            },
-        }),
-    );
-    paths.insert(
-        "/healthz".into(),
-        json!({"get": op("Liveness", "operations", json!({"200": {"description": "Alive"}}))}),
-    );
-    paths.insert("/readyz".into(), json!({"get": op("Readiness: the store answers and shutdown has not begun", "operations", json!({"200": {"description": "Ready"}, "503": {"description": "Not ready"}}))}));
-    paths.insert("/metrics".into(), json!({"get": op("Prometheus metrics (OpenMetrics text)", "operations", json!({"200": {"description": "Metrics"}}))}));
-    paths.insert("/admin/v1/webhooks".into(), json!({
-        "get": op("List webhooks (secrets masked)", "webhooks", responses(("200", ok("Webhooks", json!({"type": "object", "properties": {"items": {"type": "array", "items": webhook}}}))), &[401])),
-        "post": with_body(op("Create a webhook", "webhooks", responses(("201", ok("Created", webhook.clone())), &[400, 401, 409, 413, 422])), reference("WebhookSpec")),
-    }));
-    let mut one = json!({
-        "get": op("Get a webhook", "webhooks", responses(("200", ok("Webhook", webhook.clone())), &[401, 404])),
-        "put": with_body(op("Replace a webhook; a masked secret keeps the stored one, unless url, auth.token_url or the auth type changes: then every secret sent there must be sent again (422 naming the field)", "webhooks", responses(("200", ok("Updated", webhook.clone())), &[400, 401, 404, 409, 422])), reference("WebhookSpec")),
-        "patch": with_body(op("JSON merge patch (RFC 7396) of a webhook as a read shows it (secrets masked): the same rules as a PUT", "webhooks", responses(("200", ok("Updated", webhook.clone())), &[400, 401, 404, 409, 422])), json!({"type": "object"})),
-        "delete": op("Delete a webhook; its pending deliveries become dead", "webhooks", responses(("204", json!({"description": "Deleted"})), &[401, 404])),
-    });
-    one["parameters"] = id_param.clone();
-    paths.insert("/admin/v1/webhooks/{id}".into(), one);
-    paths.insert("/admin/v1/webhooks/{id}/replay".into(), json!({"parameters": id_param, "post":
-        op("Re-send every dead delivery of a webhook", "webhooks", responses(("202", ok("Replayed", json!({"type": "object", "properties": {"replayed": {"type": "integer"}}}))), &[401, 404]))}));
-    paths.insert("/admin/v1/webhooks/{id}/secret".into(), json!({"parameters": [{"name": "id", "in": "path", "required": true, "description": "Id or name", "schema": {"type": "string"}}], "get":
-        op("The webhook's signing secret (whsec_...), for receivers to verify signatures; the create response shows it once too", "webhooks",
-            responses(("200", ok("Secret", json!({"type": "object", "properties": {"enabled": {"type": "boolean"}, "secret": {"type": ["string", "null"]}}}))), &[401, 404]))}));
-    let q = |name: &str, description: &str| json!({"name": name, "in": "query", "required": false, "description": description, "schema": {"type": "string"}});
-    paths.insert("/admin/v1/deliveries".into(), json!({"get": {
-        "summary": "The Webhook Log, newest first", "tags": ["deliveries"],
-        "parameters": [q("webhook", "Webhook id or name"), q("status", "pending, succeeded, dead or skipped"), q("event_type", "Event types, exact or globs (user.*); repeatable or comma-separated"), q("event_id", "Event id"), q("source", "webhook, sink, inbound (refused inbound pushes) or test"), q("origin", "The webhook (id or name) a sink message or refused push came from"), q("since", "Created at or after (RFC 3339)"), q("until", "Created before (RFC 3339)"), q("q", "Free text over the event's id and data; every word must occur"), q("limit", "1 to 1000, default 50"), q("cursor", "next_cursor of the previous page")],
-        "responses": responses(("200", ok("A page", json!({"type": "object", "properties": {"items": {"type": "array", "items": reference("Delivery")}, "next_cursor": {"type": ["string", "null"]}}}))), &[400, 401, 404, 422])}}));
-    let did = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]);
-    paths.insert("/admin/v1/deliveries/{id}".into(), json!({"parameters": did.clone(), "get":
-        op("One delivery with every attempt", "deliveries", responses(("200", ok("Delivery", json!({"allOf": [reference("Delivery"), {"type": "object", "properties": {"attempts": {"type": "array", "items": reference("Attempt")}}}]}))), &[401, 404]))}));
-    paths.insert("/admin/v1/deliveries/{id}/replay".into(), json!({"parameters": did, "post":
-        op("Send a delivery again, with a fresh attempt budget", "deliveries", responses(("202", ok("Pending again", reference("Delivery"))), &[401, 404]))}));
-    source_paths(&mut paths);
-    paths.insert("/admin/v1/openapi.json".into(), json!({"get": op("This document", "operations", json!({"200": {"description": "OpenAPI 3.1"}}))}));
-
-    json!({
-        "openapi": "3.1.0",
-        "info": {"title": "hookyard", "version": env!("CARGO_PKG_VERSION"),
-                 "description": "Webhook gateway. Public listener: /v1/*, /healthz, /readyz, /metrics. Admin listener: /admin/v1/*. Both take `Authorization: Bearer <token>` when a token is configured."},
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": schemas(),
-        },
-        "security": [{"bearer": []}],
-        "paths": paths,
-    })
-}
-
-/// `/admin/v1/sources` (see [`crate::server::sources`]).
-fn source_paths(paths: &mut serde_json::Map<String, Value>) {
-    let source = reference("Source");
-    let name =
-        json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}]);
-    paths.insert("/admin/v1/sources".into(), json!({
-        "get": op("List message-bus sources with this process's status (passwords masked)", "sources",
-            responses(("200", ok("Sources", json!({"type": "object", "properties": {"items": {"type": "array", "items": source}}}))), &[401])),
-        "post": with_body(op("Create a source; every gateway process on the database starts consuming it", "sources",
-            responses(("201", ok("Created", source.clone())), &[400, 401, 409, 413, 422])), reference("SourceSpec")),
-    }));
-    paths.insert("/admin/v1/sources/{name}".into(), json!({"parameters": name.clone(),
-        "get": op("A source with this process's status", "sources", responses(("200", ok("Source", source.clone())), &[401, 404])),
-        "delete": op("Delete a source; its consumers stop (messages stay in the broker)", "sources", responses(("204", json!({"description": "Deleted"})), &[401, 404])),
-    }));
-    paths.insert("/admin/v1/sources/{name}/pause".into(), json!({"parameters": name.clone(), "post":
-        op("Stop consuming (every process); unacknowledged messages go back to the broker", "sources", responses(("200", ok("Paused", source.clone())), &[401, 404]))}));
-    paths.insert(
-        "/admin/v1/sources/{name}/resume".into(),
-        json!({"parameters": name, "post":
-        op("Consume again", "sources", responses(("200", ok("Resumed", source)), &[401, 404]))}),
-    );
-}
-
-fn source_schemas() -> Value {
-    let string = json!({"type": "string"});
-    let int = json!({"type": "integer"});
-    json!({
-        "SourceSpec": {"type": "object", "required": ["name", "type", "url"], "additionalProperties": false,
-            "description": "NATS: stream and subject required; AMQP: queue required. Fields of the other broker are refused.",
-            "properties": {
-                "name": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,100}$"}, "type": {"enum": ["nats", "amqp"]},
-                "url": {"type": "string", "description": "nats:// or tls://; amqp:// or amqps://. The password is shown masked."},
-                "stream": string, "subject": string, "consumer": {"type": "string", "description": "Durable consumer; default hookyard-<name>"}, "ack_wait_secs": {"type": "integer", "default": 30},
-                "credentials_file": string, "queue": string, "prefetch": {"type": "integer", "description": "Default 2 * batch_size"},
-                "dead_letter_exchange": string, "tls_ca_file": string, "tls_cert_file": string, "tls_key_file": string,
-                "type_from": {"enum": ["body", "subject", "header"], "default": "body"}, "skip_segments": {"type": "integer", "default": 0},
-                "type_header": string, "id_header": string,
-                "batch_size": {"type": "integer", "default": 500}, "batch_wait_ms": {"type": "integer", "default": 20},
-                "max_queue_depth": {"type": "integer", "default": 100000}}},
-        "Source": {"type": "object", "properties": {"name": string, "spec": {"$ref": "#/components/schemas/SourceSpec"},
-            "paused": {"type": "boolean"}, "created_at": int, "updated_at": int,
-            "status": {"type": ["object", "null"], "description": "This process's consumer; null before it started", "properties": {
-                "state": {"enum": ["connecting", "running", "throttled", "paused", "failing"]},
-                "consumed": int, "committed": int, "duplicates": int, "dead_lettered": int,
-                "lag": {"type": ["integer", "null"], "description": "Messages waiting in the broker"},
-                "last_error": {"type": ["string", "null"]}, "since": int,
-                "recent_failures": {"type": "array", "items": {"type": "object", "properties": {"at": int, "subject": string, "id": string, "reason": string}}}}}}},
-    })
-}
-
-fn schemas() -> Value {
-    let string = json!({"type": "string"});
-    let int = json!({"type": "integer"});
-    let mut all = json!({
-        "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
-            "code": string, "message": string, "field": {"type": "string", "description": "Dotted path of the offending field"}}}}},
-        "NewEvent": {"type": "object", "required": ["type", "data"], "additionalProperties": false, "properties": {
-            "id": {"type": "string", "description": "Idempotency key"}, "type": string, "data": {},
-            "context": {}, "occurred_at": {"type": "string", "format": "date-time"}}},
-        "IngestResult": {"type": "object", "properties": {"id": string, "deliveries": int, "duplicate": {"type": "boolean"}}},
-        "Auth": {"type": "object", "required": ["type"], "description": "Secrets are write-only: reads show ********, and sending ******** back keeps the stored value, as long as url, token_url and type are unchanged. Encrypted at rest.",
-            "properties": {"type": {"enum": ["none", "api_key", "bearer", "basic", "oauth2_password", "oauth2_client_credentials"]},
-                "header": string, "value": string, "token": string, "username": string, "password": string,
-                "token_url": string, "client_id": string, "client_secret": string, "scope": string}},
-        "WebhookSpec": {"type": "object", "required": ["name", "events", "url"], "additionalProperties": false, "properties": {
-            "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"}, "description": string, "enabled": {"type": "boolean", "default": true},
-            "events": {"type": "array", "items": string, "description": "Exact types or globs (user.*, *)"},
-            "url": {"type": "string", "format": "uri", "description": "Reads mask its userinfo and the values of secret query parameters (see secret_query_params) with ********; sending the masked URL back keeps the stored one"},
-            "method": {"type": "string", "default": "POST"},
-            "headers": {"type": "object", "additionalProperties": string, "description": "Static headers; those listed in secret_headers are write-only (masked on reads and in the Webhook Log, encrypted at rest)"},
-            "secret_headers": {"type": "array", "items": string, "description": "Names of `headers` whose values are secret (case-insensitive), e.g. [\"X-Static-Token\"]"},
-            "secret_query_params": {"type": "array", "items": string, "description": "Query parameters of url whose values are secret, besides those secret by name (token, key, secret, signature, password, auth, credential, sig, pwd, pass, code)"},
-            "event_header": string,
-            "auth": {"$ref": "#/components/schemas/Auth"},
-            "signing": {"type": "object", "properties": {"enabled": {"type": "boolean", "default": true}, "secret": {"type": "string", "description": "whsec_<base64>; generated when absent"}}},
-            "plugin": {"type": "object", "required": ["name"], "properties": {"name": string, "version": {"type": ["integer", "null"]}, "config": {}}},
-            "inbound": {"type": "object", "required": ["auth"], "properties": {"enabled": {"type": "boolean"},
-                "auth": {"type": "object", "required": ["type"], "properties": {"type": {"enum": ["api_key", "bearer", "basic", "standard_webhooks"]}}},
-                "entity": string, "jit_provisioning": {"type": "boolean"}, "identify_by": {"type": "array", "items": string}}},
-            "writeback": {"type": "object", "properties": {"entity": string, "identify_by": {"type": "array", "items": string}}},
-            "retry": {"type": "object", "properties": {"max_attempts": {"type": "integer", "default": 8}}},
-            "timeout_ms": {"type": "integer", "default": 10000}, "max_concurrency": {"type": "integer"}}},
-        "Webhook": {"allOf": [{"$ref": "#/components/schemas/WebhookSpec"}, {"type": "object", "properties": {"id": string, "created_at": int, "updated_at": int,
-            "inbound_url": {"type": "string", "description": "Where the third party pushes, when inbound is configured"}}}]},
-        "Delivery": {"type": "object", "properties": {"id": {"type": "string", "description": "Sent as webhook-id"}, "event_id": string, "event_type": string, "webhook_id": string,
-            "status": {"enum": ["pending", "succeeded", "dead", "skipped"]}, "attempts": int, "next_attempt_at": {"type": ["integer", "null"]},
-            "last_status": {"type": ["integer", "null"]}, "last_error": {"type": ["string", "null"]}, "created_at": int, "updated_at": int}},
-        "Attempt": {"type": "object", "properties": {"attempt_no": int, "started_at": int, "duration_ms": int,
-            "request": {"type": ["object", "null"], "description": "Method, URL, headers (credentials and signature redacted), body (truncated)"},
-            "response_status": {"type": ["integer", "null"]}, "response_headers": {"type": "array"}, "response_body": {"type": ["string", "null"]},
-            "error": {"type": ["string", "null"]}, "outcome": {"enum": ["succeeded", "retry", "dead", "skipped"]}}},
-    });
-    if let (Some(all), Value::Object(sources)) = (all.as_object_mut(), source_schemas()) {
-        all.extend(sources);
-    }
-    all
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn every_route_is_documented() {
-        let doc = super::spec();
-        let paths = doc["paths"].as_object().unwrap();
-        for route in [
-            "/v1/events",
-            "/v1/events/batch",
-            "/v1/inbound/{webhook}",
-            "/healthz",
-            "/readyz",
-            "/metrics",
-            "/admin/v1/webhooks",
-            "/admin/v1/webhooks/{id}",
-            "/admin/v1/webhooks/{id}/replay",
-            "/admin/v1/webhooks/{id}/secret",
-            "/admin/v1/deliveries",
-            "/admin/v1/deliveries/{id}",
-            "/admin/v1/deliveries/{id}/replay",
-            "/admin/v1/openapi.json",
-            "/admin/v1/sources",
-            "/admin/v1/sources/{name}",
-            "/admin/v1/sources/{name}/pause",
-            "/admin/v1/sources/{name}/resume",
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for (name, description) in [
+            (
+                "admin_token",
+                "`server.admin_token` as a bearer token (not required when none is configured, \
+                 which only a loopback admin listener allows)",
+            ),
+            (
+                "ingest_token",
+                "`server.ingest_token` as a bearer token (not required when none is configured, \
+                 which only a loopback listener allows)",
+            ),
         ] {
-            assert!(paths.contains_key(route), "{route} is not documented");
+            components.add_security_scheme(
+                name,
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .description(Some(description))
+                        .build(),
+                ),
+            );
         }
     }
 }
+
+fn error_response(description: &str) -> RefOr<Response> {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Error")))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+/// Error answers, each with the `Error` body: `(status = 404, response = NotFound)` in a
+/// handler's `responses(...)`.
+macro_rules! error_responses {
+    ($($(#[$doc:meta])* $name:ident => $description:literal;)*) => {$(
+        $(#[$doc])*
+        pub struct $name;
+
+        impl<'r> utoipa::ToResponse<'r> for $name {
+            fn response() -> (&'r str, RefOr<Response>) {
+                (stringify!($name), error_response($description))
+            }
+        }
+    )*};
+}
+
+error_responses! {
+    /// 400.
+    BadRequest => "Malformed JSON, a body that cannot be read, or a bad query string";
+    /// 401.
+    Unauthorized => "Missing or wrong credentials";
+    /// 404.
+    NotFound => "No such resource";
+    /// 408.
+    RequestTimeout => "The body did not arrive within `server.body_timeout_ms`";
+    /// 409.
+    Conflict => "Conflicts with the current state (a taken name, a replayed message, a resource managed by the config...)";
+    /// 413.
+    PayloadTooLarge => "The body exceeds the configured limit";
+    /// 422.
+    Unprocessable => "Well-formed but invalid; `field` names the offending field";
+    /// 429.
+    TooManyRequests => "Rate limited per client address (`server.inbound_rate_per_sec`); `Retry-After` says when to try again";
+    /// 503.
+    Unavailable => "The store or a needed part of the gateway is unavailable; nothing was accepted";
+}
+
+/// `{"status": "ok"}` (`/healthz`) or `{"status": "ready"}` (`/readyz`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok` or `ready`.
+    pub status: String,
+}
+
+/// A webhook as the admin API shows it: its [`WebhookSpec`] with secrets masked (the create
+/// answer shows the signing secret once), its id and timestamps, and where a third party
+/// pushes when it has an inbound side.
+///
+/// Its schema is the spec's own with these properties added and without the spec's refusal of
+/// unknown properties (which is for requests).
+pub struct WebhookView;
+
+impl utoipa::PartialSchema for WebhookView {
+    fn schema() -> RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, Object, Schema, SchemaFormat, Type};
+        let mut schema = match <WebhookSpec as utoipa::PartialSchema>::schema() {
+            RefOr::T(Schema::Object(object)) => object,
+            // The derive makes an object of a struct; anything else would be a bug there.
+            _ => Object::new(),
+        };
+        schema.additional_properties = None;
+        schema.description = Some(
+            "A webhook as the admin API shows it: its definition with secrets masked (the \
+             create answer shows the signing secret once), its id and timestamps."
+                .into(),
+        );
+        let property = |schema_type: Type, format: Option<KnownFormat>, description: &str| {
+            let object = Object::builder()
+                .schema_type(schema_type)
+                .format(format.map(SchemaFormat::KnownFormat))
+                .description(Some(description))
+                .build();
+            RefOr::T(Schema::Object(object))
+        };
+        for (name, schema_type, format, description) in [
+            ("id", Type::String, None, "Stable id, `wh_...`"),
+            (
+                "created_at",
+                Type::Integer,
+                Some(KnownFormat::Int64),
+                "Creation time (Unix ms)",
+            ),
+            (
+                "updated_at",
+                Type::Integer,
+                Some(KnownFormat::Int64),
+                "Last change (Unix ms), by an admin or by the gateway (a 410 disables a webhook)",
+            ),
+            (
+                "inbound_url",
+                Type::String,
+                None,
+                "Where the third party pushes, when the webhook has an inbound side",
+            ),
+        ] {
+            schema
+                .properties
+                .insert(name.into(), property(schema_type, format, description));
+        }
+        schema
+            .required
+            .extend(["id".into(), "created_at".into(), "updated_at".into()]);
+        RefOr::T(Schema::Object(schema))
+    }
+}
+
+impl utoipa::ToSchema for WebhookView {
+    fn schemas(schemas: &mut Vec<(String, RefOr<utoipa::openapi::schema::Schema>)>) {
+        <WebhookSpec as utoipa::ToSchema>::schemas(schemas);
+    }
+}
+
+/// `GET /admin/v1/webhooks`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct WebhookList {
+    /// Every webhook.
+    pub items: Vec<WebhookView>,
+}
+
+/// `GET /admin/v1/webhooks/{id}/secret`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SigningSecret {
+    /// Whether deliveries are signed.
+    pub enabled: bool,
+    /// `whsec_<base64>`.
+    pub secret: Option<String>,
+}
+
+/// `POST /admin/v1/webhooks/{id}/replay`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Replayed {
+    /// How many dead deliveries are pending again.
+    pub replayed: u64,
+}
+
+/// `GET /admin/v1/deliveries/{id}`: a delivery with its attempts.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DeliveryWithAttempts {
+    /// The delivery.
+    #[serde(flatten)]
+    pub delivery: Delivery,
+    /// Every attempt, oldest first, across replays.
+    pub attempts: Vec<Attempt>,
+}
+
+/// `GET /admin/v1/plugins`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PluginList {
+    /// Every plugin.
+    pub items: Vec<PluginRecord>,
+}
+
+/// `POST /admin/v1/plugins/{name}/activate`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Activated {
+    /// The plugin.
+    pub name: String,
+    /// The version now active.
+    pub active: u32,
+}
+
+/// A source as the admin API shows it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SourceView {
+    /// Its name.
+    pub name: String,
+    /// Its definition, the URL's password masked.
+    pub spec: SourceSpec,
+    /// Paused sources are consumed by no process.
+    pub paused: bool,
+    /// Creation time (Unix ms).
+    #[schema(value_type = i64)]
+    pub created_at: Millis,
+    /// Last change of spec or pause state (Unix ms).
+    #[schema(value_type = i64)]
+    pub updated_at: Millis,
+    /// This process's consumer; none before it started.
+    pub status: Option<SourceStatus>,
+}
+
+/// `GET /admin/v1/sources`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SourceList {
+    /// Every source.
+    pub items: Vec<SourceView>,
+}
+
+#[cfg(test)]
+mod tests;

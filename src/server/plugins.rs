@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use super::error::{body_error, parse_json, ApiError};
 use super::Shared;
 use crate::plugin::{PluginError, PluginHost};
+use crate::store::{PluginRecord, PluginVersion};
 
 /// The plugin routes. Uploads have their own body limit, `plugins.max_upload_bytes`.
 pub fn routes(max_upload_bytes: usize) -> Router<Shared> {
@@ -50,11 +51,39 @@ fn host(state: &Shared) -> Result<&Arc<PluginHost>, ApiError> {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/plugins",
+    tag = "plugins",
+    operation_id = "list_plugins",
+    summary = "List plugins with their versions",
+    responses(
+        (status = 200, description = "Every plugin", body = super::openapi::PluginList),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn list(State(state): State<Shared>) -> Result<Json<Value>, ApiError> {
     let records = state.store.plugins().await?;
     Ok(Json(json!({ "items": records })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/plugins/{name}",
+    tag = "plugins",
+    operation_id = "get_plugin",
+    summary = "A plugin with its versions",
+    params(("name" = String, Path, description = "The plugin's name")),
+    responses(
+        (status = 200, description = "The plugin", body = PluginRecord),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn one(
     State(state): State<Shared>,
     Path(name): Path<String>,
@@ -69,6 +98,29 @@ async fn one(
     Ok(Json(serde_json::to_value(record).unwrap_or(Value::Null)))
 }
 
+#[utoipa::path(
+    put,
+    path = "/admin/v1/plugins/{name}",
+    tag = "plugins",
+    operation_id = "upload_plugin",
+    summary = "Upload a new version of a plugin (a WebAssembly component) and make it active",
+    description = "The component is compiled and checked against the plugin contract first; a refused upload (422) leaves nothing behind. Uploading the same bytes again only makes that version active.",
+    params(("name" = String, Path, description = "The plugin's name")),
+    request_body(
+        description = "The component's bytes (any content type), at most `plugins.max_upload_bytes`",
+        content(("application/wasm"), ("application/octet-stream")),
+    ),
+    responses(
+        (status = 201, description = "Stored and active", body = PluginVersion),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 408, response = super::openapi::RequestTimeout),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 422, response = super::openapi::Unprocessable),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn upload(
     State(state): State<Shared>,
     Path(name): Path<String>,
@@ -88,12 +140,34 @@ async fn upload(
     ))
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /admin/v1/plugins/{name}/activate`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Activate {
+    /// The version to make active.
     version: u32,
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/plugins/{name}/activate",
+    tag = "plugins",
+    operation_id = "activate_plugin",
+    summary = "Make a version active (rollback or pin)",
+    params(("name" = String, Path, description = "The plugin's name")),
+    request_body = Activate,
+    responses(
+        (status = 200, description = "Active", body = super::openapi::Activated),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 408, response = super::openapi::RequestTimeout),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 422, response = super::openapi::Unprocessable),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn activate(
     State(state): State<Shared>,
     Path(name): Path<String>,

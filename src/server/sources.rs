@@ -62,12 +62,40 @@ async fn find(state: &Shared, name: &str) -> Result<StoredSource, ApiError> {
         .ok_or_else(|| ApiError::not_found("source"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/sources",
+    tag = "sources",
+    operation_id = "list_sources",
+    summary = "List message-bus sources with this process's status (passwords masked)",
+    responses(
+        (status = 200, description = "Every source", body = super::openapi::SourceList),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn list(State(state): State<Shared>) -> Result<Json<Value>, ApiError> {
     let sources = state.store.sources().await?;
     let items: Vec<Value> = sources.iter().map(|s| shown(&state, s)).collect();
     Ok(Json(json!({ "items": items })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/sources/{name}",
+    tag = "sources",
+    operation_id = "get_source",
+    summary = "A source with this process's status",
+    params(("name" = String, Path, description = "The source's name")),
+    responses(
+        (status = 200, description = "The source", body = super::openapi::SourceView),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn one(
     State(state): State<Shared>,
     Path(name): Path<String>,
@@ -75,6 +103,26 @@ async fn one(
     Ok(Json(shown(&state, &find(&state, &name).await?)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/sources",
+    tag = "sources",
+    operation_id = "create_source",
+    summary = "Create a source; every gateway process on the database starts consuming it",
+    description = "NATS sources need `stream` and `subject`, AMQP ones `queue`; fields of the other broker are refused (422).",
+    request_body = SourceSpec,
+    responses(
+        (status = 201, description = "Created", body = super::openapi::SourceView),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 408, response = super::openapi::RequestTimeout),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 422, response = super::openapi::Unprocessable),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn create(
     State(state): State<Shared>,
     body: Result<Bytes, BytesRejection>,
@@ -116,6 +164,21 @@ async fn set_paused(state: &Shared, name: &str, paused: bool) -> Result<Json<Val
     Ok(Json(shown(state, &source)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/sources/{name}/pause",
+    tag = "sources",
+    operation_id = "pause_source",
+    summary = "Stop consuming (every process); unacknowledged messages go back to the broker",
+    params(("name" = String, Path, description = "The source's name")),
+    responses(
+        (status = 200, description = "Paused", body = super::openapi::SourceView),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn pause(
     State(state): State<Shared>,
     Path(name): Path<String>,
@@ -123,6 +186,21 @@ async fn pause(
     set_paused(&state, &name, true).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/sources/{name}/resume",
+    tag = "sources",
+    operation_id = "resume_source",
+    summary = "Consume again",
+    params(("name" = String, Path, description = "The source's name")),
+    responses(
+        (status = 200, description = "Resumed", body = super::openapi::SourceView),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn resume(
     State(state): State<Shared>,
     Path(name): Path<String>,
@@ -130,6 +208,21 @@ async fn resume(
     set_paused(&state, &name, false).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/sources/{name}",
+    tag = "sources",
+    operation_id = "delete_source",
+    summary = "Delete a source; its consumers stop (messages stay in the broker)",
+    params(("name" = String, Path, description = "The source's name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn delete(
     State(state): State<Shared>,
     Path(name): Path<String>,

@@ -11,7 +11,7 @@ use crate::model::MASK;
 const MAX_NAME_LEN: usize = 100;
 
 /// A message-bus source.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSpec {
     /// Unique name: letters, digits, `-`, `_`, `.`.
@@ -39,6 +39,7 @@ pub struct SourceSpec {
     pub ack_wait_secs: Option<u64>,
     /// NATS: a `.creds` file (JWT and NKey seed) to authenticate with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub credentials_file: Option<PathBuf>,
 
     /// AMQP: the queue, declared durable if missing.
@@ -57,12 +58,15 @@ pub struct SourceSpec {
     /// A PEM file of CA certificates to verify the broker's TLS certificate with (NATS: also
     /// requires TLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub tls_ca_file: Option<PathBuf>,
     /// NATS: a PEM client certificate for mutual TLS (with `tls_key_file`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub tls_cert_file: Option<PathBuf>,
     /// NATS: the PEM key of `tls_cert_file`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub tls_key_file: Option<PathBuf>,
 
     /// Where the event type comes from; see [`TypeFrom`].
@@ -83,13 +87,16 @@ pub struct SourceSpec {
 
     /// Most messages committed (and acknowledged) together.
     #[serde(default = "default_batch_size")]
+    #[schema(default = 500)]
     pub batch_size: usize,
     /// How long a batch waits for more messages after its first, in milliseconds.
     #[serde(default = "default_batch_wait_ms")]
+    #[schema(default = 20)]
     pub batch_wait_ms: u64,
     /// Back-pressure: above this many pending deliveries in the store, the source stops pulling
     /// until the queue drains below it (messages wait in the broker; none is dropped).
     #[serde(default = "default_max_queue_depth")]
+    #[schema(default = 100000)]
     pub max_queue_depth: u64,
 }
 
@@ -104,7 +111,7 @@ fn default_max_queue_depth() -> u64 {
 }
 
 /// The broker of a source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceKind {
     /// A NATS JetStream durable pull consumer.
@@ -124,7 +131,7 @@ impl SourceKind {
 }
 
 /// How a message becomes an event.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TypeFrom {
     /// The body is the event JSON of `POST /v1/events` (`type`, `data`, `id`?, ...).

@@ -15,7 +15,7 @@ use crate::model::{now_ms, Millis};
 const RECENT_FAILURES: usize = 20;
 
 /// The state of one source in this process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SourceState {
     /// Connecting to the broker (or waiting to retry after a failure).
@@ -31,9 +31,10 @@ pub enum SourceState {
 }
 
 /// One message that could not become an event.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Failure {
-    /// When.
+    /// When (Unix ms).
+    #[schema(value_type = i64)]
     pub at: Millis,
     /// Subject or routing key.
     pub subject: String,
@@ -44,7 +45,7 @@ pub struct Failure {
 }
 
 /// Counters and state of one source.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SourceStatus {
     /// What it is doing.
     pub state: SourceState,
@@ -62,8 +63,10 @@ pub struct SourceStatus {
     /// The last connection or commit error, cleared by the next success.
     pub last_error: Option<String>,
     /// The latest dead-lettered messages with their reasons, newest last.
+    #[schema(value_type = Vec<Failure>)]
     pub recent_failures: VecDeque<Failure>,
-    /// When the state last changed.
+    /// When the state last changed (Unix ms).
+    #[schema(value_type = i64)]
     pub since: Millis,
 }
 

@@ -307,7 +307,7 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// One uploaded version of a plugin.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct PluginVersion {
     /// Plugin name.
     pub name: String,
@@ -317,12 +317,13 @@ pub struct PluginVersion {
     pub sha256: String,
     /// Size of the component in bytes.
     pub size: u64,
-    /// Upload time.
+    /// Upload time (Unix ms).
+    #[schema(value_type = i64)]
     pub created_at: Millis,
 }
 
 /// A plugin: its versions and which one is active.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct PluginRecord {
     /// Plugin name.
     pub name: String,

@@ -15,6 +15,7 @@ mod edge;
 mod examples;
 mod ingest;
 mod log_search;
+mod openapi;
 mod plugin_kit;
 mod plugin_output;
 mod plugins;
