@@ -128,7 +128,7 @@ fn admin_routes(state: &Shared) -> Router<Shared> {
     admin::routes()
         .merge(plugins::routes(state.config.plugins.max_upload_bytes))
         .merge(sources::routes())
-        .route("/admin/v1/metrics", get(metrics))
+        .route("/admin/v1/metrics", get(admin_metrics))
         .merge(connections::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -266,6 +266,28 @@ async fn readyz(State(state): State<Shared>) -> Response {
         )
         .into_response(),
     }
+}
+
+/// `GET /admin/v1/metrics`: the figures of `/metrics` behind the admin token (the console's
+/// Overview reads them from the admin listener).
+#[utoipa::path(
+    get,
+    path = "/admin/v1/metrics",
+    tag = "operations",
+    summary = "Prometheus metrics, on the admin listener",
+    responses(
+        (
+            status = 200,
+            description = "Metrics",
+            body = String,
+            content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+        (status = 401, response = openapi::Unauthorized),
+    ),
+    security(("admin_token" = [])),
+)]
+async fn admin_metrics(state: State<Shared>) -> Response {
+    metrics(state).await
 }
 
 /// `GET /metrics`: Prometheus metrics.
