@@ -15,6 +15,7 @@ mod ingest;
 mod plugin_kit;
 mod plugin_output;
 mod plugins;
+mod rough_edges;
 mod secrets;
 mod sources;
 mod ssrf;

@@ -514,11 +514,36 @@ fn input_missing_identifier_is_422() {
     let e = records(&m, r#"{"name": "Ada"}"#).unwrap_err();
     assert_eq!(
         e,
-        InputError::Unprocessable("missing identifier field work_email (row 1)".into())
+        InputError::Unprocessable("missing or empty identifier field work_email (row 1)".into())
     );
     assert_eq!(e.status(), 422);
     let e = records(&m, r#"{"work_email": null}"#).unwrap_err();
-    assert_eq!(e.message(), "missing identifier field work_email (row 1)");
+    assert_eq!(e.message(), "missing or empty identifier field work_email (row 1)");
+    // An empty or blank string identifies nothing either (JIT would create a record without
+    // an id).
+    for empty in [r#""""#, r#"" ""#] {
+        let e = records(&m, &format!(r#"{{"work_email": {empty}}}"#)).unwrap_err();
+        assert_eq!(e.message(), "missing or empty identifier field work_email (row 1)");
+    }
+}
+
+#[test]
+fn input_array_errors_name_the_item() {
+    let m = mapping(json!({"input": [
+        {"api_field": "emp_id", "field": "employee_id", "identifier": true},
+        {"api_field": "age", "field": "age", "convert": "integer"}
+    ]}));
+    let e = records(&m, r#"[{"emp_id": "E1"}, {"emp_id": ""}]"#).unwrap_err();
+    assert_eq!(
+        e.message(),
+        "item 1 of the body: missing or empty identifier field emp_id (row 0)"
+    );
+    let e = records(&m, r#"[{"emp_id": "E1"}, {"emp_id": "E2"}, {"emp_id": "E3", "age": "old"}]"#)
+        .unwrap_err();
+    assert!(e.message().starts_with("item 2 of the body: input[1]"), "{e:?}");
+    // A single object is not an item of anything.
+    let e = records(&m, r#"{"emp_id": ""}"#).unwrap_err();
+    assert_eq!(e.message(), "missing or empty identifier field emp_id (row 0)");
 }
 
 #[test]
@@ -1096,5 +1121,5 @@ fn readme_example() {
     assert_eq!(r[0].identifiers, json!({"email": "bob@x.org"}));
     assert_eq!(r[0].fields, json!({"email": "bob@x.org", "enabled": true}));
     let e = records(&m, r#"{"active": "yes"}"#).unwrap_err();
-    assert_eq!(e.message(), "missing identifier field work_email (row 0)");
+    assert_eq!(e.message(), "missing or empty identifier field work_email (row 0)");
 }
