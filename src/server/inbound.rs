@@ -486,7 +486,7 @@ fn verdict(settled: &[Settled], operation: &str) -> (StatusCode, Json<Value>) {
             Json(json!({"accepted": answers.len(), "operation": operation, "results": results})),
         ),
         Some(i) => {
-            let (status, _) = answers[i];
+            let status = answers[i].0;
             let message = format!(
                 "item {i} of the push: the internal system did not accept it ({})",
                 status.as_u16()
