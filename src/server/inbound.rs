@@ -222,7 +222,7 @@ pub(crate) fn plain_records(
                         };
                         return Err(ApiError::invalid_field(
                             field.clone(),
-                            format!("missing or empty identifier field {field}{item}"),
+                            format!("missing identifier field {field}{item}"),
                         ));
                     }
                 }

@@ -839,7 +839,7 @@ impl Mapping {
                 }
                 _ if row.identifier => {
                     return Err(InputError::Unprocessable(format!(
-                        "missing or empty identifier field {} (row {})",
+                        "missing identifier field {} (row {})",
                         row.api_field, row.index
                     )))
                 }
