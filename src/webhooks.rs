@@ -633,8 +633,10 @@ mod tests {
 
     #[test]
     fn titles_are_free_text() {
-        let s = spec(json!({"name": "audit", "title": "Audit Service Webhook", "events": ["*"],
-            "url": "https://h/"}));
+        let s = spec(
+            json!({"name": "audit", "title": "Audit Service Webhook", "events": ["*"],
+            "url": "https://h/"}),
+        );
         validate(&s, 10_000).unwrap();
         for bad in ["", "  ", "a\nb"] {
             let s = spec(json!({"name": "a", "title": bad, "events": ["*"], "url": "https://h/"}));

@@ -54,8 +54,12 @@ impl From<InvalidSpec> for ApiError {
 fn declared_in(state: &Shared, name: &str) -> Option<String> {
     let config = &state.config;
     let managed = config.webhooks_from_config == WebhooksFromConfig::Managed;
-    (managed && config.webhooks.iter().any(|w| w.name == name))
-        .then(|| config.file.clone().unwrap_or_else(|| "the config file".to_owned()))
+    (managed && config.webhooks.iter().any(|w| w.name == name)).then(|| {
+        config
+            .file
+            .clone()
+            .unwrap_or_else(|| "the config file".to_owned())
+    })
 }
 
 fn shown(state: &Shared, hook: &Webhook) -> Value {

@@ -31,8 +31,7 @@ use super::error::{body_error, ApiError};
 use super::Shared;
 use crate::delivery::worker::AttemptWatch;
 use crate::model::{
-    now_ms, Attempt, Delivery, DeliveryStatus, InboundAuth, InboundConfig, InboundMode,
-    SinkMessage,
+    now_ms, Attempt, Delivery, DeliveryStatus, InboundAuth, InboundConfig, InboundMode, SinkMessage,
 };
 use crate::plugin::bindings::types;
 use crate::plugin::InboundRecord;

@@ -788,7 +788,10 @@ pub(crate) async fn replay_delivery(store: Arc<dyn Store>) {
         .expect("replayed");
     assert_eq!(d.status, DeliveryStatus::Pending);
     assert_eq!(d.attempts_since_replay, 0);
-    assert_eq!(d.attempts, 1, "the attempt before the replay still counts as one held");
+    assert_eq!(
+        d.attempts, 1,
+        "the attempt before the replay still counts as one held"
+    );
     assert_eq!(d.next_attempt_at, Some(T0 + 50_000));
     assert_eq!(
         d.last_error.as_deref(),
@@ -1391,7 +1394,10 @@ pub(crate) async fn a_lease_at_ingest_is_a_claim(store: Arc<dyn Store>) {
     assert!(results.iter().all(|r| !r.duplicate && r.deliveries == 1));
     let pending = get(store, &kept_id).await;
     assert_eq!(pending.status, DeliveryStatus::Pending);
-    assert_eq!((pending.attempts_since_replay, pending.next_attempt_at), (0, Some(T0)));
+    assert_eq!(
+        (pending.attempts_since_replay, pending.next_attempt_at),
+        (0, Some(T0))
+    );
 
     assert_eq!(
         ids(&claim(store, "other", T0 + 1, 10).await),
@@ -1432,7 +1438,10 @@ pub(crate) async fn a_lease_at_ingest_is_a_claim(store: Arc<dyn Store>) {
         .await
     );
     let d = get(store, &kept_id).await;
-    assert_eq!((d.status, d.attempts_since_replay), (DeliveryStatus::Pending, 1));
+    assert_eq!(
+        (d.status, d.attempts_since_replay),
+        (DeliveryStatus::Pending, 1)
+    );
     let jobs = claim(store, "other", T0 + 2_000, 10).await;
     assert_eq!(ids(&jobs), vec![kept_id], "its retry is claimable as usual");
     assert_eq!(jobs[0].attempt_no, 2);

@@ -35,7 +35,10 @@ async fn push(gw: &TestGateway, name: &str, body: &str) -> (u16, Value) {
 }
 
 fn message(body: &Value) -> String {
-    body["error"]["message"].as_str().unwrap_or_default().to_owned()
+    body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// An inbound-only webhook (no events, no url) with field-map's input table and `inbound`.
@@ -58,12 +61,18 @@ async fn empty_identifiers_are_refused_like_null_and_array_errors_name_the_item(
         json!({"entity": "user", "jit_provisioning": true}),
     ))
     .await;
-    gw.create_webhook(json!({"name": "plain", "inbound": {"auth": {"type": "bearer", "token": "t"},
-        "identify_by": ["emp_id"], "jit_provisioning": true}}))
-        .await;
+    gw.create_webhook(
+        json!({"name": "plain", "inbound": {"auth": {"type": "bearer", "token": "t"},
+        "identify_by": ["emp_id"], "jit_provisioning": true}}),
+    )
+    .await;
 
     for name in ["hr", "plain"] {
-        for body in [r#"{"emp_id": ""}"#, r#"{"emp_id": "  "}"#, r#"{"emp_id": null}"#] {
+        for body in [
+            r#"{"emp_id": ""}"#,
+            r#"{"emp_id": "  "}"#,
+            r#"{"emp_id": null}"#,
+        ] {
             let (status, answer) = push(&gw, name, body).await;
             assert_eq!(status, 422, "{name} {body}: {answer}");
             assert!(message(&answer).contains("emp_id"), "{name}: {answer}");
@@ -73,7 +82,10 @@ async fn empty_identifiers_are_refused_like_null_and_array_errors_name_the_item(
     let (status, answer) = push(&gw, "hr", r#"[{"emp_id": "E1"}, {"emp_id": ""}]"#).await;
     assert_eq!(status, 422, "{answer}");
     let text = message(&answer);
-    assert!(text.contains("item 1") && text.contains("row 0"), "{answer}");
+    assert!(
+        text.contains("item 1") && text.contains("row 0"),
+        "{answer}"
+    );
     let (status, answer) = push(
         &gw,
         "hr",
@@ -104,13 +116,17 @@ async fn invalid_input_goes_dead_at_once_and_traps_keep_following_on_error() {
     let rx = Receiver::start().await;
     upload_ok(&gw, "field-map", rust_plugin("field_map")).await;
     upload_ok(&gw, "trap", rust_plugin("trap")).await;
-    gw.create_webhook(json!({"name": "mapped", "events": ["user.created"], "url": rx.url("/m"),
+    gw.create_webhook(
+        json!({"name": "mapped", "events": ["user.created"], "url": rx.url("/m"),
         "plugin": {"name": "field-map", "config": {"request": [
-            {"api_field": "emp_id", "field": "employee_id", "required": true}]}}}))
-        .await;
-    gw.create_webhook(json!({"name": "trapping", "events": ["user.created"], "url": rx.url("/t"),
-        "retry": {"max_attempts": 3}, "plugin": {"name": "trap"}}))
-        .await;
+            {"api_field": "emp_id", "field": "employee_id", "required": true}]}}}),
+    )
+    .await;
+    gw.create_webhook(
+        json!({"name": "trapping", "events": ["user.created"], "url": rx.url("/t"),
+        "retry": {"max_attempts": 3}, "plugin": {"name": "trap"}}),
+    )
+    .await;
 
     // A required field missing: the plugin reports invalid input. On the default on_error
     // (retry) it used to be retried for ~1.5 hours; now it is dead after one attempt.
@@ -177,7 +193,10 @@ async fn sync_inbound_answers_with_the_sinks_verdict() {
         Reply::status(200).body("plain text"),
     ]);
     let (status, answer) = push(&gw, "sync", r#"{"emp_id": "E1"}"#).await;
-    assert_eq!((status, answer.clone()), (404, json!({"error": "no such user E1"})));
+    assert_eq!(
+        (status, answer.clone()),
+        (404, json!({"error": "no such user E1"}))
+    );
     let (status, answer) = push(&gw, "sync", r#"{"emp_id": "E2"}"#).await;
     assert_eq!((status, answer.clone()), (201, json!({"id": "U-2"})));
     let (status, answer) = push(&gw, "sync", r#"{"emp_id": "E3"}"#).await;
@@ -254,9 +273,7 @@ async fn config_declared_webhooks_are_read_only_unless_the_file_is_a_seed() {
         ("DELETE", None),
     ];
     for (method, body) in edits {
-        let (status, answer) = gw
-            .admin(method, "/admin/v1/webhooks/declared", body)
-            .await;
+        let (status, answer) = gw.admin(method, "/admin/v1/webhooks/declared", body).await;
         assert_error(status, &answer, 409, "managed_by_config");
         assert!(
             message(&answer).contains("/etc/hookyard/hookyard.toml"),
@@ -364,8 +381,10 @@ async fn titles_and_inbound_only_webhooks() {
     assert_error(status, &body, 422, "invalid_field");
     assert!(message(&body).contains("title"), "{body}");
     let hook = gw
-        .create_webhook(json!({"name": "audit-service", "title": "Audit Service Webhook",
-            "events": ["*"], "url": "http://127.0.0.1:9/"}))
+        .create_webhook(
+            json!({"name": "audit-service", "title": "Audit Service Webhook",
+            "events": ["*"], "url": "http://127.0.0.1:9/"}),
+        )
         .await;
     assert_eq!(hook["title"], "Audit Service Webhook");
     let (status, body) = gw
@@ -375,11 +394,16 @@ async fn titles_and_inbound_only_webhooks() {
             Some(json!({"title": "Audit (EU)"})),
         )
         .await;
-    assert_eq!((status.as_u16(), body["title"].clone()), (200, json!("Audit (EU)")));
+    assert_eq!(
+        (status.as_u16(), body["title"].clone()),
+        (200, json!("Audit (EU)"))
+    );
 
     // Inbound only: no invented event or URL.
     let hook = gw
-        .create_webhook(json!({"name": "pushes", "inbound": {"auth": {"type": "bearer", "token": "t"}}}))
+        .create_webhook(
+            json!({"name": "pushes", "inbound": {"auth": {"type": "bearer", "token": "t"}}}),
+        )
         .await;
     assert!(hook.get("url").is_none(), "{hook}");
     assert_eq!(hook["events"], json!([]));

@@ -192,10 +192,8 @@ async fn inbound_auth_types_accept_the_right_secret_only() {
     ];
     for (name, auth, good, bad) in cases {
         let hook = gw
-            .create_webhook(
-                json!({"name": name,
-                "inbound": {"auth": auth, "entity": "user"}}),
-            )
+            .create_webhook(json!({"name": name,
+                "inbound": {"auth": auth, "entity": "user"}}))
             .await;
         assert_eq!(
             hook["inbound_url"],
@@ -391,10 +389,8 @@ async fn inbound_without_a_plugin_needs_its_identifier_and_a_sink() {
         .admin(
             "POST",
             "/admin/v1/webhooks",
-            Some(
-                json!({"name": "in",
-            "inbound": {"auth": {"type": "bearer", "token": "t"}}}),
-            ),
+            Some(json!({"name": "in",
+            "inbound": {"auth": {"type": "bearer", "token": "t"}}})),
         )
         .await;
     assert_eq!(status, 422, "{body}");
@@ -404,11 +400,9 @@ async fn inbound_without_a_plugin_needs_its_identifier_and_a_sink() {
     let dir = temp_dir();
     let sink = Receiver::start().await;
     let gw = gateway_with_sink(dir.path(), &sink).await;
-    gw.create_webhook(
-        json!({"name": "in",
-        "inbound": {"auth": {"type": "bearer", "token": "t"}, "identify_by": ["user.id"]}}),
-    )
-    .await;
+    gw.create_webhook(json!({"name": "in",
+        "inbound": {"auth": {"type": "bearer", "token": "t"}, "identify_by": ["user.id"]}}))
+        .await;
     let auth = [("authorization", "Bearer t".to_owned())];
     let (status, answer) = push(&gw, "in", &auth, r#"[{"user": {"id": 1}}, {"user": {}}]"#).await;
     assert_eq!(status, 422);

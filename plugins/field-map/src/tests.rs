@@ -538,9 +538,15 @@ fn input_array_errors_name_the_item() {
         e.message(),
         "item 1 of the body: missing identifier field emp_id (row 0)"
     );
-    let e = records(&m, r#"[{"emp_id": "E1"}, {"emp_id": "E2"}, {"emp_id": "E3", "age": "old"}]"#)
-        .unwrap_err();
-    assert!(e.message().starts_with("item 2 of the body: input[1]"), "{e:?}");
+    let e = records(
+        &m,
+        r#"[{"emp_id": "E1"}, {"emp_id": "E2"}, {"emp_id": "E3", "age": "old"}]"#,
+    )
+    .unwrap_err();
+    assert!(
+        e.message().starts_with("item 2 of the body: input[1]"),
+        "{e:?}"
+    );
     // A single object is not an item of anything.
     let e = records(&m, r#"{"emp_id": ""}"#).unwrap_err();
     assert_eq!(e.message(), "missing identifier field emp_id (row 0)");
