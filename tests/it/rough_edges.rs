@@ -5,11 +5,11 @@
 //! missing files, webhook titles, and inbound-only webhooks.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::cli::hookyard;
 use crate::common::*;
 use crate::plugins::{rust_plugin, upload_ok};
 
@@ -445,21 +445,6 @@ async fn titles_and_inbound_only_webhooks() {
     assert_error(status, &body, 422, "invalid_field");
     assert_eq!(body["error"]["field"], "events");
     gw.stop().await;
-}
-
-/// The binary, run in `dir`, with no `HOOKYARD_*` variables inherited.
-fn hookyard(dir: &Path) -> Command {
-    let mut cmd = Command::new(binary());
-    cmd.current_dir(dir);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("HOOKYARD_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
 }
 
 #[test]
