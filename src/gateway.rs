@@ -364,8 +364,10 @@ async fn next_change(
     }
 }
 
-/// Creates or updates, by name, the webhooks declared in the config.
+/// Creates or updates, by name, the webhooks declared in the config; with
+/// `webhooks_from_config = "seed"` only creates those the store has none of.
 async fn apply_declared_webhooks(config: &Config, store: &dyn Store) -> Result<(), Error> {
+    let seed = config.webhooks_from_config == crate::config::WebhooksFromConfig::Seed;
     for (index, spec) in config.webhooks.iter().enumerate() {
         let spec = spec.clone();
         webhooks::validate(&spec, config.max_timeout_ms())
@@ -377,6 +379,8 @@ async fn apply_declared_webhooks(config: &Config, store: &dyn Store) -> Result<(
             })?;
         let now = now_ms();
         match store.webhook(&spec.name).await? {
+            // Seeded before: the store owns it now, API edits included.
+            Some(old) if old.spec.name == spec.name && seed => {}
             Some(old) if old.spec.name == spec.name => {
                 let mut spec = spec;
                 let name = spec.name.clone();

@@ -29,7 +29,8 @@ enum Command {
         #[arg(long, short, env = "HOOKYARD_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Check a config file and print the effective configuration's problems, if any.
+    /// Check a config file and print the effective configuration's problems, if any: values,
+    /// every file it names (plugins, TLS, keys; nothing is compiled) and the declared webhooks.
     CheckConfig {
         /// Config file (TOML).
         #[arg(long, short, env = "HOOKYARD_CONFIG")]
@@ -74,9 +75,16 @@ fn main() -> ExitCode {
         }
         Command::Plugin { command } => cli::run(command),
         Command::CheckConfig { config } => match load(config.as_deref()) {
-            Ok(_) => {
-                println!("config ok");
-                ExitCode::SUCCESS
+            Ok(config) => {
+                let problems = cli::check_config::problems(&config);
+                if problems.is_empty() {
+                    println!("config ok");
+                    return ExitCode::SUCCESS;
+                }
+                for problem in &problems {
+                    eprintln!("hookyard: invalid config: {problem}");
+                }
+                ExitCode::from(EX_USAGE)
             }
             Err(code) => code,
         },

@@ -47,8 +47,12 @@ pub struct Webhook {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSpec {
-    /// Unique, URL-safe name (`[A-Za-z0-9._-]`, 1 to 100 characters).
+    /// Unique, URL-safe name (`[A-Za-z0-9._-]`, 1 to 100 characters): the key in URLs and
+    /// the config.
     pub name: String,
+    /// A free display name (`Audit Service Webhook`), up to 200 characters; spaces allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
     /// Free text for admins.
     #[serde(default)]
     pub description: String,
@@ -56,9 +60,12 @@ pub struct WebhookSpec {
     #[serde(default = "default_true")]
     #[schema(default = true)]
     pub enabled: bool,
-    /// Event types, exact (`user.created`) or globs (`user.*`, `*`).
+    /// Event types, exact (`user.created`) or globs (`user.*`, `*`). Required unless the
+    /// webhook is inbound only (`inbound.enabled` and no `url`).
+    #[serde(default)]
     pub events: Vec<String>,
-    /// Where deliveries go (http or https).
+    /// Where deliveries go (http or https). Required unless the webhook is inbound only.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub url: String,
     /// HTTP method of deliveries.
     #[serde(default = "default_method")]
@@ -267,6 +274,32 @@ pub struct InboundConfig {
     /// Without a plugin: the body fields that identify the record.
     #[serde(default = "default_identify_by")]
     pub identify_by: Vec<String>,
+    /// When the caller is answered: `async` (the default) answers 202 once the records are
+    /// stored, before the sink is asked; `sync` waits for the sink and answers with its verdict.
+    #[serde(default)]
+    pub mode: InboundMode,
+    /// In `sync` mode, how long to wait for the sink before answering 504 (the sink delivery
+    /// stays queued and is still delivered), in milliseconds.
+    #[serde(default = "default_sync_timeout_ms")]
+    pub sync_timeout_ms: u64,
+}
+
+/// When an inbound push is answered.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum InboundMode {
+    /// 202 once the records are committed, before the sink is asked: the caller never learns
+    /// the sink's answer (an unknown record becomes a dead sink delivery in the Webhook Log).
+    #[default]
+    Async,
+    /// The records are committed, then the answer waits for the sink's: its 2xx as 200 (or
+    /// 201), its refusal (404 for an unknown record, 409, 422...) as is; 504 after
+    /// `sync_timeout_ms`, while the sink delivery stays queued.
+    Sync,
+}
+
+fn default_sync_timeout_ms() -> u64 {
+    10_000
 }
 
 fn default_entity() -> String {
@@ -414,7 +447,8 @@ pub struct PluginRef {
     #[serde(default)]
     pub config: Value,
     /// What happens to a delivery when the plugin call fails (trap, time or memory limit,
-    /// plugin error).
+    /// plugin error). An `invalid-input` error (the event cannot be mapped, and never will be)
+    /// is not retried: with `retry` it goes dead at once.
     #[serde(default)]
     pub on_error: PluginFailure,
     /// `fresh`: a new plugin instance for every call of this webhook, for plugins that must
@@ -508,7 +542,11 @@ impl WebhookSpec {
                 is_url,
             }
         }
-        let mut fields = vec![field("url".to_owned(), &mut self.url, true)];
+        let mut fields = Vec::new();
+        // An inbound-only webhook has no URL (and nothing to mask in it).
+        if !self.url.is_empty() {
+            fields.push(field("url".to_owned(), &mut self.url, true));
+        }
         let secret_headers = &self.secret_headers;
         for (name, value) in self.headers.iter_mut() {
             if secret_headers.iter().any(|h| h.eq_ignore_ascii_case(name)) {
@@ -770,8 +808,10 @@ pub struct Delivery {
     pub webhook_id: String,
     /// Where it is in its life.
     pub status: DeliveryStatus,
-    /// Attempts made since it was created or last replayed (counts toward `max_attempts`).
+    /// Attempts made, across replays: as many as the Webhook Log holds for it.
     pub attempts: u32,
+    /// Attempts made since it was created or last replayed: what `retry.max_attempts` limits.
+    pub attempts_since_replay: u32,
     /// When the next attempt is due (pending only; Unix ms).
     #[schema(value_type = Option<i64>)]
     pub next_attempt_at: Option<Millis>,

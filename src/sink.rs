@@ -23,6 +23,7 @@ pub const RESERVED_EVENT_PREFIX: &str = "hookyard.";
 fn spec(sink: &SinkConfig, config: &Config) -> WebhookSpec {
     WebhookSpec {
         name: SINK_WEBHOOK.to_owned(),
+        title: None,
         description: "The internal system's sink (managed by the [sink] config)".to_owned(),
         enabled: !sink.url.is_empty(),
         events: vec!["hookyard.sink.*".to_owned()],

@@ -150,6 +150,10 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvalidSpec 
     }
 }
 
+/// The longest an inbound push in `sync` mode may wait for the sink, in milliseconds: callers
+/// rarely wait longer, and each waiting push holds a connection.
+pub const MAX_SYNC_TIMEOUT_MS: u64 = 120_000;
+
 /// Whether `name` may name a webhook or a connection: it is a path segment
 /// (`/v1/inbound/{name}`, `/admin/v1/webhooks/{name}`), so it must not be `.`, `..` or anything
 /// else a client or proxy would resolve as a relative path: 1 to 100 of `[A-Za-z0-9._-]`,
@@ -172,14 +176,38 @@ pub fn validate(spec: &WebhookSpec, max_timeout_ms: u64) -> Result<(), InvalidSp
     if !name_ok {
         return Err(invalid(
             "name",
-            "must be 1 to 100 of [A-Za-z0-9._-], start with a letter or digit, and not start with wh_",
+            "must be 1 to 100 of [A-Za-z0-9._-], start with a letter or digit, and not start with wh_ (a display name with spaces goes in `title`)",
         ));
     }
-    if spec.events.is_empty() {
-        return Err(invalid(
-            "events",
-            "at least one event type or glob is required",
-        ));
+    if let Some(title) = &spec.title {
+        if title.trim().is_empty() || title.chars().count() > 200 {
+            return Err(invalid("title", "must be 1 to 200 characters"));
+        }
+        if title.chars().any(char::is_control) {
+            return Err(invalid("title", "must not contain control characters"));
+        }
+    }
+    // An inbound-only webhook (a third party pushes, nothing is sent to it) needs neither
+    // events nor a URL; anything else delivers, so it needs both.
+    let inbound = spec.inbound.as_ref().is_some_and(|i| i.enabled);
+    let inbound_only = inbound && spec.url.is_empty() && spec.events.is_empty();
+    if !inbound_only {
+        if spec.events.is_empty() {
+            let why = if inbound {
+                "at least one event type or glob is required with a url (an inbound-only webhook has neither)"
+            } else {
+                "at least one event type or glob is required (or an enabled inbound side, for an inbound-only webhook)"
+            };
+            return Err(invalid("events", why));
+        }
+        if spec.url.is_empty() {
+            let why = if inbound {
+                "is required with events (an inbound-only webhook has neither)"
+            } else {
+                "is required (or an enabled inbound side, for an inbound-only webhook)"
+            };
+            return Err(invalid("url", why));
+        }
     }
     for (i, e) in spec.events.iter().enumerate() {
         if e.trim().is_empty() || e.len() > 200 {
@@ -189,7 +217,9 @@ pub fn validate(spec: &WebhookSpec, max_timeout_ms: u64) -> Result<(), InvalidSp
             ));
         }
     }
-    check_http_url("url", &spec.url)?;
+    if !inbound_only {
+        check_http_url("url", &spec.url)?;
+    }
     if http::Method::from_bytes(spec.method.as_bytes()).is_err() {
         return Err(invalid("method", "not a valid HTTP method"));
     }
@@ -333,6 +363,12 @@ pub fn validate_auth(auth: &AuthConfig) -> Result<(), InvalidSpec> {
 fn validate_inbound(inbound: &InboundConfig, has_plugin: bool) -> Result<(), InvalidSpec> {
     if inbound.entity.trim().is_empty() {
         return Err(invalid("inbound.entity", "must not be empty"));
+    }
+    if !(1..=MAX_SYNC_TIMEOUT_MS).contains(&inbound.sync_timeout_ms) {
+        return Err(invalid(
+            "inbound.sync_timeout_ms",
+            format!("must be 1 to {MAX_SYNC_TIMEOUT_MS}"),
+        ));
     }
     if !has_plugin
         && (inbound.identify_by.is_empty() || inbound.identify_by.iter().any(|f| f.is_empty()))
@@ -638,6 +674,37 @@ mod tests {
         let mut new = spec(json!({"name": "h", "events": ["*"], "url": "https://h/",
             "auth": {"type": "bearer", "token": MASK}}));
         assert_eq!(check_no_masks(&mut new).unwrap_err().field, "auth.token");
+    }
+
+    #[test]
+    fn inbound_only_webhooks_need_no_events_or_url() {
+        let inbound = json!({"auth": {"type": "bearer", "token": "t"}});
+        let s = spec(json!({"name": "in", "inbound": inbound}));
+        validate(&s, 10_000).unwrap();
+        // Half of a delivering webhook is a mistake, not an inbound-only one.
+        let s = spec(json!({"name": "in", "inbound": inbound, "url": "https://h/"}));
+        assert_eq!(validate(&s, 10_000).unwrap_err().field, "events");
+        let s = spec(json!({"name": "in", "inbound": inbound, "events": ["*"]}));
+        assert_eq!(validate(&s, 10_000).unwrap_err().field, "url");
+        // Neither inbound nor delivery: nothing to do.
+        let s = spec(json!({"name": "x"}));
+        assert_eq!(validate(&s, 10_000).unwrap_err().field, "events");
+        let disabled = json!({"enabled": false, "auth": {"type": "bearer", "token": "t"}});
+        let s = spec(json!({"name": "x", "inbound": disabled}));
+        assert_eq!(validate(&s, 10_000).unwrap_err().field, "events");
+    }
+
+    #[test]
+    fn titles_are_free_text() {
+        let s = spec(
+            json!({"name": "audit", "title": "Audit Service Webhook", "events": ["*"],
+            "url": "https://h/"}),
+        );
+        validate(&s, 10_000).unwrap();
+        for bad in ["", "  ", "a\nb"] {
+            let s = spec(json!({"name": "a", "title": bad, "events": ["*"], "url": "https://h/"}));
+            assert_eq!(validate(&s, 10_000).unwrap_err().field, "title", "{bad:?}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - [`local`]: the engine these commands share, with a compiled-code cache keyed by content
 //!   hash, so an unchanged component starts in well under a second.
 //! - [`admin`]: `plugin upload|activate|list|versions`, talking to the admin API.
+//! - [`check_config`]: `hookyard check-config`'s checks of the files a config names.
 //!
 //! These modules belong to the binary: they print, and they use `anyhow` as `main.rs` does.
 
@@ -17,6 +18,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 mod admin;
 mod check;
+pub mod check_config;
 mod fixtures;
 mod local;
 mod project;

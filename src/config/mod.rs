@@ -75,6 +75,11 @@ pub struct Config {
     pub refusals: RefusalsConfig,
     /// The admin console at `/console/` on the admin listener.
     pub console: ConsoleConfig,
+    /// Who owns the webhooks declared in the file: `managed` (the file: they are applied at
+    /// every start and read-only through the API) or `seed` (the store: each is created once,
+    /// when the store has no webhook of its name, and the API edits it from then on).
+    #[serde(default)]
+    pub webhooks_from_config: WebhooksFromConfig,
     /// Webhooks declared in the file, applied by name at start-up.
     #[serde(default)]
     pub webhooks: Vec<WebhookSpec>,
@@ -86,6 +91,24 @@ pub struct Config {
     /// read them but not change them.
     #[serde(default)]
     pub connections: Vec<crate::connections::ConnectionSpec>,
+    /// The config file this was loaded from (none: defaults and environment only), for
+    /// messages that send an admin to it.
+    #[serde(skip)]
+    pub file: Option<String>,
+}
+
+/// `webhooks_from_config`: who owns the webhooks declared in the config file.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhooksFromConfig {
+    /// The file: each declared webhook is created or updated to match it at every start, and
+    /// the API refuses to change or delete it (409), so that no edit is silently undone by the
+    /// next restart. Replay and test sends are allowed.
+    #[default]
+    Managed,
+    /// A one-time seed: a declared webhook is created only when the store has none of its name;
+    /// from then on the store owns it and API edits persist across restarts.
+    Seed,
 }
 
 /// `[server]`.
@@ -355,17 +378,20 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, Error> {
         let mut merged = parse_table(DEFAULTS, "defaults")?;
+        let mut origin_file = None;
         if let Some((origin, text)) = file {
             merge(&mut merged, parse_table(&text, &origin)?);
+            origin_file = Some(origin);
         }
         merge(&mut merged, env_layer(env)?);
-        let config: Config =
+        let mut config: Config =
             toml::Value::Table(merged)
                 .try_into()
                 .map_err(|e: toml::de::Error| Error::Parse {
                     origin: String::new(),
                     message: one_line(&e.to_string()),
                 })?;
+        config.file = origin_file;
         config.validate()?;
         Ok(config)
     }

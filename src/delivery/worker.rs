@@ -89,6 +89,34 @@ pub struct Deliverer {
     /// all busy. A delivery that finishes starts its webhook's next queued one at once, without
     /// waiting for a claim (see [`Deliverer::queue`]).
     queues: std::sync::Mutex<HashMap<String, WebhookQueue>>,
+    /// Deliveries someone waits on (a `sync` inbound push waiting for the sink's answer), each
+    /// with what to wake once an attempt of it is recorded here. See [`AttemptWatch`].
+    watched: Arc<DashMap<String, Arc<Notify>>>,
+}
+
+/// Wakes its holder after each attempt of its deliveries this process records; forgets them
+/// when dropped. An attempt recorded by another process sharing the store wakes nobody: the
+/// holder also re-reads the store now and then.
+pub struct AttemptWatch {
+    watched: Arc<DashMap<String, Arc<Notify>>>,
+    ids: Vec<String>,
+    notify: Arc<Notify>,
+}
+
+impl AttemptWatch {
+    /// Resolves after an attempt of one of the deliveries was recorded (at once if one was
+    /// recorded since the last call).
+    pub async fn attempted(&self) {
+        self.notify.notified().await;
+    }
+}
+
+impl Drop for AttemptWatch {
+    fn drop(&mut self) {
+        for id in &self.ids {
+            self.watched.remove(id);
+        }
+    }
 }
 
 /// A webhook's deliveries in this process, under [`Deliverer::queues`]' lock.
@@ -224,6 +252,20 @@ impl Deliverer {
             caught_up: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             queues: std::sync::Mutex::new(HashMap::new()),
+            watched: Arc::new(DashMap::new()),
+        }
+    }
+
+    /// Watches the attempts of `delivery_ids` (before they are committed, so none is missed).
+    pub fn watch(&self, delivery_ids: &[String]) -> AttemptWatch {
+        let notify = Arc::new(Notify::new());
+        for id in delivery_ids {
+            self.watched.insert(id.clone(), notify.clone());
+        }
+        AttemptWatch {
+            watched: self.watched.clone(),
+            ids: delivery_ids.to_vec(),
+            notify,
         }
     }
 
@@ -278,6 +320,7 @@ impl Deliverer {
                     webhook_id,
                     status: DeliveryStatus::Pending,
                     attempts: 0,
+                    attempts_since_replay: 0,
                     next_attempt_at: Some(event.received_at),
                     last_status: None,
                     last_error: None,
@@ -644,6 +687,9 @@ impl Deliverer {
         if followups {
             self.wake.notify_one();
         }
+        if let Some(waiter) = self.watched.get(&job.delivery.id) {
+            waiter.notify_one();
+        }
         if disable {
             if let Err(e) = self.webhooks.reload(self.store.as_ref()).await {
                 warn!(error = %e, "reloading webhooks failed");
@@ -927,7 +973,7 @@ impl Deliverer {
 
     /// Retry later, unless this was the last attempt allowed.
     fn retry_or_dead(&self, hook: &Webhook, job: &Job, retry_after: Option<Duration>) -> Next {
-        let made = job.delivery.attempts + 1;
+        let made = job.delivery.attempts_since_replay + 1;
         if made >= hook.spec.retry.max_attempts.max(1) {
             return Next::Dead;
         }
@@ -1338,6 +1384,7 @@ mod tests {
                 webhook_id: webhook_id.to_owned(),
                 status: DeliveryStatus::Pending,
                 attempts: 0,
+                attempts_since_replay: 0,
                 next_attempt_at: Some(0),
                 last_status: None,
                 last_error: None,

@@ -693,6 +693,21 @@ impl PluginHost {
                 Ok(Shaped::Send(checked.collect::<Result<_, _>>()?))
             }
             Ok(Ok(types::OutgoingAction::Skip(reason))) => Ok(Shaped::Skip(reason)),
+            // The plugin says this event cannot be mapped (a required field missing, a value
+            // that does not convert): the same event fails the same way on every retry, so it
+            // goes dead at once (replayable once the data or the mapping is fixed), unless
+            // `on_error` already says not to retry. Traps and limits may be transient, and follow
+            // `on_error`.
+            Ok(Err(types::PluginError::InvalidInput(m))) => {
+                let action = match plugin_ref.on_error {
+                    PluginFailure::Retry => PluginFailure::DeadLetter,
+                    other => other,
+                };
+                Err(fail(
+                    format!("{label}: invalid input: {m} (not retried: the same event would fail again)"),
+                    action,
+                ))
+            }
             Ok(Err(e)) => Err(fail(
                 format!("{label}: {}", plugin_error_text(&e)),
                 plugin_ref.on_error,

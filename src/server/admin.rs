@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 use super::error::{body_error, from_value, parse_json, ApiError};
 use super::Shared;
+use crate::config::WebhooksFromConfig;
 use crate::model::{
     new_id, now_ms, Delivery, DeliverySource, DeliveryStatus, Page, Webhook, WebhookSpec,
 };
@@ -49,8 +50,25 @@ impl From<InvalidSpec> for ApiError {
     }
 }
 
+/// The config file that owns webhook `name`, when the config declares it and owns what it
+/// declares (`webhooks_from_config = "managed"`).
+fn declared_in(state: &Shared, name: &str) -> Option<String> {
+    let config = &state.config;
+    let managed = config.webhooks_from_config == WebhooksFromConfig::Managed;
+    (managed && config.webhooks.iter().any(|w| w.name == name)).then(|| {
+        config
+            .file
+            .clone()
+            .unwrap_or_else(|| "the config file".to_owned())
+    })
+}
+
 fn shown(state: &Shared, hook: &Webhook) -> Value {
     let mut value = serde_json::to_value(hook.redacted()).unwrap_or(Value::Null);
+    if let Some(file) = declared_in(state, &hook.spec.name) {
+        // Read-only through the API: a client (the console) can say so before an edit fails.
+        value["managed_by_config"] = Value::String(file);
+    }
     if hook.spec.inbound.is_some() {
         value["inbound_url"] = Value::String(format!(
             "{}/v1/inbound/{}",
@@ -98,7 +116,8 @@ async fn find(state: &Shared, id: &str) -> Result<Webhook, ApiError> {
         .ok_or_else(|| ApiError::not_found("webhook"))
 }
 
-/// A webhook an admin may change: not the sink, which the config manages.
+/// A webhook an admin may change: not the sink, which the config manages, nor one the config
+/// file declares and owns (its next start would undo the change).
 async fn find_editable(state: &Shared, id: &str) -> Result<Webhook, ApiError> {
     let hook = find(state, id).await?;
     if crate::sink::is_sink(&hook) {
@@ -106,6 +125,18 @@ async fn find_editable(state: &Shared, id: &str) -> Result<Webhook, ApiError> {
             StatusCode::CONFLICT,
             "managed_by_config",
             "the sink's webhook is managed by the [sink] config",
+        ));
+    }
+    if let Some(file) = declared_in(state, &hook.spec.name) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "managed_by_config",
+            format!(
+                "webhook {:?} is declared in {file}, which owns it (webhooks_from_config = \"managed\"): \
+                 change it there and restart, or set webhooks_from_config = \"seed\" to make the \
+                 file a one-time seed that the API may edit",
+                hook.spec.name
+            ),
         ));
     }
     Ok(hook)
@@ -274,7 +305,13 @@ async fn put_webhook(
     // What a GET shows can be PUT back: the read-only fields are ignored.
     let mut value: Value = parse_json(&body)?;
     if let Some(fields) = value.as_object_mut() {
-        for read_only in ["id", "created_at", "updated_at", "inbound_url"] {
+        for read_only in [
+            "id",
+            "created_at",
+            "updated_at",
+            "inbound_url",
+            "managed_by_config",
+        ] {
             fields.remove(read_only);
         }
     }

@@ -5,8 +5,19 @@
 //! as the headers allow before the body is read. An unknown name, a disabled inbound and wrong
 //! credentials get the one same 401. The body (JSON, or form-encoded) goes through the plugin's
 //! inbound phase, or without a plugin becomes one record per object identified by
-//! `inbound.identify_by`. Every record becomes a sink
-//! message (`update`, or `upsert` under JIT provisioning), all committed together before the 202.
+//! `inbound.identify_by` (an identifier that is `null` or an empty string is missing: 422). Every
+//! record becomes a sink message (`update`, or `upsert` under JIT provisioning), all committed
+//! together before any answer.
+//!
+//! `inbound.mode` says when the caller is answered. `async` (the default): 202 as soon as the
+//! records are committed, *before the sink is asked*, so the caller never hears that the
+//! internal system refused a record (an unknown record without JIT provisioning becomes a dead
+//! sink delivery in the Webhook Log). `sync`: the answer waits for the sink's (woken by this
+//! process's workers, re-reading the store meanwhile for attempts made by another process) and
+//! passes its verdict on, see [`InboundMode::Sync`]; after `inbound.sync_timeout_ms` it is 504,
+//! and the sink delivery stays queued and is still delivered.
+
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest as _, Path, RawQuery, Request, State};
@@ -18,7 +29,10 @@ use subtle::ConstantTimeEq;
 
 use super::error::{body_error, ApiError};
 use super::Shared;
-use crate::model::{now_ms, InboundAuth, InboundConfig, SinkMessage};
+use crate::delivery::worker::AttemptWatch;
+use crate::model::{
+    now_ms, Attempt, Delivery, DeliveryStatus, InboundAuth, InboundConfig, InboundMode, SinkMessage,
+};
 use crate::plugin::bindings::types;
 use crate::plugin::InboundRecord;
 
@@ -167,15 +181,21 @@ pub(crate) fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, Api
     Ok(body.to_vec())
 }
 
+/// Whether an identifier's value identifies nothing: `null`, or an empty or blank string (JIT
+/// provisioning would create a record with an empty id).
+fn blank(value: &Value) -> bool {
+    value.is_null() || value.as_str().is_some_and(|s| s.trim().is_empty())
+}
+
 /// Without a plugin: each object of the body is a record, identified by `identify_by`.
 pub(crate) fn plain_records(
     inbound: &InboundConfig,
     body: &[u8],
 ) -> Result<Vec<InboundRecord>, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(&e))?;
-    let objects = match value {
-        Value::Array(items) => items,
-        other => vec![other],
+    let (objects, is_array) = match value {
+        Value::Array(items) => (items, true),
+        other => (vec![other], false),
     };
     objects
         .into_iter()
@@ -190,14 +210,19 @@ pub(crate) fn plain_records(
             let mut identifiers = Map::new();
             for field in &inbound.identify_by {
                 match crate::sink::lookup(&object, field) {
-                    Some(v) if !v.is_null() => {
+                    Some(v) if !blank(v) => {
                         identifiers.insert(field.clone(), v.clone());
                     }
                     _ => {
+                        let item = if is_array {
+                            format!(" (item {i} of the body)")
+                        } else {
+                            String::new()
+                        };
                         return Err(ApiError::invalid_field(
                             field.clone(),
-                            format!("missing identifier field {field}"),
-                        ))
+                            format!("missing identifier field {field}{item}"),
+                        ));
                     }
                 }
             }
@@ -355,14 +380,17 @@ pub async fn receive(
     };
     let mut events = Vec::with_capacity(records.len());
     for (i, record) in records.into_iter().enumerate() {
-        let has_identifier = record
-            .identifiers
-            .as_object()
-            .is_some_and(|o| !o.is_empty());
-        if !has_identifier {
+        let Some(identifiers) = record.identifiers.as_object().filter(|o| !o.is_empty()) else {
             return Err(ApiError::invalid_field(
                 format!("[{i}]"),
                 "the record has no identifier fields",
+            ));
+        };
+        // Whatever the plugin made of the push: an identifier must identify something.
+        if let Some((field, _)) = identifiers.iter().find(|(_, v)| blank(v)) {
+            return Err(ApiError::invalid_field(
+                field.clone(),
+                format!("record {i}: identifier field {field} is null or empty"),
             ));
         }
         let message = SinkMessage {
@@ -378,14 +406,191 @@ pub async fn receive(
         events.push(crate::sink::message(&sink.id, &message));
     }
     let count = events.len();
-    if count > 0 {
-        state.store.ingest(events).await?;
-        state.wake.notify_one();
+    if count == 0 {
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "accepted": 0, "operation": operation })),
+        ));
     }
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "accepted": count, "operation": operation })),
-    ))
+    let ids: Vec<String> = events
+        .iter()
+        .flat_map(|e| e.deliveries.iter().map(|(_, id)| id.clone()))
+        .collect();
+    let sync = inbound.mode == InboundMode::Sync;
+    // Watched before the commit, so an answer of the sink that comes at once is not missed.
+    let watch = match (&state.deliverer, sync) {
+        (Some(deliverer), true) => Some(deliverer.watch(&ids)),
+        _ => None,
+    };
+    // Committed (and started here at once when this process has the slots) before any answer.
+    super::ingest::commit(&state, events).await?;
+    if !sync {
+        // The caller is told 202 before the sink is asked; what the sink says is in the
+        // Webhook Log (see `inbound.mode = "sync"` to wait for it).
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "accepted": count, "operation": operation })),
+        ));
+    }
+    let timeout = Duration::from_millis(inbound.sync_timeout_ms);
+    Ok(sync_answer(&state, &ids, watch, timeout, operation).await)
+}
+
+/// How often a `sync` push re-reads its sink deliveries besides being woken by this process's
+/// workers (an attempt made by another process sharing the store wakes nobody here).
+const SYNC_POLL: Duration = Duration::from_millis(200);
+
+/// The sink's final word on one record: the delivery and its last attempt.
+type Settled = (Delivery, Option<Attempt>);
+
+/// Waits until every sink delivery of a `sync` push has succeeded or failed for good, at most
+/// `timeout`, and answers with the sink's verdict: see [`InboundMode::Sync`].
+async fn sync_answer(
+    state: &Shared,
+    ids: &[String],
+    watch: Option<AttemptWatch>,
+    timeout: Duration,
+    operation: &str,
+) -> (StatusCode, Json<Value>) {
+    let deadline = Instant::now() + timeout;
+    let mut settled: Vec<Option<Settled>> = vec![None; ids.len()];
+    loop {
+        for (id, slot) in ids.iter().zip(settled.iter_mut()) {
+            if slot.is_some() {
+                continue;
+            }
+            match state.store.delivery(id).await {
+                Ok(Some((d, mut attempts))) if d.status != DeliveryStatus::Pending => {
+                    *slot = Some((d, attempts.pop()));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    // The records are committed; only the wait for the verdict failed.
+                    tracing::warn!(delivery = %id, error = %e, "reading a sink delivery for a sync inbound push failed");
+                }
+            }
+        }
+        if settled.iter().all(Option::is_some) {
+            let settled: Vec<Settled> = settled.into_iter().flatten().collect();
+            return verdict(&settled, operation);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let pending: Vec<&String> = ids
+                .iter()
+                .zip(&settled)
+                .filter(|(_, s)| s.is_none())
+                .map(|(id, _)| id)
+                .collect();
+            return (
+                StatusCode::GATEWAY_TIMEOUT,
+                Json(json!({
+                    "error": {
+                        "code": "sink_timeout",
+                        "message": format!(
+                            "the internal system did not answer within {} ms; the record is stored \
+                             and its delivery stays queued (it will still be delivered)",
+                            timeout.as_millis()
+                        ),
+                    },
+                    "pending_deliveries": pending,
+                })),
+            );
+        }
+        let nap = left.min(SYNC_POLL);
+        match &watch {
+            Some(watch) => {
+                let _ = tokio::time::timeout(nap, watch.attempted()).await;
+            }
+            None => tokio::time::sleep(nap).await,
+        }
+    }
+}
+
+/// What the caller of a `sync` push is told, from the sink's final answers (one per record).
+fn verdict(settled: &[Settled], operation: &str) -> (StatusCode, Json<Value>) {
+    let answers: Vec<(StatusCode, Value)> = settled.iter().map(record_answer).collect();
+    if let [(status, body)] = answers.as_slice() {
+        return (*status, Json(body.clone()));
+    }
+    let results: Vec<Value> = answers
+        .iter()
+        .map(|(status, body)| json!({"status": status.as_u16(), "body": body}))
+        .collect();
+    match answers.iter().position(|(s, _)| !s.is_success()) {
+        None => (
+            StatusCode::OK,
+            Json(json!({"accepted": answers.len(), "operation": operation, "results": results})),
+        ),
+        Some(i) => {
+            let status = answers[i].0;
+            let message = format!(
+                "item {i} of the push: the internal system did not accept it ({})",
+                status.as_u16()
+            );
+            (
+                status,
+                Json(json!({
+                    "error": {"code": "sink_refused", "message": message},
+                    "results": results,
+                })),
+            )
+        }
+    }
+}
+
+/// One record's answer: the sink's 2xx as 200 (201 when it said 201) with its JSON body; its
+/// refusal of the record (a 4xx other than an auth failure) with the same status and body; any
+/// other failure (the sink unreachable, refusing the gateway's credentials, failing after its
+/// retries) is 502: the caller's record was not the problem.
+fn record_answer((delivery, attempt): &Settled) -> (StatusCode, Value) {
+    let sink_status = attempt.as_ref().and_then(|a| a.response_status);
+    // The body as the Webhook Log kept it (cut to `delivery.log_body_bytes`): passed on only
+    // when it is whole JSON.
+    let sink_body = attempt
+        .as_ref()
+        .and_then(|a| a.response_body.as_deref())
+        .filter(|b| !b.trim().is_empty());
+    let sink_json = sink_body.and_then(|b| serde_json::from_str::<Value>(b).ok());
+    match (delivery.status, sink_status) {
+        (DeliveryStatus::Succeeded, Some(status)) => {
+            let status = if status == 201 {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            let body = sink_json.unwrap_or_else(|| json!({"accepted": 1}));
+            (status, body)
+        }
+        (DeliveryStatus::Dead, Some(status))
+            if (400..500).contains(&status) && ![401, 403, 407].contains(&status) =>
+        {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let body = sink_json.unwrap_or_else(|| {
+                json!({"error": {
+                    "code": "sink_refused",
+                    "message": format!("the internal system answered {}", status.as_u16()),
+                    "sink_body": sink_body,
+                }})
+            });
+            (status, body)
+        }
+        _ => {
+            let why = attempt
+                .as_ref()
+                .and_then(|a| a.error.clone())
+                .or_else(|| delivery.last_error.clone())
+                .unwrap_or_else(|| format!("the sink delivery ended {}", delivery.status.as_str()));
+            (
+                StatusCode::BAD_GATEWAY,
+                json!({"error": {
+                    "code": "sink_failed",
+                    "message": format!("the internal system could not take the record: {why}"),
+                    "delivery": delivery.id,
+                }}),
+            )
+        }
+    }
 }
 
 /// The answer to an accepted inbound push.

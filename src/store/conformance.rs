@@ -295,7 +295,7 @@ pub(crate) async fn ingest_is_idempotent(store: Arc<dyn Store>) {
         assert_eq!(d.status, DeliveryStatus::Pending);
         assert_eq!(d.event_id, "evt-1");
         assert_eq!(d.event_type, "user.created");
-        assert_eq!(d.attempts, 0);
+        assert_eq!(d.attempts_since_replay, 0);
         assert_eq!(d.next_attempt_at, Some(T0), "due when received");
         assert_eq!(d.created_at, T0);
         assert_eq!((d.last_status, d.last_error.as_deref()), (None, None));
@@ -504,7 +504,7 @@ pub(crate) async fn stale_owner_is_fenced(store: Arc<dyn Store>) {
         DeliveryStatus::Pending,
         "the old owner changed nothing"
     );
-    assert_eq!(d.attempts, 0);
+    assert_eq!(d.attempts_since_replay, 0);
     assert_eq!(
         attempts_of(store, &id).await.len(),
         1,
@@ -524,7 +524,7 @@ pub(crate) async fn stale_owner_is_fenced(store: Arc<dyn Store>) {
     assert!(complete(store, "new", &new, Next::Dead, Some(500)).await);
     let d = get(store, &id).await;
     assert_eq!(d.status, DeliveryStatus::Dead);
-    assert_eq!(d.attempts, 1);
+    assert_eq!(d.attempts_since_replay, 1);
     assert_eq!(d.last_status, Some(500));
 
     assert!(!complete(store, "old", &old, Next::Succeeded, Some(200)).await);
@@ -552,7 +552,7 @@ pub(crate) async fn retry_waits_until_due(store: Arc<dyn Store>) {
     assert!(complete(store, "w", &job, Next::RetryAt(T0 + 10_000), Some(503)).await);
     let d = get(store, &id).await;
     assert_eq!(d.status, DeliveryStatus::Pending);
-    assert_eq!(d.attempts, 1);
+    assert_eq!(d.attempts_since_replay, 1);
     assert_eq!(d.next_attempt_at, Some(T0 + 10_000));
     assert_eq!(d.last_status, Some(503));
     assert_eq!(d.last_error.as_deref(), Some("HTTP 503"));
@@ -560,7 +560,7 @@ pub(crate) async fn retry_waits_until_due(store: Arc<dyn Store>) {
     assert!(claim(store, "w", T0 + 9_999, 1).await.is_empty());
     let job = claim(store, "w", T0 + 10_000, 1).await.remove(0);
     assert_eq!(job.attempt_no, 2);
-    assert_eq!(job.delivery.attempts, 1);
+    assert_eq!(job.delivery.attempts_since_replay, 1);
 
     assert!(complete(store, "w", &job, Next::RetryAt(T0 + 20_000), None).await);
     let d = get(store, &id).await;
@@ -572,7 +572,7 @@ pub(crate) async fn retry_waits_until_due(store: Arc<dyn Store>) {
     assert!(complete(store, "w", &job, Next::Succeeded, Some(200)).await);
     let d = get(store, &id).await;
     assert_eq!(d.status, DeliveryStatus::Succeeded);
-    assert_eq!(d.attempts, 3);
+    assert_eq!(d.attempts_since_replay, 3);
     assert_eq!(d.next_attempt_at, None);
     assert_eq!(d.last_status, Some(200));
     assert_eq!(d.last_error, None);
@@ -612,7 +612,7 @@ pub(crate) async fn final_outcomes(store: Arc<dyn Store>) {
         let d = get(store, &job.delivery.id).await;
         assert_eq!(d.status, status);
         assert_eq!(d.next_attempt_at, None);
-        assert_eq!(d.attempts, 1);
+        assert_eq!(d.attempts_since_replay, 1);
         assert_eq!(d.last_status, code);
     }
     assert!(claim(store, "w", T0 + 10_000_000, 10).await.is_empty());
@@ -739,7 +739,7 @@ pub(crate) async fn release_returns_lease(store: Arc<dyn Store>) {
     assert_eq!(ids(&jobs), vec![id.clone()]);
     assert_eq!(jobs[0].attempt_no, 1);
     let d = get(store, &id).await;
-    assert_eq!(d.attempts, 0);
+    assert_eq!(d.attempts_since_replay, 0);
     assert!(attempts_of(store, &id).await.is_empty());
 }
 
@@ -801,7 +801,11 @@ pub(crate) async fn replay_delivery(store: Arc<dyn Store>) {
         .unwrap()
         .expect("replayed");
     assert_eq!(d.status, DeliveryStatus::Pending);
-    assert_eq!(d.attempts, 0);
+    assert_eq!(d.attempts_since_replay, 0);
+    assert_eq!(
+        d.attempts, 1,
+        "the attempt before the replay still counts as one held"
+    );
     assert_eq!(d.next_attempt_at, Some(T0 + 50_000));
     assert_eq!(
         d.last_error.as_deref(),
@@ -813,7 +817,7 @@ pub(crate) async fn replay_delivery(store: Arc<dyn Store>) {
     assert!(claim(store, "w", T0 + 49_999, 1).await.is_empty());
     let job = claim(store, "w", T0 + 50_000, 1).await.remove(0);
     assert_eq!(job.attempt_no, 2);
-    assert_eq!(job.delivery.attempts, 0);
+    assert_eq!(job.delivery.attempts_since_replay, 0);
 
     // Replaying a leased, pending delivery frees it now and fences the old owner.
     let d = store
@@ -836,15 +840,25 @@ pub(crate) async fn replay_delivery(store: Arc<dyn Store>) {
         DeliveryStatus::Pending,
         "succeeded ones replay too"
     );
+    let d = get(store, &id).await;
+    assert_eq!(
+        (d.attempts, d.attempts_since_replay),
+        (3, 0),
+        "after a replay the delivery says how many attempts it holds"
+    );
     let job = claim(store, "w", T0 + 60_000, 1).await.remove(0);
+    assert!(complete(store, "w", &job, Next::Dead, Some(500)).await);
+    let d = get(store, &id).await;
+    assert_eq!((d.attempts, d.attempts_since_replay), (4, 1));
     let numbers: Vec<u32> = attempts_of(store, &id)
         .await
         .iter()
         .map(|a| a.attempt_no)
         .collect();
-    assert_eq!(numbers.len(), 3);
+    assert_eq!(numbers.len(), 4);
+    assert_eq!(d.attempts as usize, numbers.len());
     assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
-    assert!(job.attempt_no > numbers[2]);
+    assert_eq!(job.attempt_no, numbers[3]);
 }
 
 /// Replaying a webhook's dead deliveries touches exactly those.
@@ -871,7 +885,7 @@ pub(crate) async fn replay_dead(store: Arc<dyn Store>) {
     for job in &jobs[..2] {
         let d = get(store, &job.delivery.id).await;
         assert_eq!(d.status, DeliveryStatus::Pending);
-        assert_eq!(d.attempts, 0);
+        assert_eq!(d.attempts_since_replay, 0);
         assert_eq!(d.next_attempt_at, Some(T0 + 100));
     }
     assert_eq!(
@@ -1394,7 +1408,10 @@ pub(crate) async fn a_lease_at_ingest_is_a_claim(store: Arc<dyn Store>) {
     assert!(results.iter().all(|r| !r.duplicate && r.deliveries == 1));
     let pending = get(store, &kept_id).await;
     assert_eq!(pending.status, DeliveryStatus::Pending);
-    assert_eq!((pending.attempts, pending.next_attempt_at), (0, Some(T0)));
+    assert_eq!(
+        (pending.attempts_since_replay, pending.next_attempt_at),
+        (0, Some(T0))
+    );
 
     assert_eq!(
         ids(&claim(store, "other", T0 + 1, 10).await),
@@ -1435,7 +1452,10 @@ pub(crate) async fn a_lease_at_ingest_is_a_claim(store: Arc<dyn Store>) {
         .await
     );
     let d = get(store, &kept_id).await;
-    assert_eq!((d.status, d.attempts), (DeliveryStatus::Pending, 1));
+    assert_eq!(
+        (d.status, d.attempts_since_replay),
+        (DeliveryStatus::Pending, 1)
+    );
     let jobs = claim(store, "other", T0 + 2_000, 10).await;
     assert_eq!(ids(&jobs), vec![kept_id], "its retry is claimable as usual");
     assert_eq!(jobs[0].attempt_no, 2);

@@ -12,7 +12,7 @@ use crate::model::{
 macro_rules! delivery_cols {
     () => {
         "id, event_id, event_type, webhook_id, status, attempts, next_attempt_at, last_status, \
-         last_error, created_at, updated_at, source, origin"
+         last_error, created_at, updated_at, source, origin, total_attempts"
     };
 }
 

@@ -596,7 +596,7 @@ fn get_json<T: serde::de::DeserializeOwned>(row: &Row, i: usize) -> Result<T> {
     serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("column {i}: {e}")))
 }
 
-/// A delivery from the [`delivery_cols`] starting at column `at`.
+/// A delivery from the [`delivery_cols`] starting at column `at` (`total_attempts` last).
 fn delivery_row(row: &Row, at: usize) -> Result<Delivery> {
     let status: &str = get(row, at + 4)?;
     let status = DeliveryStatus::parse(status)
@@ -607,7 +607,8 @@ fn delivery_row(row: &Row, at: usize) -> Result<Delivery> {
         event_type: get(row, at + 2)?,
         webhook_id: get(row, at + 3)?,
         status,
-        attempts: get_u32(row, at + 5)?,
+        attempts: get_u32(row, at + 13)?,
+        attempts_since_replay: get_u32(row, at + 5)?,
         next_attempt_at: get(row, at + 6)?,
         last_status: get_opt_u16(row, at + 7)?,
         last_error: get(row, at + 8)?,

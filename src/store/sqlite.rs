@@ -813,7 +813,8 @@ fn delivery_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
         event_type: row.get(2)?,
         webhook_id: row.get(3)?,
         status,
-        attempts: row.get(5)?,
+        attempts: row.get(13)?,
+        attempts_since_replay: row.get(5)?,
         next_attempt_at: row.get(6)?,
         last_status: row.get(7)?,
         last_error: row.get(8)?,
@@ -1015,16 +1016,13 @@ fn claim_in(conn: &Connection, req: &ClaimRequest) -> Result<Vec<Job>> {
     let lease_until = req.now.saturating_add(req.lease_ms);
     let mut lease = conn.prepare_cached(concat!(
         "UPDATE deliveries SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1 RETURNING ",
-        delivery_cols!(),
-        ", total_attempts"
+        delivery_cols!()
     ))?;
     let mut events: HashMap<String, Event> = HashMap::new();
     let mut jobs = Vec::with_capacity(candidates.len());
     for (_, id) in candidates {
-        let (delivery, total): (Delivery, u32) = lease
-            .query_row(params![id, req.owner, lease_until], |r| {
-                Ok((delivery_row(r)?, r.get(13)?))
-            })?;
+        let delivery = lease.query_row(params![id, req.owner, lease_until], delivery_row)?;
+        let total = delivery.attempts;
         let event = match events.get(&delivery.event_id) {
             Some(event) => event.clone(),
             None => {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 
 /// The binary, run in `dir`, with no `HOOKYARD_*` variables inherited.
-fn hookyard(dir: &Path) -> Command {
+pub(crate) fn hookyard(dir: &Path) -> Command {
     let mut cmd = Command::new(binary());
     cmd.current_dir(dir);
     for (k, _) in std::env::vars() {

@@ -264,19 +264,15 @@ async fn inbound_gateway(config: hookyard::config::Config, sink: &Receiver) -> T
     let mut config = config;
     config.sink.url = sink.url("/hookyard");
     let gw = TestGateway::start(config).await;
-    gw.create_webhook(
-        json!({"name": "src", "events": ["none"], "url": "http://127.0.0.1:9/",
+    gw.create_webhook(json!({"name": "src",
         "inbound": {"auth": {"type": "api_key", "header": "X-API-Key", "value": "in-key"},
-                    "entity": "user", "identify_by": ["email"]}}),
-    )
-    .await;
-    gw.create_webhook(
-        json!({"name": "signed", "events": ["none"], "url": "http://127.0.0.1:9/",
+                    "entity": "user", "identify_by": ["email"]}}))
+        .await;
+    gw.create_webhook(json!({"name": "signed",
         "inbound": {"auth": {"type": "standard_webhooks",
                              "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
-                    "entity": "user", "identify_by": ["email"]}}),
-    )
-    .await;
+                    "entity": "user", "identify_by": ["email"]}}))
+        .await;
     gw
 }
 

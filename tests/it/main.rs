@@ -20,6 +20,7 @@ mod plugin_kit;
 mod plugin_output;
 mod plugins;
 mod retention;
+mod rough_edges;
 mod secrets;
 mod sources;
 mod ssrf;

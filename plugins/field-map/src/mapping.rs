@@ -787,7 +787,19 @@ impl Mapping {
                     describe(item)
                 )));
             }
-            records.push(self.input_record(headers, query, item)?);
+            let record = self.input_record(headers, query, item).map_err(|e| {
+                if !document.is_array() {
+                    return e;
+                }
+                // Which item failed, besides which row: `row 0` alone does not say which of the
+                // pushed records to fix.
+                let message = format!("item {n} of the body: {}", e.message());
+                match e {
+                    InputError::Malformed(_) => InputError::Malformed(message),
+                    InputError::Unprocessable(_) => InputError::Unprocessable(message),
+                }
+            })?;
+            records.push(record);
         }
         Ok(Some(records))
     }
@@ -811,8 +823,11 @@ impl Mapping {
             let value = row
                 .value(resolved)
                 .map_err(|e| InputError::Unprocessable(e.to_string()))?;
+            // An identifier must identify: `null` and an empty (or blank) string are missing,
+            // or JIT provisioning would create a record with an empty id.
+            let blank = |v: &Value| v.is_null() || v.as_str().is_some_and(|s| s.trim().is_empty());
             match value {
-                Some(value) if !(row.identifier && value.is_null()) => {
+                Some(value) if !(row.identifier && blank(&value)) => {
                     if row.identifier {
                         row.target
                             .set(&mut identifiers, value.clone())

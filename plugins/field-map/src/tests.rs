@@ -519,6 +519,37 @@ fn input_missing_identifier_is_422() {
     assert_eq!(e.status(), 422);
     let e = records(&m, r#"{"work_email": null}"#).unwrap_err();
     assert_eq!(e.message(), "missing identifier field work_email (row 1)");
+    // An empty or blank string identifies nothing either (JIT would create a record without
+    // an id).
+    for empty in [r#""""#, r#"" ""#] {
+        let e = records(&m, &format!(r#"{{"work_email": {empty}}}"#)).unwrap_err();
+        assert_eq!(e.message(), "missing identifier field work_email (row 1)");
+    }
+}
+
+#[test]
+fn input_array_errors_name_the_item() {
+    let m = mapping(json!({"input": [
+        {"api_field": "emp_id", "field": "employee_id", "identifier": true},
+        {"api_field": "age", "field": "age", "convert": "integer"}
+    ]}));
+    let e = records(&m, r#"[{"emp_id": "E1"}, {"emp_id": ""}]"#).unwrap_err();
+    assert_eq!(
+        e.message(),
+        "item 1 of the body: missing identifier field emp_id (row 0)"
+    );
+    let e = records(
+        &m,
+        r#"[{"emp_id": "E1"}, {"emp_id": "E2"}, {"emp_id": "E3", "age": "old"}]"#,
+    )
+    .unwrap_err();
+    assert!(
+        e.message().starts_with("item 2 of the body: input[1]"),
+        "{e:?}"
+    );
+    // A single object is not an item of anything.
+    let e = records(&m, r#"{"emp_id": ""}"#).unwrap_err();
+    assert_eq!(e.message(), "missing identifier field emp_id (row 0)");
 }
 
 #[test]
@@ -902,7 +933,11 @@ mod properties {
         fn input_inverts_request(object in prop::collection::btree_map(key(), scalar(), 1..6)) {
             let object: BTreeMap<String, Value> = object
                 .into_iter()
-                .map(|(k, v)| (k, if v.is_null() { json!(0) } else { v }))
+                // An identifier must identify: null and blank strings are refused.
+                .map(|(k, v)| {
+                    let blank = v.is_null() || v.as_str().is_some_and(|s| s.trim().is_empty());
+                    (k, if blank { json!(0) } else { v })
+                })
                 .collect();
             let keys: Vec<&String> = object.keys().collect();
             let request_rows: Vec<Value> =
