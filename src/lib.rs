@@ -14,6 +14,8 @@
 //!   change notices, TLS by `sslmode` in [`store::postgres_tls`]); [`store::open`] picks one by
 //!   URL.
 //! - [`webhooks`]: the in-memory directory of webhooks and the validation of their definitions.
+//! - [`catalog`]: the event catalog (types, their data schemas and examples), the checks of
+//!   webhooks against it, and the counts of events of uncataloged types.
 //! - [`delivery`]: sending: [`delivery::shape`] (event to request, where plugins slot in),
 //!   [`delivery::client`] (the SSRF-safe HTTP client), [`delivery::signing`] (Standard
 //!   Webhooks), [`delivery::retry`] (backoff and status classes), [`delivery::headers`] (the
@@ -41,6 +43,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod auth;
+pub mod catalog;
 pub mod config;
 pub mod delivery;
 pub mod metrics;

@@ -28,6 +28,7 @@ use crate::store::Store;
 use crate::webhooks::WebhookDirectory;
 
 pub mod admin;
+pub mod catalog;
 pub mod edge_metrics;
 pub mod error;
 pub mod inbound;
@@ -37,6 +38,7 @@ pub mod listener;
 pub mod openapi;
 pub mod plugins;
 pub mod sources;
+pub mod test_send;
 pub mod tls;
 
 pub use error::ApiError;
@@ -64,6 +66,8 @@ pub struct AppState {
     pub deliverer: Option<Arc<Deliverer>>,
     /// What the message-bus sources of this process are doing.
     pub sources: Arc<crate::source::SourceBoard>,
+    /// The event catalog, and the counts of uncataloged event types.
+    pub catalog: Arc<crate::catalog::EventCatalog>,
 }
 
 /// Shared state of the routers.
@@ -114,6 +118,8 @@ fn admin_routes(state: &Shared) -> Router<Shared> {
     admin::routes()
         .merge(plugins::routes(state.config.plugins.max_upload_bytes))
         .merge(sources::routes())
+        .merge(catalog::routes())
+        .merge(test_send::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_admin_token,

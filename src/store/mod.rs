@@ -67,11 +67,13 @@ mod encode;
 #[cfg(test)]
 #[macro_use]
 mod conformance;
+pub mod event_types;
 pub mod postgres;
 pub mod postgres_tls;
 pub mod sources;
 pub mod sqlite;
 
+pub use event_types::{StoredEventType, TypeSeen};
 pub use sources::StoredSource;
 
 /// Page size of the Webhook Log when the filter gives none.
@@ -113,6 +115,8 @@ pub enum StoreChange {
     Webhooks,
     /// A plugin version was added or a version was activated.
     Plugins,
+    /// An event type of the catalog was inserted, updated or deleted.
+    EventTypes,
 }
 
 impl StoreChange {
@@ -121,6 +125,7 @@ impl StoreChange {
         match self {
             StoreChange::Webhooks => "webhooks",
             StoreChange::Plugins => "plugins",
+            StoreChange::EventTypes => "event_types",
         }
     }
 
@@ -129,6 +134,7 @@ impl StoreChange {
         match s {
             "webhooks" => Some(StoreChange::Webhooks),
             "plugins" => Some(StoreChange::Plugins),
+            "event_types" => Some(StoreChange::EventTypes),
             _ => None,
         }
     }
@@ -274,6 +280,21 @@ pub trait Store: Send + Sync + 'static {
     async fn update_source(&self, source: &StoredSource) -> Result<bool>;
     /// Deletes a source by name. False when there is none.
     async fn delete_source(&self, name: &str) -> Result<bool>;
+
+    /// Every event type of the catalog, by name (see [`event_types`]).
+    async fn event_types(&self) -> Result<Vec<StoredEventType>>;
+    /// Inserts an event type. A taken name is [`Error::Conflict`].
+    async fn insert_event_type(&self, event_type: &StoredEventType) -> Result<()>;
+    /// Replaces an event type's spec by name. False when there is none.
+    async fn update_event_type(&self, event_type: &StoredEventType) -> Result<bool>;
+    /// Deletes an event type by name. False when there is none.
+    async fn delete_event_type(&self, name: &str) -> Result<bool>;
+    /// Adds counts of events ingested with types the catalog does not list: each type's count
+    /// is added to its total, and its last sighting is the later of the stored one and this.
+    /// Adds from several processes at once all count.
+    async fn count_uncataloged(&self, seen: &[TypeSeen]) -> Result<()>;
+    /// Every type counted by [`Store::count_uncataloged`], by name, with its totals.
+    async fn uncataloged(&self) -> Result<Vec<TypeSeen>>;
 
     /// Notices of committed webhook and plugin changes, from this process and (PostgreSQL) every
     /// other process on the same database schema. See "Change notification" above.
