@@ -66,8 +66,10 @@ pub struct EventType {
     #[serde(flatten)]
     pub spec: EventTypeSpec,
     /// Creation time (ms since the epoch).
+    #[schema(value_type = i64)]
     pub created_at: Millis,
     /// Last change (ms since the epoch).
+    #[schema(value_type = i64)]
     pub updated_at: Millis,
 }
 
@@ -388,7 +390,7 @@ fn subscribed<'a>(types: &'a BTreeMap<String, EventType>, spec: &WebhookSpec) ->
 fn closest<'a>(typo: &str, names: impl Iterator<Item = &'a String>) -> Option<&'a String> {
     names
         .map(|n| (edit_distance(typo, n), n))
-        .filter(|(d, n)| *d <= 2.max(n.len() / 5))
+        .filter(|(d, n)| *d <= 2_usize.max(n.len() / 5))
         .min_by_key(|(d, _)| *d)
         .map(|(_, n)| n)
 }

@@ -47,6 +47,7 @@ pub struct UncatalogedType {
     /// How many such events were accepted.
     pub count: u64,
     /// When the last one was accepted (ms since the epoch).
+    #[schema(value_type = i64)]
     pub last_seen: Millis,
 }
 

@@ -67,7 +67,7 @@ pub struct TestSendResult {
     path = "/admin/v1/webhooks/{id}/test",
     tag = "webhooks",
     params(("id" = String, Path, description = "Webhook id or name")),
-    request_body(content = Option<TestEvent>, description = "The event; empty: the catalog example"),
+    request_body(content = TestEvent, description = "The event, or nothing: the catalog's example"),
     responses(
         (status = 200, description = "Sent (whatever the receiver answered): the attempt", body = TestSendResult),
         (status = 400, description = "Malformed JSON"),
