@@ -100,9 +100,8 @@ impl EventTypeSpec {
 
     /// Reads a stored spec.
     pub fn from_stored(stored: &StoredEventType) -> store::Result<EventType> {
-        let spec: EventTypeSpec = serde_json::from_str(&stored.spec).map_err(|e| {
-            store::Error::Corrupt(format!("event type {:?}: {e}", stored.name))
-        })?;
+        let spec: EventTypeSpec = serde_json::from_str(&stored.spec)
+            .map_err(|e| store::Error::Corrupt(format!("event type {:?}: {e}", stored.name)))?;
         Ok(EventType {
             spec,
             created_at: stored.created_at,
@@ -129,7 +128,10 @@ fn check_name(name: &str) -> Result<(), InvalidEventType> {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
-        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric());
     if !ok {
         return Err(invalid(
             "name",
@@ -373,7 +375,10 @@ impl EventCatalog {
 
 /// The cataloged types a webhook subscribes to, in the order of its `events`, then by name,
 /// each once.
-fn subscribed<'a>(types: &'a BTreeMap<String, EventType>, spec: &WebhookSpec) -> Vec<&'a EventType> {
+fn subscribed<'a>(
+    types: &'a BTreeMap<String, EventType>,
+    spec: &WebhookSpec,
+) -> Vec<&'a EventType> {
     let mut out: Vec<&EventType> = Vec::new();
     for pattern in &spec.events {
         for t in types.values() {

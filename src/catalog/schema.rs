@@ -199,7 +199,11 @@ mod tests {
         assert_eq!(knows("groups.0.nme"), Knows::No);
         assert_eq!(knows("phone"), Knows::Yes, "from anyOf");
         assert_eq!(knows("extra.anything"), Knows::Unsure, "an open object");
-        assert_eq!(knows("tags.x"), Knows::Unsure, "additionalProperties schema");
+        assert_eq!(
+            knows("tags.x"),
+            Knows::Unsure,
+            "additionalProperties schema"
+        );
         let open = json!({"type": "object"});
         assert_eq!(super::knows(&open, &["x"]), Knows::Unsure);
         let looping = json!({"$ref": "#"});

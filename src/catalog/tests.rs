@@ -37,11 +37,24 @@ fn user_schema() -> Value {
 
 #[test]
 fn names_are_exact_types_not_globs_or_paths() {
-    for bad in ["", "user.*", "a/b", "a b", ".x", "hookyard.sink.upsert", &"x".repeat(201)] {
+    for bad in [
+        "",
+        "user.*",
+        "a/b",
+        "a b",
+        ".x",
+        "hookyard.sink.upsert",
+        &"x".repeat(201),
+    ] {
         let e = spec(json!({"name": bad})).validate().unwrap_err();
         assert_eq!(e.field, "name", "{bad:?}");
     }
-    for good in ["user.created", "USER_LOGIN", "order:paid", "v2.user-created"] {
+    for good in [
+        "user.created",
+        "USER_LOGIN",
+        "order:paid",
+        "v2.user-created",
+    ] {
         spec(json!({"name": good})).validate().unwrap();
     }
 }
@@ -61,7 +74,9 @@ fn the_schema_must_be_valid_and_the_example_match_it() {
         .validate()
         .unwrap();
     // No schema: any example.
-    spec(json!({"name": "a", "example": [1, 2]})).validate().unwrap();
+    spec(json!({"name": "a", "example": [1, 2]}))
+        .validate()
+        .unwrap();
     let unknown: Result<EventTypeSpec, _> =
         serde_json::from_value(json!({"name": "a", "exmaple": {}}));
     assert!(unknown.is_err(), "unknown keys are refused");
@@ -97,8 +112,10 @@ async fn subscriptions_must_name_a_type_or_glob_one() {
         let hook = webhook(json!({"name": "h", "events": ok, "url": "https://h/"}));
         catalog.check_webhook(&hook).unwrap();
     }
-    let hook = webhook(json!({"name": "h", "events": ["user.created", "user.modifed"],
-        "url": "https://h/"}));
+    let hook = webhook(
+        json!({"name": "h", "events": ["user.created", "user.modifed"],
+        "url": "https://h/"}),
+    );
     let e = catalog.check_webhook(&hook).unwrap_err();
     assert_eq!(e.field, "events[1]");
     assert!(e.message.contains("\"user.modifed\""), "{}", e.message);
@@ -135,7 +152,9 @@ async fn field_map_rows_must_read_fields_a_schema_describes() {
         {"api_field": "all", "field": "@data"},
         {"api_field": "fixed", "value": 1}
     ]);
-    catalog.check_webhook(&hook(json!(["user.*"]), good)).unwrap();
+    catalog
+        .check_webhook(&hook(json!(["user.*"]), good))
+        .unwrap();
 
     let bad = json!([
         {"api_field": "emp_id", "field": "employee_id"},
@@ -187,7 +206,9 @@ async fn the_test_event_is_the_first_subscribed_type_with_an_example() {
     );
     assert_eq!(catalog.example_for(&hook(json!(["location.*"]))), None);
     assert_eq!(
-        catalog.first_type_of(&hook(json!(["location.*"]))).as_deref(),
+        catalog
+            .first_type_of(&hook(json!(["location.*"])))
+            .as_deref(),
         Some("location.created")
     );
 }
@@ -238,9 +259,14 @@ async fn declared_types_are_created_then_updated_by_name() {
     assert!(now[0].spec.contains("v2"));
     assert_eq!(now[0].created_at, first[0].created_at);
 
-    let bad = vec![spec(json!({"name": "x", "schema": {"type": "string"}, "example": 1}))];
+    let bad = vec![spec(
+        json!({"name": "x", "schema": {"type": "string"}, "example": 1}),
+    )];
     let e = apply_declared(&bad, store.as_ref()).await.unwrap_err();
-    assert!(e.to_string().starts_with("event_types[0] (x): example"), "{e}");
+    assert!(
+        e.to_string().starts_with("event_types[0] (x): example"),
+        "{e}"
+    );
 }
 
 #[test]

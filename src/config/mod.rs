@@ -668,12 +668,26 @@ deprecated = true
 "#;
         let c = Config::from_layers(Some(("f".into(), file.into())), []).unwrap();
         assert_eq!(c.event_types.len(), 2);
-        assert_eq!(c.event_types[0].example, Some(serde_json::json!({"email": "jane@example.com"})));
+        assert_eq!(
+            c.event_types[0].example,
+            Some(serde_json::json!({"email": "jane@example.com"}))
+        );
         assert!(c.event_types[1].deprecated);
-        let bad = file.replace("jane@example.com" }", "jane@example.com", extra = 1 }")
-            .replace("required = [\"email\"]", "required = [\"email\"], additionalProperties = false");
+        let bad = file
+            .replace(
+                "\"jane@example.com\" }",
+                "\"jane@example.com\", extra = 1 }",
+            )
+            .replace(
+                "required = [\"email\"]",
+                "required = [\"email\"], additionalProperties = false",
+            );
         let e = Config::from_layers(Some(("f".into(), bad)), []).unwrap_err();
-        assert!(e.to_string().contains("event_types[0] (user.created): example"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("event_types[0] (user.created): example"),
+            "{e}"
+        );
         let twice = file.replace("\"user.deleted\"", "\"user.created\"");
         let e = Config::from_layers(Some(("f".into(), twice)), []).unwrap_err();
         assert!(e.to_string().contains("declared twice"), "{e}");

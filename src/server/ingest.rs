@@ -166,7 +166,13 @@ pub(crate) async fn commit(
         .catalog
         .uncataloged_of(&events)
         .into_iter()
-        .map(|i| (i, events[i].event.event_type.clone(), events[i].event.received_at))
+        .map(|i| {
+            (
+                i,
+                events[i].event.event_type.clone(),
+                events[i].event.received_at,
+            )
+        })
         .collect();
     // A task of its own, so that a caller who hangs up cannot stop it between the commit and
     // the start: deliveries committed leased to this process would otherwise wait for their

@@ -136,12 +136,15 @@ fn event_of(
     let (event_type, data) = match (event_type, data) {
         (Some(t), Some(data)) => (t, data),
         (Some(t), None) => {
-            let example = catalog.get(&t).and_then(|c| c.spec.example).ok_or_else(|| {
-                ApiError::invalid_field(
-                    "data",
-                    format!("the catalog has no example of {t:?}: give the event's data"),
-                )
-            })?;
+            let example = catalog
+                .get(&t)
+                .and_then(|c| c.spec.example)
+                .ok_or_else(|| {
+                    ApiError::invalid_field(
+                        "data",
+                        format!("the catalog has no example of {t:?}: give the event's data"),
+                    )
+                })?;
             (t, model::Json::from(example))
         }
         (None, Some(data)) => {

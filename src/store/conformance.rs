@@ -1445,10 +1445,18 @@ pub(crate) async fn event_type_crud(store: Arc<dyn Store>) {
     assert!(store.event_types().await.unwrap().is_empty());
     let created = event_type("user.created", json!({"description": "a user"}), T0);
     store.insert_event_type(&created).await.unwrap();
-    assert_eq!(next_change(&mut rx).await, StoreChange::EventTypes, "insert");
+    assert_eq!(
+        next_change(&mut rx).await,
+        StoreChange::EventTypes,
+        "insert"
+    );
     let deleted = event_type("user.deleted", json!({}), T0 + 1);
     store.insert_event_type(&deleted).await.unwrap();
-    assert_eq!(next_change(&mut rx).await, StoreChange::EventTypes, "insert");
+    assert_eq!(
+        next_change(&mut rx).await,
+        StoreChange::EventTypes,
+        "insert"
+    );
     let again = store
         .insert_event_type(&event_type("user.created", json!({}), T0 + 2))
         .await;
@@ -1465,16 +1473,27 @@ pub(crate) async fn event_type_crud(store: Arc<dyn Store>) {
         ..created.clone()
     };
     assert!(store.update_event_type(&updated).await.unwrap());
-    assert_eq!(next_change(&mut rx).await, StoreChange::EventTypes, "update");
+    assert_eq!(
+        next_change(&mut rx).await,
+        StoreChange::EventTypes,
+        "update"
+    );
     let stored = store.event_types().await.unwrap();
-    assert_eq!(stored[0], updated, "the spec and updated_at change, created_at stays");
+    assert_eq!(
+        stored[0], updated,
+        "the spec and updated_at change, created_at stays"
+    );
     assert!(!store
         .update_event_type(&event_type("nope", json!({}), T0))
         .await
         .unwrap());
     assert!(!store.delete_event_type("nope").await.unwrap());
     assert!(store.delete_event_type("user.deleted").await.unwrap());
-    assert_eq!(next_change(&mut rx).await, StoreChange::EventTypes, "delete");
+    assert_eq!(
+        next_change(&mut rx).await,
+        StoreChange::EventTypes,
+        "delete"
+    );
     assert_eq!(store.event_types().await.unwrap(), vec![updated]);
     assert!(
         rx.try_recv().is_err(),

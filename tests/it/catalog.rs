@@ -19,9 +19,7 @@ fn user_schema() -> Value {
 }
 
 async fn add_type(gw: &Api, spec: Value) -> Value {
-    let (status, body) = gw
-        .admin("POST", "/admin/v1/event-types", Some(spec))
-        .await;
+    let (status, body) = gw.admin("POST", "/admin/v1/event-types", Some(spec)).await;
     assert_eq!(status, 201, "{body}");
     body
 }
@@ -79,9 +77,7 @@ async fn event_types_crud() {
         "{body}"
     );
     for bad in [json!({"name": "user.*"}), json!({"name": "a b"})] {
-        let (status, body) = gw
-            .admin("POST", "/admin/v1/event-types", Some(bad))
-            .await;
+        let (status, body) = gw.admin("POST", "/admin/v1/event-types", Some(bad)).await;
         assert_error(status, &body, 422, "invalid_field");
         assert_eq!(body["error"]["field"], "name");
     }
@@ -217,8 +213,10 @@ async fn webhook_subscriptions_are_checked_against_the_catalog() {
         .admin(
             "POST",
             "/admin/v1/webhooks",
-            Some(json!({"name": "hr", "events": ["user.created", "user.modifed"],
-                "url": rx.url("/")})),
+            Some(
+                json!({"name": "hr", "events": ["user.created", "user.modifed"],
+                "url": rx.url("/")}),
+            ),
         )
         .await;
     assert_error(status, &body, 422, "invalid_field");
@@ -257,9 +255,7 @@ async fn webhook_subscriptions_are_checked_against_the_catalog() {
     let (_, mut shown) = gw.admin("GET", "/admin/v1/webhooks/hr", None).await;
     assert_eq!(shown["events"], json!(["user.*"]));
     shown["events"] = json!(["users.*"]);
-    let (status, body) = gw
-        .admin("PUT", "/admin/v1/webhooks/hr", Some(shown))
-        .await;
+    let (status, body) = gw.admin("PUT", "/admin/v1/webhooks/hr", Some(shown)).await;
     assert_error(status, &body, 422, "invalid_field");
     // The webhook made before the catalog is refused at its next edit, naming the entry.
     let (status, body) = gw
@@ -298,7 +294,11 @@ async fn field_map_rows_are_checked_against_the_schemas() {
     let gw = TestGateway::start(test_config(dir.path())).await;
     let rx = Receiver::start().await;
     upload_ok(&gw, "field-map", rust_plugin("field_map")).await;
-    add_type(&gw, json!({"name": "user.created", "schema": user_schema()})).await;
+    add_type(
+        &gw,
+        json!({"name": "user.created", "schema": user_schema()}),
+    )
+    .await;
     add_type(
         &gw,
         json!({"name": "user.deleted", "schema": {"type": "object",

@@ -111,8 +111,10 @@ async fn a_test_goes_through_plugin_auth_and_signing_and_is_logged() {
     let (status, result) = test_send(
         &gw,
         "hr",
-        Some(json!({"type": "user.created", "data": {"employee_id": "E-7", "email": "X@Y.Z"},
-            "context": {"actor": "admin"}})),
+        Some(
+            json!({"type": "user.created", "data": {"employee_id": "E-7", "email": "X@Y.Z"},
+            "context": {"actor": "admin"}}),
+        ),
     )
     .await;
     assert_eq!(status, 200, "{result}");
@@ -131,8 +133,10 @@ async fn a_failed_test_is_dead_at_once_and_not_retried() {
     let gw = TestGateway::start(test_config(dir.path())).await;
     let rx = Receiver::start().await;
     rx.set_default(Reply::status(503).body("down for maintenance"));
-    gw.create_webhook(json!({"name": "flaky", "events": ["order.paid"], "url": rx.url("/"),
-        "signing": {"secret": SECRET}, "retry": {"max_attempts": 4}}))
+    gw.create_webhook(
+        json!({"name": "flaky", "events": ["order.paid"], "url": rx.url("/"),
+        "signing": {"secret": SECRET}, "retry": {"max_attempts": 4}}),
+    )
     .await;
 
     let (status, result) = test_send(
