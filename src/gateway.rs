@@ -10,6 +10,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
+use crate::catalog::EventCatalog;
 use crate::config::Config;
 use crate::delivery::client::SsrfPolicy;
 use crate::delivery::shape::Shaper;
@@ -58,6 +59,9 @@ pub enum Error {
     /// The TLS certificate, key or client CA could not be used.
     #[error("tls: {0}")]
     Tls(#[from] server::tls::TlsError),
+    /// An event type declared in the config is invalid, or could not be stored.
+    #[error("{0}")]
+    Catalog(#[from] crate::catalog::ApplyError),
 }
 
 /// The listeners the gateway serves on, already bound.
@@ -106,13 +110,17 @@ pub async fn run_with_store(
     let config = Arc::new(config);
     // Before anything else starts: a bad certificate is a configuration error.
     let tls = Tls::from_config(&config.server)?;
+    // The catalog first: declared webhooks are checked against it.
+    crate::catalog::apply_declared(&config.event_types, store.as_ref()).await?;
+    let catalog = Arc::new(EventCatalog::default());
+    catalog.reload(store.as_ref()).await?;
     // Processes starting at once on one database declare the same webhooks: a name taken
     // between one's read and its insert is the other's insert, and applying again updates it.
     let mut tries = 0;
     loop {
         // Connections first: the declared webhooks and the sink may use them.
         let applied = match crate::connections::apply_declared(&config, store.as_ref()).await {
-            Ok(()) => apply_declared_webhooks(&config, store.as_ref()).await,
+            Ok(()) => apply_declared_webhooks(&config, store.as_ref(), &catalog).await,
             Err(crate::connections::DeclaredError::Store(e)) => Err(Error::Store(e)),
             Err(e) => Err(Error::DeclaredConnection(e.to_string())),
         };
@@ -130,6 +138,7 @@ pub async fn run_with_store(
     crate::source::apply_declared(&config, store.as_ref()).await?;
     let directory = Arc::new(WebhookDirectory::load(store.as_ref()).await?);
     let mut metrics = Metrics::new();
+    catalog.register(metrics.registry_mut());
     let edge = Arc::new(server::edge_metrics::EdgeMetrics::register(
         metrics.registry_mut(),
     ));
@@ -203,7 +212,24 @@ pub async fn run_with_store(
                 }
             },
         ));
-        [webhooks, plugins]
+        let (store_c, event_types) = (store.clone(), catalog.clone());
+        let catalog = tokio::spawn(refresh(
+            store.subscribe(),
+            StoreChange::EventTypes,
+            stopped(stop_rx.clone()),
+            move || {
+                let (store, catalog) = (store_c.clone(), event_types.clone());
+                async move {
+                    if let Err(e) = catalog.reload(store.as_ref()).await {
+                        warn!(error = %e, "reloading the event catalog failed");
+                    }
+                    if let Err(e) = catalog.flush(store.as_ref()).await {
+                        warn!(error = %e, "adding up uncataloged event types failed");
+                    }
+                }
+            },
+        ));
+        [webhooks, plugins, catalog]
     };
 
     let state = Arc::new(AppState {
@@ -220,6 +246,7 @@ pub async fn run_with_store(
         refusals,
         retention: retention.clone(),
         console: crate::console::Sessions::new(&config.console),
+        catalog: catalog.clone(),
     });
     let purger = tokio::spawn(store::retention::run(
         store.clone(),
@@ -288,6 +315,9 @@ pub async fn run_with_store(
     let _ = purger.await;
     for refresher in refreshers {
         let _ = refresher.await;
+    }
+    if let Err(e) = catalog.flush(store.as_ref()).await {
+        warn!(error = %e, "adding up uncataloged event types at shutdown failed");
     }
     Ok(())
 }
@@ -366,12 +396,17 @@ async fn next_change(
 
 /// Creates or updates, by name, the webhooks declared in the config; with
 /// `webhooks_from_config = "seed"` only creates those the store has none of.
-async fn apply_declared_webhooks(config: &Config, store: &dyn Store) -> Result<(), Error> {
+async fn apply_declared_webhooks(
+    config: &Config,
+    store: &dyn Store,
+    catalog: &EventCatalog,
+) -> Result<(), Error> {
     let seed = config.webhooks_from_config == crate::config::WebhooksFromConfig::Seed;
     for (index, spec) in config.webhooks.iter().enumerate() {
         let spec = spec.clone();
         webhooks::validate(&spec, config.max_timeout_ms())
             .and_then(|()| webhooks::check_name_free(&spec.name))
+            .and_then(|()| catalog.check_webhook(&spec))
             .map_err(|error| Error::DeclaredWebhook {
                 index,
                 name: spec.name.clone(),

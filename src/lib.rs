@@ -15,6 +15,8 @@
 //!   URL. The Webhook Log's search (full-text index per store) and [`store::retention`] (the
 //!   background purge, `hookyard_store_rows`).
 //! - [`webhooks`]: the in-memory directory of webhooks and the validation of their definitions.
+//! - [`catalog`]: the event catalog (types, their data schemas and examples), the checks of
+//!   webhooks against it, and the counts of events of uncataloged types.
 //! - [`delivery`]: sending: [`delivery::shape`] (event to request, where plugins slot in),
 //!   [`delivery::client`] (the SSRF-safe HTTP client), [`delivery::signing`] (Standard
 //!   Webhooks), [`delivery::retry`] (backoff and status classes), [`delivery::headers`] (the
@@ -50,6 +52,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod auth;
+pub mod catalog;
 pub mod config;
 pub mod console;
 pub mod connections;

@@ -879,7 +879,8 @@ impl DeliverySource {
     /// path into the store (ingest, write-backs, inbound, the log of refused pushes) gets them
     /// without saying: `hookyard.sink.*` events are sink messages (origin: the `webhook_id` of
     /// their data), [`REFUSED_INBOUND_EVENT`] is a refused push (origin likewise), an event whose
-    /// context has `"test": true` is a test send, and everything else goes to a webhook.
+    /// and everything else goes to a webhook. (A test send is told by its delivery id:
+    /// [`is_test_delivery`].)
     pub fn of(event: &Event) -> (DeliverySource, Option<String>) {
         let origin = || {
             #[derive(Deserialize)]
@@ -897,22 +898,17 @@ impl DeliverySource {
         if event.event_type == REFUSED_INBOUND_EVENT {
             return (DeliverySource::Inbound, origin());
         }
-        #[derive(Deserialize)]
-        struct Context {
-            #[serde(default)]
-            test: Option<Value>,
-        }
-        let test = event.context.get().starts_with('{')
-            && serde_json::from_str::<Context>(event.context.get())
-                .ok()
-                .and_then(|c| c.test)
-                == Some(Value::Bool(true));
-        if test {
-            (DeliverySource::Test, None)
-        } else {
-            (DeliverySource::Webhook, None)
-        }
+        (DeliverySource::Webhook, None)
     }
+}
+
+/// The end of a test send's delivery id. The gateway makes every delivery id, so no caller can
+/// mark a delivery as a test: a test is one attempt, never retried, and logged as `source = test`.
+pub const TEST_DELIVERY_SUFFIX: &str = "_test";
+
+/// Whether a delivery is a test send (`POST /admin/v1/webhooks/{id}/test`).
+pub fn is_test_delivery(delivery_id: &str) -> bool {
+    delivery_id.ends_with(TEST_DELIVERY_SUFFIX)
 }
 
 /// The plugin version that shaped an attempt's request.

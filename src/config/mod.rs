@@ -83,6 +83,10 @@ pub struct Config {
     /// Webhooks declared in the file, applied by name at start-up.
     #[serde(default)]
     pub webhooks: Vec<WebhookSpec>,
+    /// The event catalog's types declared in the file, created or updated by name at start-up
+    /// (before the webhooks, which are checked against the catalog).
+    #[serde(default)]
+    pub event_types: Vec<crate::catalog::EventTypeSpec>,
     /// Message-bus sources declared in the file, applied by name at start-up (a paused one
     /// stays paused).
     #[serde(default)]
@@ -575,6 +579,16 @@ impl Config {
                 "sink: set either sink.auth or sink.connection, not both".into(),
             ));
         }
+        for (i, t) in self.event_types.iter().enumerate() {
+            t.validate()
+                .map_err(|e| Error::Invalid(format!("event_types[{i}] ({}): {e}", t.name)))?;
+            if !names.insert(t.name.as_str()) {
+                return Err(Error::Invalid(format!(
+                    "event_types[{i}]: the name {:?} is declared twice",
+                    t.name
+                )));
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for (i, source) in self.sources.iter().enumerate() {
             source
@@ -768,6 +782,46 @@ auth = { type = "bearer", token = "t" }
 "#;
         let c = Config::from_layers(Some(("f".into(), file.into())), []).unwrap();
         assert_eq!(c.webhooks[0].name, "defguard");
+    }
+
+    #[test]
+    fn declared_event_types_parse_and_are_validated() {
+        let file = r#"
+[[event_types]]
+name = "user.created"
+description = "A user account was created"
+schema = { type = "object", properties = { email = { type = "string" } }, required = ["email"] }
+example = { email = "jane@example.com" }
+
+[[event_types]]
+name = "user.deleted"
+deprecated = true
+"#;
+        let c = Config::from_layers(Some(("f".into(), file.into())), []).unwrap();
+        assert_eq!(c.event_types.len(), 2);
+        assert_eq!(
+            c.event_types[0].example,
+            Some(serde_json::json!({"email": "jane@example.com"}))
+        );
+        assert!(c.event_types[1].deprecated);
+        let bad = file
+            .replace(
+                "\"jane@example.com\" }",
+                "\"jane@example.com\", extra = 1 }",
+            )
+            .replace(
+                "required = [\"email\"]",
+                "required = [\"email\"], additionalProperties = false",
+            );
+        let e = Config::from_layers(Some(("f".into(), bad)), []).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("event_types[0] (user.created): example"),
+            "{e}"
+        );
+        let twice = file.replace("\"user.deleted\"", "\"user.created\"");
+        let e = Config::from_layers(Some(("f".into(), twice)), []).unwrap_err();
+        assert!(e.to_string().contains("declared twice"), "{e}");
     }
 
     #[test]

@@ -17,6 +17,11 @@
 //!
 //! Every attempt ends in [`Store::complete`], which logs it and moves the delivery on; the lease
 //! makes sure a delivery abandoned by a crashed process is picked up again.
+//!
+//! A **test send** ([`Deliverer::send_test`]) goes through the same attempt: its event and its
+//! one delivery are committed leased to this process, sent at once, and completed like any
+//! other. Its delivery id ends with [`TEST_SUFFIX`], which makes its first failure final and
+//! drops its write-back.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,6 +63,38 @@ const LEASE_MARGIN_MS: i64 = 5_000;
 
 /// A delivery is queued here only if its lease would still let it start after this long.
 const QUEUE_MIN_WAIT_MS: i64 = 1_000;
+
+/// A test send (`POST /admin/v1/webhooks/{id}/test`) is told by its delivery id: one attempt,
+/// never retried, no write-back.
+pub use crate::model::{is_test_delivery as is_test, TEST_DELIVERY_SUFFIX as TEST_SUFFIX};
+
+/// A new delivery of `event` to a webhook, as a job to start at once (attempt 1).
+fn new_job(webhook_id: String, id: String, event: Event) -> Job {
+    let (mut source, origin) = DeliverySource::of(&event);
+    if is_test(&id) {
+        source = DeliverySource::Test;
+    }
+    Job {
+        delivery: Delivery {
+            id,
+            event_id: event.id.clone(),
+            event_type: event.event_type.clone(),
+            webhook_id,
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+            attempts_since_replay: 0,
+            next_attempt_at: Some(event.received_at),
+            last_status: None,
+            last_error: None,
+            created_at: event.received_at,
+            updated_at: event.received_at,
+            source,
+            origin,
+        },
+        event,
+        attempt_no: 1,
+    }
+}
 
 /// Everything a worker needs, shared by all delivery tasks.
 pub struct Deliverer {
@@ -311,27 +348,7 @@ impl Deliverer {
         for (((global, local), (webhook_id, id)), event) in
             reservation.slots.into_iter().zip(deliveries).zip(events)
         {
-            let (source, origin) = DeliverySource::of(&event);
-            let job = Job {
-                delivery: Delivery {
-                    id,
-                    event_id: event.id.clone(),
-                    event_type: event.event_type.clone(),
-                    webhook_id,
-                    status: DeliveryStatus::Pending,
-                    attempts: 0,
-                    attempts_since_replay: 0,
-                    next_attempt_at: Some(event.received_at),
-                    last_status: None,
-                    last_error: None,
-                    created_at: event.received_at,
-                    updated_at: event.received_at,
-                    source,
-                    origin,
-                },
-                event,
-                attempt_no: 1,
-            };
+            let job = new_job(webhook_id, id, event);
             self.metrics.started_at_ingest.inc();
             self.start(job, global, local);
         }
@@ -575,7 +592,7 @@ impl Deliverer {
             let mut job = job;
             loop {
                 this.metrics.in_flight.inc();
-                this.deliver(job).await;
+                this.deliver(job, false).await;
                 this.metrics.in_flight.dec();
                 // The slots pass on to the webhook's next queued delivery, if any.
                 match this.next_queued(&webhook_id).await {
@@ -646,8 +663,39 @@ impl Deliverer {
         sem.try_acquire_owned().ok()
     }
 
-    /// Makes one attempt of a claimed delivery and records it.
-    async fn deliver(&self, job: Job) {
+    /// Sends `event` to `hook` once, now, as a test: the event and one delivery to `hook`
+    /// are committed leased to this process, then sent exactly as a claimed delivery is (same
+    /// plugin call, auth, signing and log), except that a failure is final (no retry) and a
+    /// write-back is not made. Returns the delivery as it ended and its attempt (none when the
+    /// attempt could not be recorded, which is logged).
+    pub async fn send_test(
+        &self,
+        hook: &Webhook,
+        event: Event,
+    ) -> crate::store::Result<(Option<Delivery>, Attempt)> {
+        let id = format!("{}{TEST_SUFFIX}", crate::model::new_id("msg"));
+        let lease = Lease {
+            owner: self.owner.clone(),
+            until: now_ms().saturating_add((self.config.lease_secs * 1000) as i64),
+        };
+        self.store
+            .ingest(vec![EventToIngest {
+                event: event.clone(),
+                deliveries: vec![(hook.id.clone(), id.clone())],
+                lease: Some(lease),
+            }])
+            .await?;
+        let job = new_job(hook.id.clone(), id.clone(), event);
+        let attempt = self.deliver(job, true).await;
+        let delivery = self.store.delivery(&id).await?.map(|(d, _)| d);
+        attempt
+            .map(|a| (delivery, a))
+            .ok_or_else(|| crate::store::Error::Unavailable("the test attempt was lost".into()))
+    }
+
+    /// Makes one attempt of a claimed delivery and records it; returns the attempt when asked
+    /// to keep it.
+    async fn deliver(&self, job: Job, keep_attempt: bool) -> Option<Attempt> {
         let started_at = now_ms();
         let clock = Instant::now();
         let id = &job.delivery.webhook_id;
@@ -660,7 +708,7 @@ impl Deliverer {
             }
             hook = self.webhooks.get(id);
         }
-        let completion = match hook {
+        let mut completion = match hook {
             None => self.finish(
                 &job,
                 started_at,
@@ -671,6 +719,11 @@ impl Deliverer {
             ),
             Some(hook) => self.attempt(&hook, &job, started_at, clock).await,
         };
+        if is_test(&job.delivery.id) {
+            // A test event is made up: it must not change the internal system's records.
+            completion.followups.clear();
+        }
+        let kept = keep_attempt.then(|| completion.attempt.clone());
         let outcome = completion.attempt.outcome;
         let disable = completion.disable_webhook;
         let followups = !completion.followups.is_empty();
@@ -695,6 +748,7 @@ impl Deliverer {
                 warn!(error = %e, "reloading webhooks failed");
             }
         }
+        kept
     }
 
     /// One attempt of `job` to `hook`; each attempt it logs names the plugin version that
@@ -971,10 +1025,10 @@ impl Deliverer {
         (vec![crate::sink::message(&sink.id, &message)], None)
     }
 
-    /// Retry later, unless this was the last attempt allowed.
+    /// Retry later, unless this was the last attempt allowed or a test send (one attempt).
     fn retry_or_dead(&self, hook: &Webhook, job: &Job, retry_after: Option<Duration>) -> Next {
         let made = job.delivery.attempts_since_replay + 1;
-        if made >= hook.spec.retry.max_attempts.max(1) {
+        if made >= hook.spec.retry.max_attempts.max(1) || is_test(&job.delivery.id) {
             return Next::Dead;
         }
         let mut rng = rand::thread_rng();

@@ -13,7 +13,10 @@ use crate::model::{
     Attempt, Completion, Delivery, DeliveryFilter, EventToIngest, IngestResult, Job, Millis, Page,
     QueueStats,
 };
-use crate::store::{ClaimRequest, PluginRecord, Result as StoreResult, StoreChange, StoredSource};
+use crate::store::{
+    ClaimRequest, PluginRecord, Result as StoreResult, StoreChange, StoredEventType, StoredSource,
+    TypeSeen,
+};
 
 /// SQLite in memory, except that `plugins()` reads, then waits for the gate when one is set.
 struct GatedStore {
@@ -77,6 +80,24 @@ impl Store for GatedStore {
     }
     async fn delete_connection(&self, name: &str) -> StoreResult<crate::connections::Deletion> {
         self.inner.delete_connection(name).await
+    }
+    async fn event_types(&self) -> StoreResult<Vec<StoredEventType>> {
+        self.inner.event_types().await
+    }
+    async fn insert_event_type(&self, event_type: &StoredEventType) -> StoreResult<()> {
+        self.inner.insert_event_type(event_type).await
+    }
+    async fn update_event_type(&self, event_type: &StoredEventType) -> StoreResult<bool> {
+        self.inner.update_event_type(event_type).await
+    }
+    async fn delete_event_type(&self, name: &str) -> StoreResult<bool> {
+        self.inner.delete_event_type(name).await
+    }
+    async fn count_uncataloged(&self, seen: &[TypeSeen]) -> StoreResult<()> {
+        self.inner.count_uncataloged(seen).await
+    }
+    async fn uncataloged(&self) -> StoreResult<Vec<TypeSeen>> {
+        self.inner.uncataloged().await
     }
     fn subscribe(&self) -> broadcast::Receiver<StoreChange> {
         self.inner.subscribe()

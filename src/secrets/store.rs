@@ -24,8 +24,8 @@ use crate::model::{
 };
 use crate::secrets::scrub::url_has_secrets;
 use crate::store::{
-    self, ClaimRequest, PluginRecord, PluginVersion, Store, StoreChange, StoredSource,
-    WebhookRewrite,
+    self, ClaimRequest, PluginRecord, PluginVersion, Store, StoreChange, StoredEventType,
+    StoredSource, TypeSeen, WebhookRewrite,
 };
 
 /// A store that encrypts webhook secrets at rest (see the module documentation).
@@ -310,6 +310,24 @@ impl Store for SecretStore {
     }
     async fn delete_connection(&self, name: &str) -> store::Result<Deletion> {
         self.inner.delete_connection(name).await
+    }
+    async fn event_types(&self) -> store::Result<Vec<StoredEventType>> {
+        self.inner.event_types().await
+    }
+    async fn insert_event_type(&self, event_type: &StoredEventType) -> store::Result<()> {
+        self.inner.insert_event_type(event_type).await
+    }
+    async fn update_event_type(&self, event_type: &StoredEventType) -> store::Result<bool> {
+        self.inner.update_event_type(event_type).await
+    }
+    async fn delete_event_type(&self, name: &str) -> store::Result<bool> {
+        self.inner.delete_event_type(name).await
+    }
+    async fn count_uncataloged(&self, seen: &[TypeSeen]) -> store::Result<()> {
+        self.inner.count_uncataloged(seen).await
+    }
+    async fn uncataloged(&self) -> store::Result<Vec<TypeSeen>> {
+        self.inner.uncataloged().await
     }
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoreChange> {
         self.inner.subscribe()

@@ -105,6 +105,7 @@ async fn check(state: &Shared, spec: &mut WebhookSpec) -> Result<(), ApiError> {
             }
         }
     }
+    state.catalog.check_webhook(spec)?;
     Ok(())
 }
 

@@ -213,6 +213,20 @@ pub(crate) async fn commit(
             }
         }));
     }
+    // Events of types the catalog does not list (none while it is empty), counted once
+    // committed.
+    let uncataloged: Vec<(usize, String, crate::model::Millis)> = state
+        .catalog
+        .uncataloged_of(&events)
+        .into_iter()
+        .map(|i| {
+            (
+                i,
+                events[i].event.event_type.clone(),
+                events[i].event.received_at,
+            )
+        })
+        .collect();
     // A task of its own, so that a caller who hangs up cannot stop it between the commit and
     // the start: deliveries committed leased to this process would otherwise wait for their
     // lease to run out. On an error the reservations are dropped, which frees their slots.
@@ -221,6 +235,11 @@ pub(crate) async fn commit(
         let results = state.store.ingest(events).await?;
         let fresh = results.iter().filter(|r| !r.duplicate).count();
         state.metrics.events_accepted.inc_by(fresh as u64);
+        for (i, event_type, at) in uncataloged {
+            if results.get(i).is_some_and(|r| !r.duplicate) {
+                state.catalog.count_uncataloged(&event_type, at);
+            }
+        }
         let mut waiting = false;
         for (result, reserved) in results.iter().zip(reserved) {
             if result.duplicate || result.deliveries == 0 {

@@ -29,6 +29,7 @@ use crate::webhooks::WebhookDirectory;
 
 pub mod admin;
 pub mod connections;
+pub mod catalog;
 pub mod edge_metrics;
 pub mod error;
 pub mod inbound;
@@ -40,6 +41,7 @@ pub mod log_filter;
 pub mod openapi;
 pub mod plugins;
 pub mod sources;
+pub mod test_send;
 pub mod tls;
 
 pub use error::ApiError;
@@ -73,6 +75,8 @@ pub struct AppState {
     pub retention: Arc<crate::store::retention::RetentionMetrics>,
     /// The admin console's sessions.
     pub console: crate::console::Sessions,
+    /// The event catalog, and the counts of uncataloged event types.
+    pub catalog: Arc<crate::catalog::EventCatalog>,
 }
 
 /// Shared state of the routers.
@@ -130,6 +134,8 @@ fn admin_routes(state: &Shared) -> Router<Shared> {
         .merge(sources::routes())
         .route("/admin/v1/metrics", get(admin_metrics))
         .merge(connections::routes())
+        .merge(catalog::routes())
+        .merge(test_send::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_admin_token,

@@ -42,6 +42,8 @@ macro_rules! for_each_check {
             refused_pushes_are_not_replayed,
             retention_purges_the_right_rows,
             connection_crud,
+            event_type_crud,
+            uncataloged_counts_add_up,
         );
     };
 }
@@ -1542,4 +1544,124 @@ pub(crate) async fn connection_crud(store: Arc<dyn Store>) {
     );
     assert_eq!(next_change(&mut rx).await, StoreChange::Webhooks, "delete");
     assert_eq!(store.connection("workplace").await.unwrap(), None);
+}
+
+fn event_type(name: &str, spec: Value, at: Millis) -> super::StoredEventType {
+    super::StoredEventType {
+        name: name.to_owned(),
+        spec: spec.to_string(),
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+/// Event types: listed by name, a taken name is a conflict, update and delete by name report
+/// whether there was one, and every change (only a change) is announced.
+pub(crate) async fn event_type_crud(store: Arc<dyn Store>) {
+    let mut rx = store.subscribe();
+    assert!(store.event_types().await.unwrap().is_empty());
+    let created = event_type("user.created", json!({"description": "a user"}), T0);
+    store.insert_event_type(&created).await.unwrap();
+    assert_eq!(
+        next_change(&mut rx).await,
+        StoreChange::EventTypes,
+        "insert"
+    );
+    let deleted = event_type("user.deleted", json!({}), T0 + 1);
+    store.insert_event_type(&deleted).await.unwrap();
+    assert_eq!(
+        next_change(&mut rx).await,
+        StoreChange::EventTypes,
+        "insert"
+    );
+    let again = store
+        .insert_event_type(&event_type("user.created", json!({}), T0 + 2))
+        .await;
+    assert!(matches!(again, Err(Error::Conflict(_))), "{again:?}");
+    assert_eq!(
+        store.event_types().await.unwrap(),
+        vec![created.clone(), deleted.clone()],
+        "by name, as stored"
+    );
+
+    let updated = super::StoredEventType {
+        spec: json!({"description": "changed", "deprecated": true}).to_string(),
+        updated_at: T0 + 5,
+        ..created.clone()
+    };
+    assert!(store.update_event_type(&updated).await.unwrap());
+    assert_eq!(
+        next_change(&mut rx).await,
+        StoreChange::EventTypes,
+        "update"
+    );
+    let stored = store.event_types().await.unwrap();
+    assert_eq!(
+        stored[0], updated,
+        "the spec and updated_at change, created_at stays"
+    );
+    assert!(!store
+        .update_event_type(&event_type("nope", json!({}), T0))
+        .await
+        .unwrap());
+    assert!(!store.delete_event_type("nope").await.unwrap());
+    assert!(store.delete_event_type("user.deleted").await.unwrap());
+    assert_eq!(
+        next_change(&mut rx).await,
+        StoreChange::EventTypes,
+        "delete"
+    );
+    assert_eq!(store.event_types().await.unwrap(), vec![updated]);
+    assert!(
+        rx.try_recv().is_err(),
+        "no notice for the refused insert or the no-op update and delete"
+    );
+}
+
+/// Counts of uncataloged event types add up, across calls and concurrent callers, and keep
+/// the latest sighting.
+pub(crate) async fn uncataloged_counts_add_up(store: Arc<dyn Store>) {
+    let seen = |t: &str, count: u64, last_seen: Millis| super::TypeSeen {
+        event_type: t.to_owned(),
+        count,
+        last_seen,
+    };
+    assert!(store.uncataloged().await.unwrap().is_empty());
+    store.count_uncataloged(&[]).await.unwrap();
+    store
+        .count_uncataloged(&[seen("user.modifed", 2, T0 + 10), seen("a.b", 1, T0)])
+        .await
+        .unwrap();
+    store
+        .count_uncataloged(&[seen("user.modifed", 3, T0 + 5)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.uncataloged().await.unwrap(),
+        vec![seen("a.b", 1, T0), seen("user.modifed", 5, T0 + 10)],
+        "by name; the later sighting is kept"
+    );
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .count_uncataloged(&[seen("a.b", 10, T0 + i), seen("c.d", 1, T0 + i)])
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(
+        store.uncataloged().await.unwrap(),
+        vec![
+            seen("a.b", 81, T0 + 7),
+            seen("c.d", 8, T0 + 7),
+            seen("user.modifed", 5, T0 + 10)
+        ],
+        "concurrent adds all count"
+    );
 }

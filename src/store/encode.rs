@@ -64,7 +64,7 @@ pub(super) struct EncodedEvent {
     pub(super) context: String,
     pub(super) deliveries: Vec<(String, String)>,
     pub(super) lease: Option<Lease>,
-    /// Where its deliveries come from ([`DeliverySource::of`]).
+    /// Where its deliveries come from ([`DeliverySource::of`], or a test send's delivery id).
     pub(super) source: &'static str,
     pub(super) origin: Option<String>,
 }
@@ -74,7 +74,10 @@ pub(super) fn encode_events(events: Vec<EventToIngest>) -> Result<Vec<EncodedEve
     events
         .into_iter()
         .map(|e| {
-            let (source, origin) = DeliverySource::of(&e.event);
+            let (mut source, origin) = DeliverySource::of(&e.event);
+            if e.deliveries.iter().any(|(_, id)| crate::model::is_test_delivery(id)) {
+                source = DeliverySource::Test;
+            }
             Ok(EncodedEvent {
                 source: source.as_str(),
                 origin,

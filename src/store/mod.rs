@@ -67,6 +67,7 @@ mod encode;
 #[cfg(test)]
 #[macro_use]
 mod conformance;
+pub mod event_types;
 pub mod postgres;
 pub mod postgres_tls;
 pub mod retention;
@@ -75,6 +76,7 @@ pub mod sqlite;
 
 pub(crate) use encode::search_terms;
 pub use retention::{PurgePolicy, Purged, RowCounts};
+pub use event_types::{StoredEventType, TypeSeen};
 pub use sources::StoredSource;
 
 /// Page size of the Webhook Log when the filter gives none.
@@ -116,6 +118,8 @@ pub enum StoreChange {
     Webhooks,
     /// A plugin version was added or a version was activated.
     Plugins,
+    /// An event type of the catalog was inserted, updated or deleted.
+    EventTypes,
 }
 
 impl StoreChange {
@@ -124,6 +128,7 @@ impl StoreChange {
         match self {
             StoreChange::Webhooks => "webhooks",
             StoreChange::Plugins => "plugins",
+            StoreChange::EventTypes => "event_types",
         }
     }
 
@@ -132,6 +137,7 @@ impl StoreChange {
         match s {
             "webhooks" => Some(StoreChange::Webhooks),
             "plugins" => Some(StoreChange::Plugins),
+            "event_types" => Some(StoreChange::EventTypes),
             _ => None,
         }
     }
@@ -300,6 +306,20 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a connection by name, unless a webhook names it (checked in the same
     /// transaction: [`crate::connections::Deletion::InUse`] lists them).
     async fn delete_connection(&self, name: &str) -> Result<crate::connections::Deletion>;
+    /// Every event type of the catalog, by name (see [`event_types`]).
+    async fn event_types(&self) -> Result<Vec<StoredEventType>>;
+    /// Inserts an event type. A taken name is [`Error::Conflict`].
+    async fn insert_event_type(&self, event_type: &StoredEventType) -> Result<()>;
+    /// Replaces an event type's spec by name. False when there is none.
+    async fn update_event_type(&self, event_type: &StoredEventType) -> Result<bool>;
+    /// Deletes an event type by name. False when there is none.
+    async fn delete_event_type(&self, name: &str) -> Result<bool>;
+    /// Adds counts of events ingested with types the catalog does not list: each type's count
+    /// is added to its total, and its last sighting is the later of the stored one and this.
+    /// Adds from several processes at once all count.
+    async fn count_uncataloged(&self, seen: &[TypeSeen]) -> Result<()>;
+    /// Every type counted by [`Store::count_uncataloged`], by name, with its totals.
+    async fn uncataloged(&self) -> Result<Vec<TypeSeen>>;
 
     /// Notices of committed webhook and plugin changes, from this process and (PostgreSQL) every
     /// other process on the same database schema. See "Change notification" above.

@@ -50,6 +50,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 mod log;
 mod connections;
+mod event_types;
 mod sources;
 
 use super::batch::{Batch, Batcher};
@@ -195,6 +196,21 @@ CREATE TABLE connections (
     spec       TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
+);
+"#,
+    r#"
+-- migration for the event catalog (src/catalog/): spec as JSON; and the events ingested with a
+-- type the catalog does not list, counted per type.
+CREATE TABLE event_types (
+    name       TEXT COLLATE "C" PRIMARY KEY,
+    spec       TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE uncataloged_event_types (
+    name      TEXT COLLATE "C" PRIMARY KEY,
+    count     BIGINT NOT NULL,
+    last_seen BIGINT NOT NULL
 );
 "#,
 ];
@@ -496,6 +512,7 @@ async fn listen(
                     tracing::info!(channel = %channel, "change listener reconnected");
                     let _ = changes.send(StoreChange::Webhooks);
                     let _ = changes.send(StoreChange::Plugins);
+                    let _ = changes.send(StoreChange::EventTypes);
                 }
             }
         })
@@ -1627,6 +1644,24 @@ impl Store for PostgresStore {
     }
     async fn delete_connection(&self, name: &str) -> Result<crate::connections::Deletion> {
         self.delete_connection_row(name).await
+    }
+    async fn event_types(&self) -> Result<Vec<super::StoredEventType>> {
+        self.list_event_types().await
+    }
+    async fn insert_event_type(&self, event_type: &super::StoredEventType) -> Result<()> {
+        self.insert_event_type_row(event_type).await
+    }
+    async fn update_event_type(&self, event_type: &super::StoredEventType) -> Result<bool> {
+        self.update_event_type_row(event_type).await
+    }
+    async fn delete_event_type(&self, name: &str) -> Result<bool> {
+        self.delete_event_type_row(name).await
+    }
+    async fn count_uncataloged(&self, seen: &[super::TypeSeen]) -> Result<()> {
+        self.add_uncataloged(seen).await
+    }
+    async fn uncataloged(&self) -> Result<Vec<super::TypeSeen>> {
+        self.list_uncataloged().await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<StoreChange> {

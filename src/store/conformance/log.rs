@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use super::{add_webhook, attempt, claim, completion, list, to_ingest, LEASE, T0};
 use crate::model::{
     new_id, now_ms, AttemptOutcome, DeliveryFilter, DeliverySource, DeliveryStatus, Event,
-    LoggedDelivery, Millis, Next, PluginUsed, REFUSED_INBOUND_EVENT,
+    EventToIngest, LoggedDelivery, Millis, Next, PluginUsed, REFUSED_INBOUND_EVENT,
 };
 use crate::store::{PurgePolicy, Store};
 
@@ -139,16 +139,23 @@ pub(crate) async fn log_search_filters(store: Arc<dyn Store>) {
             ),
             &[&sink],
         ),
-        to_ingest(
-            event_with(
-                "log-test-1",
-                "user.created",
-                base + 40_000,
-                json!({"email": "carl@example.net"}),
-                json!({"test": true}),
-            ),
-            &[&h2],
-        ),
+        // A test send is told by its delivery id, not by anything an ingest caller can set.
+        EventToIngest {
+            deliveries: vec![(
+                h2.id.clone(),
+                format!("{}{}", new_id("msg"), crate::model::TEST_DELIVERY_SUFFIX),
+            )],
+            ..to_ingest(
+                event_with(
+                    "log-test-1",
+                    "user.created",
+                    base + 40_000,
+                    json!({"email": "carl@example.net"}),
+                    none.clone(),
+                ),
+                &[],
+            )
+        },
     ];
     store.ingest(batch).await.expect("ingest");
     let refused = event_with(
