@@ -191,10 +191,12 @@ fn completion(delivery_id: String) -> Completion {
             response_body: Some(r#"{"ok":true}"#.into()),
             error: None,
             outcome: AttemptOutcome::Succeeded,
+            plugin: None,
         },
         next: Next::Succeeded,
         disable_webhook: false,
         followups: Vec::new(),
+        earlier: Vec::new(),
     }
 }
 

@@ -54,8 +54,8 @@
 pub mod auth;
 pub mod catalog;
 pub mod config;
-pub mod console;
 pub mod connections;
+pub mod console;
 pub mod delivery;
 pub mod metrics;
 pub mod model;

@@ -285,7 +285,7 @@ pub struct InboundConfig {
 }
 
 /// When an inbound push is answered.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum InboundMode {
     /// 202 once the records are committed, before the sink is asked: the caller never learns
@@ -459,7 +459,7 @@ pub struct PluginRef {
 }
 
 /// Whether plugin instances are reused between calls.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Instances {
     /// Reused across calls of one webhook (linear memory persists between calls).
@@ -839,7 +839,9 @@ pub struct Delivery {
 pub const REFUSED_INBOUND_EVENT: &str = "hookyard.inbound.refused";
 
 /// Where a delivery comes from, as the Webhook Log filters it (`source=`).
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, Hash, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, Hash, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliverySource {
     /// An event delivered to a webhook.
@@ -912,7 +914,7 @@ pub fn is_test_delivery(delivery_id: &str) -> bool {
 }
 
 /// The plugin version that shaped an attempt's request.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct PluginUsed {
     /// Plugin name.
     pub name: String,

@@ -318,7 +318,11 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 43, "32 bytes in unpadded base64url");
         assert_ne!(va.csrf_token, vb.csrf_token);
-        let raw: [u8; 32] = URL_SAFE_NO_PAD.decode(a.as_bytes()).unwrap().try_into().unwrap();
+        let raw: [u8; 32] = URL_SAFE_NO_PAD
+            .decode(a.as_bytes())
+            .unwrap()
+            .try_into()
+            .unwrap();
         assert!(
             !s.lock().contains_key(&raw),
             "the table holds no cookie value"

@@ -18,9 +18,7 @@ use serde_json::{json, Value};
 use super::error::{body_error, from_value, parse_json, ApiError};
 use super::Shared;
 use crate::config::WebhooksFromConfig;
-use crate::model::{
-    new_id, now_ms, Delivery, DeliverySource, DeliveryStatus, Page, Webhook, WebhookSpec,
-};
+use crate::model::{new_id, now_ms, Delivery, DeliverySource, Page, Webhook, WebhookSpec};
 use crate::webhooks::{self, InvalidSpec};
 
 /// The admin routes (without the token layer, added by the caller).

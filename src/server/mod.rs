@@ -28,8 +28,8 @@ use crate::store::Store;
 use crate::webhooks::WebhookDirectory;
 
 pub mod admin;
-pub mod connections;
 pub mod catalog;
+pub mod connections;
 pub mod edge_metrics;
 pub mod error;
 pub mod inbound;

@@ -236,6 +236,7 @@ pub struct Health {
 ///
 /// Its schema is the spec's own with these properties added and without the spec's refusal of
 /// unknown properties (which is for requests).
+#[derive(Serialize)]
 pub struct WebhookView;
 
 impl utoipa::PartialSchema for WebhookView {

@@ -75,7 +75,10 @@ pub(super) fn encode_events(events: Vec<EventToIngest>) -> Result<Vec<EncodedEve
         .into_iter()
         .map(|e| {
             let (mut source, origin) = DeliverySource::of(&e.event);
-            if e.deliveries.iter().any(|(_, id)| crate::model::is_test_delivery(id)) {
+            if e.deliveries
+                .iter()
+                .any(|(_, id)| crate::model::is_test_delivery(id))
+            {
                 source = DeliverySource::Test;
             }
             Ok(EncodedEvent {

@@ -75,8 +75,8 @@ pub mod sources;
 pub mod sqlite;
 
 pub(crate) use encode::search_terms;
-pub use retention::{PurgePolicy, Purged, RowCounts};
 pub use event_types::{StoredEventType, TypeSeen};
+pub use retention::{PurgePolicy, Purged, RowCounts};
 pub use sources::StoredSource;
 
 /// Page size of the Webhook Log when the filter gives none.

@@ -48,9 +48,9 @@ use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{AsyncMessage, Config, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-mod log;
 mod connections;
 mod event_types;
+mod log;
 mod sources;
 
 use super::batch::{Batch, Batcher};

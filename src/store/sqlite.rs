@@ -39,9 +39,9 @@ use rusqlite::types::Type;
 use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension, Row};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-mod log;
 mod connections;
 mod event_types;
+mod log;
 mod sources;
 
 use super::encode::{

@@ -19,12 +19,20 @@ async fn state() -> Shared {
     let edge = Arc::new(crate::server::edge_metrics::EdgeMetrics::register(
         metrics.registry_mut(),
     ));
+    let config = crate::config::Config::default();
+    let refusals = Arc::new(crate::server::inbound_log::RefusalLog::new(
+        &config.refusals,
+    ));
     Arc::new(AppState {
         store,
         webhooks: Arc::default(),
         metrics: Arc::new(metrics),
         edge,
-        config: Arc::new(crate::config::Config::default()),
+        refusals,
+        retention: Arc::default(),
+        console: crate::console::Sessions::new(&config.console),
+        catalog: Arc::default(),
+        config: Arc::new(config),
         wake: Arc::default(),
         ready: AtomicBool::new(true),
         plugins: None,

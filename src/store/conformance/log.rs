@@ -40,6 +40,7 @@ async fn log_finished(
             webhook_id: webhook_id.to_owned(),
             status,
             attempts: 0,
+            attempts_since_replay: 0,
             next_attempt_at: None,
             last_status: None,
             last_error: None,
