@@ -101,7 +101,7 @@ fn walk(root: &Value, node: &Value, path: &[&str], depth: usize) -> Option<Knows
             None if open_beyond_properties(object) => Some(Knows::Unsure),
             None => Some(Knows::No),
         });
-    } else if open_beyond_properties(object) {
+    } else if open_beyond_properties(object) || is_open_object(object) {
         verdicts.push(Some(Knows::Unsure));
     }
     let verdicts: Vec<Knows> = verdicts.into_iter().flatten().collect();
@@ -128,6 +128,17 @@ fn open_beyond_properties(object: &serde_json::Map<String, Value>) -> bool {
         || object
             .get("additionalProperties")
             .is_some_and(Value::is_object)
+}
+
+/// An object schema that lists no properties and does not forbid others (`{"type": "object"}`):
+/// any field may be there.
+fn is_open_object(object: &serde_json::Map<String, Value>) -> bool {
+    let is_object = match object.get("type") {
+        Some(Value::String(t)) => t == "object",
+        Some(Value::Array(types)) => types.iter().any(|t| t == "object"),
+        _ => false,
+    };
+    is_object && object.get("additionalProperties") != Some(&Value::Bool(false))
 }
 
 /// A `$ref` within the same document (`#`, `#/$defs/x`, `#/definitions/x`).

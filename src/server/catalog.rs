@@ -64,13 +64,13 @@ fn find(state: &Shared, name: &str) -> Result<EventType, ApiError> {
 }
 
 /// The catalog and the uncataloged types seen.
-#[utoipa::path(
+#[utoipa::path(operation_id = "list_event_types", 
     get,
-    path = "/admin/v1/event-types",
+    path = "/admin/v1/event-types", security(("admin_token" = [])),
     tag = "event-types",
     responses(
         (status = 200, description = "The catalog and the types seen but not cataloged", body = EventTypeList),
-        (status = 401, description = "Missing or wrong admin token"),
+        (status = 401, response = super::openapi::Unauthorized),
     )
 )]
 pub async fn list(State(state): State<Shared>) -> Result<Json<EventTypeList>, ApiError> {
@@ -95,16 +95,16 @@ pub async fn list(State(state): State<Shared>) -> Result<Json<EventTypeList>, Ap
 }
 
 /// Adds an event type to the catalog.
-#[utoipa::path(
+#[utoipa::path(operation_id = "create_event_type", 
     post,
-    path = "/admin/v1/event-types",
+    path = "/admin/v1/event-types", security(("admin_token" = [])),
     tag = "event-types",
     request_body = EventTypeSpec,
     responses(
-        (status = 201, description = "Created", body = EventType),
-        (status = 400, description = "Malformed JSON"),
-        (status = 409, description = "An event type of that name exists"),
-        (status = 422, description = "Invalid: a bad name, a schema that is not a JSON Schema, an example that does not match the schema (the error names the field)"),
+        (status = 401, response = super::openapi::Unauthorized), (status = 201, description = "Created", body = EventType),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 422, response = super::openapi::Unprocessable),
     )
 )]
 pub async fn create(
@@ -131,14 +131,14 @@ pub async fn create(
 }
 
 /// One event type.
-#[utoipa::path(
+#[utoipa::path(operation_id = "get_event_type", 
     get,
-    path = "/admin/v1/event-types/{name}",
+    path = "/admin/v1/event-types/{name}", security(("admin_token" = [])),
     tag = "event-types",
     params(("name" = String, Path, description = "The event type")),
     responses(
-        (status = 200, description = "The event type", body = EventType),
-        (status = 404, description = "Not in the catalog"),
+        (status = 401, response = super::openapi::Unauthorized), (status = 200, description = "The event type", body = EventType),
+        (status = 404, response = super::openapi::NotFound),
     )
 )]
 pub async fn one(
@@ -151,17 +151,17 @@ pub async fn one(
 
 /// Replaces an event type's definition. What a GET shows may be sent back: `created_at` and
 /// `updated_at` are ignored, and `name` may be left out; it cannot change.
-#[utoipa::path(
+#[utoipa::path(operation_id = "replace_event_type", 
     put,
-    path = "/admin/v1/event-types/{name}",
+    path = "/admin/v1/event-types/{name}", security(("admin_token" = [])),
     tag = "event-types",
     params(("name" = String, Path, description = "The event type")),
     request_body = EventTypeSpec,
     responses(
-        (status = 200, description = "Replaced", body = EventType),
-        (status = 400, description = "Malformed JSON"),
-        (status = 404, description = "Not in the catalog"),
-        (status = 422, description = "Invalid, or a different name (the error names the field)"),
+        (status = 401, response = super::openapi::Unauthorized), (status = 200, description = "Replaced", body = EventType),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 422, response = super::openapi::Unprocessable),
     )
 )]
 pub async fn replace(
@@ -214,15 +214,15 @@ pub async fn replace(
 /// Removes an event type from the catalog. Refused while a webhook subscribes to it and to
 /// nothing else of the catalog through that entry (its next edit would be refused): change the
 /// webhook first, or mark the type `deprecated`.
-#[utoipa::path(
+#[utoipa::path(operation_id = "delete_event_type", 
     delete,
-    path = "/admin/v1/event-types/{name}",
+    path = "/admin/v1/event-types/{name}", security(("admin_token" = [])),
     tag = "event-types",
     params(("name" = String, Path, description = "The event type")),
     responses(
-        (status = 204, description = "Deleted"),
-        (status = 404, description = "Not in the catalog"),
-        (status = 409, description = "A webhook subscribes to it (the error names the webhook)"),
+        (status = 401, response = super::openapi::Unauthorized), (status = 204, description = "Deleted"),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 409, response = super::openapi::Conflict),
     )
 )]
 pub async fn delete(

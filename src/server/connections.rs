@@ -180,8 +180,8 @@ async fn reload(state: &Shared) -> Result<(), ApiError> {
 }
 
 /// `GET /admin/v1/connections`.
-#[utoipa::path(get, path = "/admin/v1/connections", tag = "connections",
-    responses((status = 200, description = "Every connection, secrets masked", body = ConnectionList)))]
+#[utoipa::path(operation_id = "list_connections", get, path = "/admin/v1/connections", security(("admin_token" = [])), tag = "connections",
+    responses((status = 401, response = super::openapi::Unauthorized), (status = 200, description = "Every connection, secrets masked", body = ConnectionList)))]
 pub async fn list(State(state): State<Shared>) -> Result<Json<ConnectionList>, ApiError> {
     let users = users(&state).await?;
     let items = state
@@ -195,11 +195,11 @@ pub async fn list(State(state): State<Shared>) -> Result<Json<ConnectionList>, A
 }
 
 /// `GET /admin/v1/connections/{name}`.
-#[utoipa::path(get, path = "/admin/v1/connections/{name}", tag = "connections",
+#[utoipa::path(operation_id = "get_connection", get, path = "/admin/v1/connections/{name}", security(("admin_token" = [])), tag = "connections",
     params(("name" = String, Path, description = "The connection's name")),
     responses(
-        (status = 200, description = "The connection, secrets masked", body = ConnectionView),
-        (status = 404, description = "No such connection"),
+        (status = 401, response = super::openapi::Unauthorized), (status = 200, description = "The connection, secrets masked", body = ConnectionView),
+        (status = 404, response = super::openapi::NotFound),
     ))]
 pub async fn one(
     State(state): State<Shared>,
@@ -218,13 +218,13 @@ fn spec_of(body: ConnectionBody) -> ConnectionSpec {
 }
 
 /// `POST /admin/v1/connections`.
-#[utoipa::path(post, path = "/admin/v1/connections", tag = "connections",
+#[utoipa::path(operation_id = "create_connection", post, path = "/admin/v1/connections", security(("admin_token" = [])), tag = "connections",
     request_body = ConnectionBody,
     responses(
-        (status = 201, description = "Created; secrets masked in the answer", body = ConnectionView),
-        (status = 400, description = "Malformed JSON"),
-        (status = 409, description = "The name is taken"),
-        (status = 422, description = "Invalid definition (names the field)"),
+        (status = 401, response = super::openapi::Unauthorized), (status = 201, description = "Created; secrets masked in the answer", body = ConnectionView),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 422, response = super::openapi::Unprocessable),
     ))]
 pub async fn create(
     State(state): State<Shared>,
@@ -288,14 +288,14 @@ const READ_ONLY: [&str; 4] = ["webhooks", "declared_in_config", "created_at", "u
 
 /// `PUT /admin/v1/connections/{name}`: replaces the definition (what a GET shows can be PUT
 /// back; masked secrets keep their stored values).
-#[utoipa::path(put, path = "/admin/v1/connections/{name}", tag = "connections",
+#[utoipa::path(operation_id = "put_connection", put, path = "/admin/v1/connections/{name}", security(("admin_token" = [])), tag = "connections",
     params(("name" = String, Path, description = "The connection's name")),
     request_body = ConnectionBody,
     responses(
-        (status = 200, description = "Replaced; secrets masked", body = ConnectionView),
-        (status = 404, description = "No such connection"),
-        (status = 409, description = "Declared in the config file"),
-        (status = 422, description = "Invalid, or a masked secret sent back with a new auth type or token URL"),
+        (status = 401, response = super::openapi::Unauthorized), (status = 200, description = "Replaced; secrets masked", body = ConnectionView),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 422, response = super::openapi::Unprocessable),
     ))]
 pub async fn put(
     State(state): State<Shared>,
@@ -318,14 +318,14 @@ pub async fn put(
 }
 
 /// `PATCH /admin/v1/connections/{name}`: a JSON merge patch over what a GET shows.
-#[utoipa::path(patch, path = "/admin/v1/connections/{name}", tag = "connections",
+#[utoipa::path(operation_id = "patch_connection", patch, path = "/admin/v1/connections/{name}", security(("admin_token" = [])), tag = "connections",
     params(("name" = String, Path, description = "The connection's name")),
     request_body(content = Object, description = "JSON merge patch (RFC 7396)"),
     responses(
-        (status = 200, description = "Patched; secrets masked", body = ConnectionView),
-        (status = 404, description = "No such connection"),
-        (status = 409, description = "Declared in the config file"),
-        (status = 422, description = "Invalid, or a masked secret kept with a new auth type or token URL"),
+        (status = 401, response = super::openapi::Unauthorized), (status = 200, description = "Patched; secrets masked", body = ConnectionView),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 422, response = super::openapi::Unprocessable),
     ))]
 pub async fn patch(
     State(state): State<Shared>,
@@ -348,12 +348,12 @@ pub async fn patch(
 }
 
 /// `DELETE /admin/v1/connections/{name}`.
-#[utoipa::path(delete, path = "/admin/v1/connections/{name}", tag = "connections",
+#[utoipa::path(operation_id = "delete_connection", delete, path = "/admin/v1/connections/{name}", security(("admin_token" = [])), tag = "connections",
     params(("name" = String, Path, description = "The connection's name")),
     responses(
-        (status = 204, description = "Deleted"),
-        (status = 404, description = "No such connection"),
-        (status = 409, description = "In use (the message names the webhooks) or declared in the config file"),
+        (status = 401, response = super::openapi::Unauthorized), (status = 204, description = "Deleted"),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 409, response = super::openapi::Conflict),
     ))]
 pub async fn delete(
     State(state): State<Shared>,
@@ -390,12 +390,12 @@ pub async fn delete(
 /// connection's cache slot, so the webhooks then use it) and report its type and expiry, or
 /// the token server's error; other types check that the credentials make a valid header (the
 /// receiver alone can judge them). 200 either way; `ok` says how it went.
-#[utoipa::path(post, path = "/admin/v1/connections/{name}/test", tag = "connections",
+#[utoipa::path(operation_id = "test_connection", post, path = "/admin/v1/connections/{name}/test", security(("admin_token" = [])), tag = "connections",
     params(("name" = String, Path, description = "The connection's name")),
     responses(
-        (status = 200, description = "The test ran; `ok` tells its outcome. Never shows a token", body = ConnectionTest),
-        (status = 404, description = "No such connection"),
-        (status = 503, description = "This process runs no workers (no token cache)"),
+        (status = 401, response = super::openapi::Unauthorized), (status = 200, description = "The test ran; `ok` tells its outcome. Never shows a token", body = ConnectionTest),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 503, response = super::openapi::Unavailable),
     ))]
 pub async fn test(
     State(state): State<Shared>,

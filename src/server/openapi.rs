@@ -100,6 +100,12 @@ use crate::store::PluginRecord;
         super::connections::delete,
         super::connections::test,
         super::admin_metrics,
+        super::catalog::list,
+        super::catalog::create,
+        super::catalog::one,
+        super::catalog::replace,
+        super::catalog::delete,
+        super::test_send::test_webhook,
         document,
     ),
     components(
@@ -322,14 +328,45 @@ pub struct Replayed {
     pub replayed: u64,
 }
 
-/// `GET /admin/v1/deliveries/{id}`: a delivery with its attempts.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct DeliveryWithAttempts {
-    /// The delivery.
-    #[serde(flatten)]
-    pub delivery: Delivery,
-    /// Every attempt, oldest first, across replays.
-    pub attempts: Vec<Attempt>,
+/// `GET /admin/v1/deliveries/{id}`: a delivery with its attempts. Its schema is the
+/// [`Delivery`]'s with `attempts` the list of attempts itself (oldest first, across replays)
+/// rather than their count, which is the list's length.
+#[derive(Serialize)]
+pub struct DeliveryWithAttempts;
+
+impl utoipa::PartialSchema for DeliveryWithAttempts {
+    fn schema() -> RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, Object, Schema};
+        let mut schema = match <Delivery as utoipa::PartialSchema>::schema() {
+            RefOr::T(Schema::Object(object)) => object,
+            // The derive makes an object of a struct; anything else would be a bug there.
+            _ => Object::new(),
+        };
+        schema.description = Some(
+            "A delivery with every attempt, oldest first, across replays: `attempts` is the \
+             list here (its length is the count the Webhook Log shows)."
+                .into(),
+        );
+        let attempts = ArrayBuilder::new()
+            .items(RefOr::Ref(Ref::from_schema_name("Attempt")))
+            .description(Some("Every attempt, oldest first, across replays"))
+            .build();
+        schema
+            .properties
+            .insert("attempts".into(), RefOr::T(Schema::Array(attempts)));
+        RefOr::T(Schema::Object(schema))
+    }
+}
+
+impl utoipa::ToSchema for DeliveryWithAttempts {
+    fn schemas(schemas: &mut Vec<(String, RefOr<utoipa::openapi::schema::Schema>)>) {
+        schemas.push((
+            "Attempt".into(),
+            <Attempt as utoipa::PartialSchema>::schema(),
+        ));
+        <Attempt as utoipa::ToSchema>::schemas(schemas);
+        <Delivery as utoipa::ToSchema>::schemas(schemas);
+    }
 }
 
 /// `GET /admin/v1/plugins`.

@@ -64,17 +64,17 @@ pub struct TestSendResult {
 /// Sends one test event to a webhook now and answers with the attempt.
 #[utoipa::path(
     post,
-    path = "/admin/v1/webhooks/{id}/test",
+    path = "/admin/v1/webhooks/{id}/test", security(("admin_token" = [])),
     tag = "webhooks",
     params(("id" = String, Path, description = "Webhook id or name")),
     request_body(content = TestEvent, description = "The event, or nothing: the catalog's example"),
     responses(
-        (status = 200, description = "Sent (whatever the receiver answered): the attempt", body = TestSendResult),
-        (status = 400, description = "Malformed JSON"),
-        (status = 404, description = "No such webhook"),
-        (status = 409, description = "The sink's webhook cannot be tested"),
-        (status = 422, description = "No event given and no catalog example for the webhook's types, or a type the webhook does not subscribe to (the error names the field)"),
-        (status = 503, description = "This process runs no workers"),
+        (status = 401, response = super::openapi::Unauthorized), (status = 200, description = "Sent (whatever the receiver answered): the attempt", body = TestSendResult),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 422, response = super::openapi::Unprocessable),
+        (status = 503, response = super::openapi::Unavailable),
     )
 )]
 pub async fn test_webhook(

@@ -2010,9 +2010,9 @@ mod tests {
             .await
             .expect("terminate the listener");
 
-        // Whatever was missed meanwhile: both kinds are announced after reconnecting.
+        // Whatever was missed meanwhile: every kind is announced after reconnecting.
         let mut got = HashSet::new();
-        while got.len() < 2 {
+        while got.len() < 3 {
             let change = tokio::time::timeout(Duration::from_secs(5), rx.recv())
                 .await
                 .expect("notices after the reconnect")

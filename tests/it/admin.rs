@@ -738,6 +738,11 @@ async fn openapi_document_lists_only_served_routes() {
             ("patch", "/admin/v1/webhooks/{id}") => Some(json!({"description": "patched"})),
             ("post", "/admin/v1/sources") => Some(json!({"name": "oa-src", "type": "amqp",
                 "url": format!("amqp://127.0.0.1:{}/%2f", closed_port()), "queue": "q"})),
+            ("post", "/admin/v1/connections") => {
+                Some(json!({"name": "oa-conn", "auth": {"type": "bearer", "token": "t"}}))
+            }
+            ("post", "/admin/v1/event-types") => Some(json!({"name": "x"})),
+            ("post", "/admin/v1/webhooks/{id}/test") => Some(json!({"type": "t", "data": {}})),
             _ => None,
         };
         let mut req = http
