@@ -441,7 +441,7 @@ mod tests {
     fn time_bounds_are_id_ranges() {
         // The id of a delivery made at `ms` sorts between the bounds of a range around it.
         let ms = 1_765_000_000_000;
-        let id = format!("msg_{:012x}7abc8def0123456789abcdef", ms);
+        let id = format!("msg_{ms:012x}7abc8def0123456789abcdef");
         assert!(id_at(ms) <= id && id < id_at(ms + 1));
         let filter = DeliveryFilter {
             since: Some(ms),

@@ -185,7 +185,9 @@ async fn refused_inbound_pushes_are_logged_with_reason_capped_body_and_no_creden
     let gw = inbound_gateway(&dir, &sink, 100).await;
     let key = [("x-api-key", "in-key")];
     let long = format!("{{\"email\": \"{}\"}}", "x".repeat(200));
-    let cases: Vec<(&str, Vec<(&str, &str)>, String, u16)> = vec![
+    // (what the case is, request headers, body, expected status)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, String, u16);
+    let cases: Vec<Case> = vec![
         (
             "src",
             vec![

@@ -271,7 +271,9 @@ async fn answers_match_the_documented_schemas() {
                  "client_id": "c", "client_secret": "cs", "scope": "a b"}});
     let plain = json!({"name": "plain", "events": ["*"], "url": rx.url("/plain"),
         "auth": {"type": "basic", "username": "u", "password": "p"}});
-    let steps: Vec<(&str, &str, String, Option<&str>, Option<Value>)> = vec![
+    // (method, documented path, URL, token, body)
+    type Step<'a> = (&'a str, &'a str, String, Option<&'a str>, Option<Value>);
+    let steps: Vec<Step> = vec![
         ("GET", "/healthz", public("/healthz"), None, None),
         ("GET", "/readyz", public("/readyz"), None, None),
         ("GET", "/metrics", public("/metrics"), None, None),
