@@ -187,7 +187,7 @@ async fn refused_inbound_pushes_are_logged_with_reason_capped_body_and_no_creden
     let long = format!("{{\"email\": \"{}\"}}", "x".repeat(200));
     // (what the case is, request headers, body, expected status)
     type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, String, u16);
-    let cases: Vec<Case> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             "src",
             vec![

@@ -273,7 +273,7 @@ async fn answers_match_the_documented_schemas() {
         "auth": {"type": "basic", "username": "u", "password": "p"}});
     // (method, documented path, URL, token, body)
     type Step<'a> = (&'a str, &'a str, String, Option<&'a str>, Option<Value>);
-    let steps: Vec<Step> = vec![
+    let steps: Vec<Step<'_>> = vec![
         ("GET", "/healthz", public("/healthz"), None, None),
         ("GET", "/readyz", public("/readyz"), None, None),
         ("GET", "/metrics", public("/metrics"), None, None),
