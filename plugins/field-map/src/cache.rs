@@ -56,7 +56,10 @@ mod tests {
         assert_eq!(*cache.get_or_parse(b"{}".to_vec(), parse).unwrap(), 2);
         assert_eq!(*cache.get_or_parse(b"{}".to_vec(), parse).unwrap(), 2);
         assert_eq!(cache.parses, 1);
-        assert_eq!(*cache.get_or_parse(b"{\"a\":1}".to_vec(), parse).unwrap(), 7);
+        assert_eq!(
+            *cache.get_or_parse(b"{\"a\":1}".to_vec(), parse).unwrap(),
+            7
+        );
         assert_eq!(cache.parses, 2);
         // Back to the first: parsed again (one entry only).
         assert_eq!(*cache.get_or_parse(b"{}".to_vec(), parse).unwrap(), 2);
@@ -72,6 +75,9 @@ mod tests {
         assert_eq!(cache.parses, 2);
         let ok = |_: &[u8]| -> Result<(), String> { Ok(()) };
         assert!(cache.get_or_parse(b"x".to_vec(), ok).is_ok());
-        assert!(cache.get_or_parse(b"x".to_vec(), fail).is_ok(), "cached now");
+        assert!(
+            cache.get_or_parse(b"x".to_vec(), fail).is_ok(),
+            "cached now"
+        );
     }
 }
