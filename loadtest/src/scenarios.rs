@@ -635,10 +635,7 @@ impl Runner {
 
     async fn outage(&mut self) -> anyhow::Result<()> {
         let started = self
-            .start(
-                false,
-                &[webhook("lt-0", &["lt.flow"], self.receiver.url(0))],
-            )
+            .start(None, &[webhook("lt-0", &["lt.flow"], self.receiver.url(0))])
             .await?;
         let s = self.settings.clone();
         let rate = s.outage_rate.unwrap_or_else(|| self.comparison_rate());

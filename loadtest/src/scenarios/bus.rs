@@ -215,10 +215,7 @@ impl Runner {
         };
         let urls = self.settings.bus.clone();
         let started = self
-            .start(
-                false,
-                &[webhook("lt-0", &["lt.flow"], self.receiver.url(0))],
-            )
+            .start(None, &[webhook("lt-0", &["lt.flow"], self.receiver.url(0))])
             .await?;
         let gw = &started.gateway;
         let run = self.next_run();
