@@ -14,6 +14,9 @@ echo "== plugins/: fmt, clippy and the field-map engine tests (on $host)"
 (cd plugins && cargo clippy --locked --release -- -D warnings)
 (cd plugins && cargo test --locked --target "$host" -p field-map)
 
+echo "== the built-in field-map component is current (scripts/field-map-dist.sh)"
+bash scripts/field-map-dist.sh --check
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -155,6 +155,10 @@ pub async fn run_with_store(
             .await
             .map_err(|e| Error::Plugins(e.to_string()))?,
     );
+    plugins
+        .install_builtins()
+        .await
+        .map_err(|e| Error::Plugins(e.to_string()))?;
     let shaper: Arc<dyn Shaper> = plugins.clone();
     let wake = Arc::new(Notify::new());
     let ssrf = Arc::new(SsrfPolicy::new(config.delivery.allow_networks.clone()));

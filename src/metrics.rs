@@ -112,6 +112,8 @@ pub struct Metrics {
     pub plugin_call_duration: Family<PluginVersionLabel, Histogram, fn() -> Histogram>,
     /// Plugin components compiled (a cached artifact is not counted).
     pub plugin_compilations: Counter,
+    /// Built-in plugins being installed in the background (`plugins.builtin`).
+    pub plugin_installs_running: Gauge,
     /// The version of each plugin this process runs for webhooks that do not pin one (set at
     /// scrape time): with several processes, shows when a swap has reached every one.
     pub plugin_active_version: Family<PluginLabel, Gauge>,
@@ -228,6 +230,12 @@ impl Metrics {
             "Plugin components compiled (cache hits not counted)",
             plugin_compilations.clone(),
         );
+        let plugin_installs_running = Gauge::default();
+        registry.register(
+            "plugin_installs_running",
+            "Built-in plugins being installed (compiled in the background at the first start)",
+            plugin_installs_running.clone(),
+        );
         let plugin_active_version = Family::<PluginLabel, Gauge>::default();
         registry.register(
             "plugin_active_version",
@@ -261,6 +269,7 @@ impl Metrics {
             plugin_calls,
             plugin_call_duration,
             plugin_compilations,
+            plugin_installs_running,
             events_accepted,
             deliveries,
             attempt_duration,

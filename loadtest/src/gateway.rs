@@ -199,6 +199,16 @@ fn config_text(
         ),
         None => String::new(),
     };
+    // A gateway that builds plugins in (`plugins.builtin`) would compile them in the background
+    // at start, in the middle of the first phase: the harness turns that off where the binary
+    // knows the key (an older binary, compared in an A/B run, refuses unknown keys).
+    let builtin = if knows_builtin_key(&options.bin) {
+        "# No built-in plugin: its first compile would run during the first phase.
+builtin = []
+"
+    } else {
+        ""
+    };
     Ok(format!(
         r#"# Written by hookyard-loadtest.
 [server]
@@ -220,7 +230,7 @@ retry_max_ms = {max}
 
 [plugins]
 cache_dir = {cache}
-{plugins}
+{builtin}{plugins}
 [log]
 level = "{level}"
 "#,
@@ -231,6 +241,32 @@ level = "{level}"
         cache = toml_str(cache),
         level = options.log_level,
     ))
+}
+
+/// Whether the binary accepts `plugins.builtin` (asked once per binary with `check-config`).
+fn knows_builtin_key(bin: &Path) -> bool {
+    static KNOWN: std::sync::Mutex<Option<HashMap<PathBuf, bool>>> = std::sync::Mutex::new(None);
+    let mut known = KNOWN.lock().unwrap_or_else(|p| p.into_inner());
+    *known
+        .get_or_insert_with(HashMap::new)
+        .entry(bin.to_path_buf())
+        .or_insert_with(|| {
+            let dir = std::env::temp_dir().join(format!("hookyard-loadtest-probe-{}", std::process::id()));
+            let file = dir.join("probe.toml");
+            let ok = std::fs::create_dir_all(&dir).is_ok()
+                && std::fs::write(&file, "[plugins]\nbuiltin = []\n").is_ok()
+                && std::process::Command::new(bin)
+                    .arg("check-config")
+                    .arg("--config")
+                    .arg(&file)
+                    .current_dir(&dir)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+            let _ = std::fs::remove_dir_all(&dir);
+            ok
+        })
 }
 
 impl Gateway {

@@ -292,6 +292,9 @@ pub struct PluginsConfig {
     /// Plugins loaded from files at start-up.
     #[serde(default)]
     pub load: Vec<PluginFile>,
+    /// First-party plugins embedded in the binary, installed at start-up by name
+    /// ([`crate::plugin::builtin`]).
+    pub builtin: Vec<String>,
     /// Warm instances: reuse of instantiated plugins across calls (`[plugins.instances]`).
     pub instances: InstancesConfig,
 }
@@ -519,6 +522,16 @@ impl Config {
             return Err(Error::Invalid(
                 "plugins.instances.max_calls, max_age_secs and idle_secs must be positive".into(),
             ));
+        }
+        if let Some(unknown) = p
+            .builtin
+            .iter()
+            .find(|name| crate::plugin::builtin::find(name).is_none())
+        {
+            return Err(Error::Invalid(format!(
+                "plugins.builtin: no plugin named {unknown:?} is built in (there is {})",
+                crate::plugin::builtin::names().join(", ")
+            )));
         }
         if p.compile_threads == 0 || !(0..=19).contains(&p.compile_nice) {
             return Err(Error::Invalid(

@@ -42,6 +42,7 @@ use crate::model::{now_ms, Event, Instances, PluginFailure, PluginRef, Webhook};
 use crate::store::{self, PluginVersion, Store};
 
 pub mod bindings;
+pub mod builtin;
 mod compile;
 pub mod exports;
 mod observe;
@@ -142,6 +143,8 @@ pub struct PluginHost {
     /// store before an activation could set the previous version back after it (until the next
     /// reload), and calls made meanwhile would run the version just replaced.
     turns: tokio::sync::Mutex<()>,
+    /// Built-in plugins being installed in the background ([`builtin`]).
+    installing: builtin::Installing,
 }
 
 impl PluginHost {
@@ -154,6 +157,7 @@ impl PluginHost {
     ) -> Result<PluginHost, PluginError> {
         let runtime = Runtime::new(config, &config.cache_dir)
             .map_err(|e| PluginError::Invalid(e.to_string()))?;
+        let installing = builtin::Installing::new(metrics.plugin_installs_running.clone());
         let host = PluginHost {
             runtime: Arc::new(runtime),
             store,
@@ -162,6 +166,7 @@ impl PluginHost {
             config: config.clone(),
             entries: RwLock::new(HashMap::new()),
             turns: tokio::sync::Mutex::new(()),
+            installing,
         };
         host.reload().await?;
         for file in &config.load {
@@ -297,6 +302,21 @@ impl PluginHost {
         let entry = entries.get(&plugin.name)?;
         let version = plugin.version.or(entry.active)?;
         entry.versions.get(&version).cloned()
+    }
+
+    /// [`PluginHost::resolve`], waiting for the built-in plugins' installs first when the
+    /// plugin is not loaded and one is running (the first start compiles them in the background).
+    async fn resolve_ready(&self, plugin: &PluginRef) -> Option<Arc<LoadedPlugin>> {
+        if let Some(loaded) = self.resolve(plugin) {
+            return Some(loaded);
+        }
+        if !self.installing.any() {
+            return None;
+        }
+        self.installing
+            .wait(std::time::Duration::from_secs(60))
+            .await;
+        self.resolve(plugin)
     }
 
     /// Uploads a version: size cap, sha256, compiled and checked against the world, config of
@@ -459,10 +479,13 @@ impl PluginHost {
 
     /// Checks a webhook's plugin reference: the plugin and version exist and accept the config.
     pub async fn validate_ref(&self, plugin: &PluginRef) -> Result<(), String> {
-        let loaded = self.resolve(plugin).ok_or_else(|| match plugin.version {
-            Some(v) => format!("plugin {:?} has no version {v}", plugin.name),
-            None => format!("no plugin named {:?} is uploaded", plugin.name),
-        })?;
+        let loaded = self
+            .resolve_ready(plugin)
+            .await
+            .ok_or_else(|| match plugin.version {
+                Some(v) => format!("plugin {:?} has no version {v}", plugin.name),
+                None => format!("no plugin named {:?} is uploaded", plugin.name),
+            })?;
         self.validate_config_with(&loaded, &plugin.config).await
     }
 
@@ -539,7 +562,8 @@ impl PluginHost {
         let (status, headers, body) =
             (answer.status, answer.headers.to_vec(), answer.body.to_vec());
         let plugin = self
-            .resolve(plugin_ref)
+            .resolve_ready(plugin_ref)
+            .await
             .ok_or_else(|| format!("plugin {:?} is not loaded", plugin_ref.name))?;
         let resp = types::Response {
             status,
@@ -576,7 +600,8 @@ impl PluginHost {
             return Err((500, "the webhook has no plugin".into()));
         };
         let plugin = self
-            .resolve(plugin_ref)
+            .resolve_ready(plugin_ref)
+            .await
             .ok_or_else(|| (503, format!("plugin {:?} is not loaded", plugin_ref.name)))?;
         let (result, usage) = call_inbound_with(
             &self.runtime,
@@ -632,7 +657,7 @@ impl Shaper for PluginHost {
             let body = plain_body(hook, event);
             return (Ok(Shaped::Send(vec![OutgoingRequest::json(body)])), None);
         };
-        let Some(plugin) = self.resolve(plugin_ref) else {
+        let Some(plugin) = self.resolve_ready(plugin_ref).await else {
             // Not loaded (yet): retrying later is the only sensible thing whatever the policy.
             let error = ShapeError {
                 message: format!("plugin {:?} is not loaded", plugin_ref.name),

@@ -463,6 +463,7 @@ url = "sqlite://{}"
 
 [plugins]
 cache_dir = "{}"
+builtin = []
 "#,
         dir.join("hookyard.db").display(),
         dir.join("plugin-cache").display()

@@ -5,6 +5,7 @@ mod common;
 mod admin;
 mod auth;
 mod bad_input;
+mod builtin;
 mod catalog;
 mod cli;
 mod cluster;

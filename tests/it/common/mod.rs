@@ -85,6 +85,9 @@ memory_limit_mb = 64
 # The machine running the tests is busy with builds at normal priority: a niced compile of a
 # Python component would take minutes there (compile.rs tests the niceness itself).
 compile_nice = 0
+# No built-in plugin: each test's fresh plugin cache would compile field-map again, and tests
+# count the plugins they upload. tests/it/builtin.rs tests the built-in install.
+builtin = []
 "#,
         store_url(dir),
         store_key_line(),
