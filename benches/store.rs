@@ -196,6 +196,7 @@ fn completion(delivery_id: String) -> Completion {
                     ("webhook-signature".into(), "********".into()),
                 ],
                 body: user_record().to_string(),
+                body_from: None,
             }),
             response_status: Some(200),
             response_headers: vec![("content-type".into(), "application/json".into())],

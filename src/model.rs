@@ -960,6 +960,50 @@ pub struct RequestLog {
     pub headers: Vec<(String, String)>,
     /// Body (truncated to the configured size).
     pub body: String,
+    /// Set when the body is one the gateway can make again from the delivery's event, byte
+    /// for byte: the log then stores no copy of it and fills it in when it is read
+    /// ([`RequestLog::fill_body`]). A delivery without a plugin sends exactly that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_from: Option<BodyFrom>,
+}
+
+/// Where a logged request body comes from when the log keeps no copy of it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyFrom {
+    /// The default envelope of the event (`{"type", "timestamp", "data", "context"}`).
+    EventEnvelope,
+    /// The event's `data` as it was sent in (messages to the sink).
+    EventData,
+}
+
+impl RequestLog {
+    /// This log with its body left out when the body can be made again from the event: what
+    /// the store keeps.
+    pub fn for_storage(&self) -> std::borrow::Cow<'_, RequestLog> {
+        match self.body_from {
+            Some(_) if !self.body.is_empty() => std::borrow::Cow::Owned(RequestLog {
+                body: String::new(),
+                ..self.clone()
+            }),
+            _ => std::borrow::Cow::Borrowed(self),
+        }
+    }
+
+    /// Makes the body again from `event` when the log kept none, cut to `cap` bytes as it was
+    /// when logged.
+    pub fn fill_body(&mut self, event: &Event, cap: usize) {
+        let Some(from) = self.body_from else { return };
+        if !self.body.is_empty() {
+            return;
+        }
+        let full = match from {
+            BodyFrom::EventEnvelope => crate::delivery::shape::default_body(event),
+            BodyFrom::EventData => event.data.get().as_bytes().to_vec(),
+        };
+        let cut = &full[..full.len().min(cap)];
+        self.body = String::from_utf8_lossy(cut).into_owned();
+    }
 }
 
 /// One HTTP attempt of a delivery, as the Webhook Log shows it.

@@ -251,7 +251,8 @@ fn knows_builtin_key(bin: &Path) -> bool {
         .get_or_insert_with(HashMap::new)
         .entry(bin.to_path_buf())
         .or_insert_with(|| {
-            let dir = std::env::temp_dir().join(format!("hookyard-loadtest-probe-{}", std::process::id()));
+            let dir = std::env::temp_dir()
+                .join(format!("hookyard-loadtest-probe-{}", std::process::id()));
             let file = dir.join("probe.toml");
             let ok = std::fs::create_dir_all(&dir).is_ok()
                 && std::fs::write(&file, "[plugins]\nbuiltin = []\n").is_ok()
@@ -367,6 +368,49 @@ impl Gateway {
             Some(_) => None,
             None => Some(self.dir.path().join("hookyard.db")),
         }
+    }
+
+    /// The bytes the store's data takes: SQLite's used pages (the file without its free
+    /// pages, the WAL's committed content included, read as any reader would), or the total
+    /// size of the PostgreSQL schema's tables with their indexes and TOAST.
+    pub async fn store_bytes(&self) -> anyhow::Result<u64> {
+        if let Some(url) = self.postgres_store_url()? {
+            let client = connect(&url).await?;
+            let row = client
+                .query_one(
+                    "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint \
+                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'm')",
+                    &[],
+                )
+                .await
+                .context("measuring the PostgreSQL schema")?;
+            return Ok(row.get::<_, i64>(0).max(0) as u64);
+        }
+        let db = self.dir.path().join("hookyard.db");
+        let out = Command::new("sqlite3")
+            .arg(&db)
+            .arg(
+                "PRAGMA busy_timeout = 10000; SELECT (SELECT page_count FROM pragma_page_count()) \
+                 - (SELECT freelist_count FROM pragma_freelist_count()), \
+                 (SELECT page_size FROM pragma_page_size());",
+            )
+            .output()
+            .await
+            .context("running sqlite3 to measure the store (is the sqlite3 command installed?)")?;
+        if !out.status.success() {
+            bail!(
+                "sqlite3 on {}: {}",
+                db.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.lines().last().unwrap_or_default();
+        let (pages, size) = line
+            .split_once('|')
+            .with_context(|| format!("sqlite3 answered {text:?}"))?;
+        Ok(pages.trim().parse::<u64>()? * size.trim().parse::<u64>()?)
     }
 
     /// The store's URL (with its schema as search path), when the store is PostgreSQL.

@@ -741,6 +741,7 @@ impl Runner {
         let perf = Perf::start(&pids, stat_dir, record_to.as_deref()).await;
         let monitor = Monitor::start(gw);
         let m0 = gw.metrics_sum().await.ok();
+        let bytes0 = gw.store_bytes().await;
         let g0 = procfs::sample_sum(&pids);
         let h0 = procfs::sample(None);
 
@@ -797,6 +798,7 @@ impl Runner {
         let (peak_kib, gauges) = monitor.finish().await;
         let counts = perf.finish().await;
         let m1 = gw.metrics_sum().await.ok();
+        let bytes1 = gw.store_bytes().await;
 
         let mut row = Row {
             scenario: plan.scenario.into(),
@@ -894,6 +896,16 @@ impl Runner {
                         .push(format!("{} attempts ended {outcome}", thousands(n)));
                 }
             }
+        }
+        match (bytes0, bytes1) {
+            (Ok(b0), Ok(b1)) if items > 0 && !plan.measured.is_empty() => d.notes.push(format!(
+                "store grew {:.2} KB per delivery ({:.1} MiB for {})",
+                b1.saturating_sub(b0) as f64 / items as f64 / 1000.0,
+                b1.saturating_sub(b0) as f64 / 1048576.0,
+                thousands(items as f64)
+            )),
+            (Err(e), _) | (_, Err(e)) => d.notes.push(format!("store size not measured: {e:#}")),
+            _ => {}
         }
         if counts.is_some() && s.gateway.postgres.is_some() {
             // perf attaches to the gateway processes; PostgreSQL commits in its server.

@@ -41,8 +41,9 @@ use crate::delivery::shape::{Answer, OutgoingRequest, Shaped, Shaper};
 use crate::delivery::{plugin_output, signing};
 use crate::metrics::Metrics;
 use crate::model::{
-    now_ms, Attempt, AttemptOutcome, Completion, Delivery, DeliverySource, DeliveryStatus, Event,
-    EventToIngest, Job, Lease, Millis, Next, PluginFailure, RequestLog, SinkMessage, Webhook,
+    now_ms, Attempt, AttemptOutcome, BodyFrom, Completion, Delivery, DeliverySource,
+    DeliveryStatus, Event, EventToIngest, Job, Lease, Millis, Next, PluginFailure, RequestLog,
+    SinkMessage, Webhook,
 };
 use crate::secrets::scrub::redact_url;
 use crate::store::{ClaimRequest, Store};
@@ -1066,6 +1067,15 @@ impl Deliverer {
             url: shown_url(&hook.spec.url),
             headers: Vec::new(),
             body: truncate(&request.body, self.config.log_body_bytes),
+            // Without a plugin the body is the event's default one (the sink's: its data), made
+            // again from the event when the log is read: the log keeps no second copy.
+            body_from: hook.spec.plugin.is_none().then(|| {
+                if crate::sink::is_sink(hook) {
+                    BodyFrom::EventData
+                } else {
+                    BodyFrom::EventEnvelope
+                }
+            }),
         };
         let fail = |log: RequestLog, error: String, refused: bool| Exchange {
             request: log,

@@ -481,11 +481,25 @@ async fn get_delivery(
     State(state): State<Shared>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (delivery, attempts) = state
+    let (delivery, mut attempts) = state
         .store
         .delivery(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("delivery"))?;
+    // Bodies the log keeps no copy of are made again from the event.
+    let kept_none = |a: &crate::model::Attempt| {
+        a.request
+            .as_ref()
+            .is_some_and(|r| r.body_from.is_some() && r.body.is_empty())
+    };
+    if attempts.iter().any(kept_none) {
+        if let Some(event) = state.store.event(&delivery.event_id).await? {
+            let cap = state.config.delivery.log_body_bytes;
+            for request in attempts.iter_mut().filter_map(|a| a.request.as_mut()) {
+                request.fill_body(&event, cap);
+            }
+        }
+    }
     let mut shown = serde_json::to_value(&delivery).unwrap_or(Value::Null);
     shown["attempts"] = serde_json::to_value(&attempts).unwrap_or(Value::Null);
     Ok(Json(shown))

@@ -272,6 +272,7 @@ impl Refusal {
                 url: shown_path(&name, self.query.as_deref()),
                 headers: redact(&self.headers, inbound_auth),
                 body: String::from_utf8_lossy(&self.body).into_owned(),
+                body_from: None,
             }),
             response_status: Some(self.status.as_u16()),
             response_headers: vec![("content-type".to_owned(), "application/json".to_owned())],

@@ -171,6 +171,7 @@ fn attempt(job: &Job, next: &Next, status: Option<u16>) -> Attempt {
             url: "https://example.test/hook".to_owned(),
             headers: vec![("webhook-id".to_owned(), job.delivery.id.clone())],
             body: job.event.data.get().to_owned(),
+            body_from: None,
         }),
         response_status: status,
         response_headers: vec![("content-type".to_owned(), "text/plain".to_owned())],

@@ -104,7 +104,11 @@ pub(super) struct EncodedAttempt {
 impl EncodedAttempt {
     pub(super) fn new(attempt: Attempt) -> Result<EncodedAttempt> {
         Ok(EncodedAttempt {
-            request: attempt.request.as_ref().map(to_json).transpose()?,
+            request: attempt
+                .request
+                .as_ref()
+                .map(|r| to_json(&*r.for_storage()))
+                .transpose()?,
             response_headers: to_json(&attempt.response_headers)?,
             attempt,
         })
@@ -140,7 +144,7 @@ impl EncodedCompletion {
                 .attempt
                 .request
                 .as_ref()
-                .map(to_json)
+                .map(|r| to_json(&*r.for_storage()))
                 .transpose()?,
             response_headers: to_json(&completion.attempt.response_headers)?,
             earlier: completion

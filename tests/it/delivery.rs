@@ -354,3 +354,42 @@ async fn post_two_behind_a_slow_first(gw: &TestGateway, rx: &Receiver, answer_af
     let (status, body) = gw.post_event(json!({"type": "t", "data": {"n": 2}})).await;
     assert_eq!(status, 202, "{body}");
 }
+
+/// A delivery without a plugin sends the event's default body: the log keeps no copy of it (the
+/// request is marked `body_from`) and shows it made again from the event, byte for byte.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_log_shows_a_default_body_it_does_not_store_twice() {
+    let dir = temp_dir();
+    let gw = TestGateway::start(test_config(dir.path())).await;
+    let rx = Receiver::start().await;
+    gw.create_webhook(json!({"name": "plain", "events": ["user.*"], "url": rx.url("/plain")}))
+        .await;
+    gw.post_event(json!({"type": "user.created", "data": {"name": "Ada", "n": 1.50}}))
+        .await;
+    let sent = rx.wait_for(1).await;
+    let deliveries = gw.wait_for_status("plain", "succeeded", 1).await;
+    let id = deliveries[0]["id"].as_str().unwrap();
+    let shown = gw.delivery(id).await;
+    let request = &shown["attempts"][0]["request"];
+    assert_eq!(request["body_from"], "event_envelope", "{shown}");
+    assert_eq!(
+        request["body"].as_str().unwrap().as_bytes(),
+        &sent[0].body[..],
+        "the body shown is the one sent"
+    );
+    gw.stop().await;
+    if !on_postgres() {
+        // What the store holds: the request without its body.
+        let db = rusqlite::Connection::open(dir.path().join("hookyard.db")).unwrap();
+        let stored: String = db
+            .query_row(
+                "SELECT request FROM attempts WHERE delivery_id = ?1",
+                [id],
+                |row| row.get(0),
+            )
+            .unwrap();
+        let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
+        assert_eq!(stored["body"], "", "{stored}");
+        assert_eq!(stored["body_from"], "event_envelope", "{stored}");
+    }
+}
