@@ -79,6 +79,14 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Prepared statements cached per connection.
 const STATEMENT_CACHE: usize = 64;
 
+/// The ingest back-pressure's count of due deliveries ([`Store::due_count`]): webhook by
+/// webhook, a range of the queue index each, stopping at `?2`; the retries waiting are never
+/// read.
+const DUE_COUNT: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM webhooks w \
+    CROSS JOIN deliveries d INDEXED BY deliveries_queue \
+    WHERE w.enabled = 1 AND d.webhook_id = w.id AND d.status = 'pending' \
+    AND d.next_attempt_at <= ?1 LIMIT ?2)";
+
 /// Schema migrations; `PRAGMA user_version` is how many have run.
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -1654,12 +1662,7 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             // Webhook by webhook, a range of the queue index each: never the retries waiting.
             let n: u64 = conn
-                .prepare_cached(
-                    "SELECT COUNT(*) FROM (SELECT 1 FROM webhooks w \
-                     CROSS JOIN deliveries d INDEXED BY deliveries_queue \
-                     WHERE w.enabled = 1 AND d.webhook_id = w.id AND d.status = 'pending' \
-                     AND d.next_attempt_at <= ?1 LIMIT ?2)",
-                )?
+                .prepare_cached(DUE_COUNT)?
                 .query_row(params![now, at_most], |r| r.get(0))?;
             Ok(n)
         })
@@ -2267,6 +2270,25 @@ mod tests {
         );
         let stats = store.queue_stats(conformance::T0).await.expect("stats");
         assert_eq!(stats.pending, FLOOD as u64);
+    }
+
+    /// The back-pressure's count reads a range of the queue index per webhook.
+    #[test]
+    fn due_count_reads_only_due_ranges_of_the_queue_index() {
+        let conn = Connection::open_in_memory().expect("open");
+        migrate(&conn).expect("migrate");
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {DUE_COUNT}"))
+            .expect("explain")
+            .query_map(params![0, 10], |r| r.get::<_, String>(3))
+            .expect("plan")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        let text = plan.join("\n");
+        assert!(
+            text.contains("INDEX deliveries_queue (webhook_id=? AND next_attempt_at<?)"),
+            "{text}"
+        );
     }
 
     /// `close` commits the ingests queued before it, whichever queue they are in.
