@@ -11,8 +11,8 @@
 //! Delivery never queues behind ingest: the writer has two queues. Ingests (the only writes a
 //! client outside can flood) go to the bulk queue; everything else (claims, completions and
 //! their attempt rows, releases, admin writes) to the urgent one. Each group commit takes every
-//! urgent command waiting (up to [`MAX_BATCH`]) first, then ingests until they hold
-//! [`MAX_INGEST_EVENTS`] events (at least one ingest command whenever any waits, so ingest never
+//! urgent command waiting (up to `MAX_BATCH`, 1024) first, then ingests until they hold
+//! `MAX_INGEST_EVENTS` (512) events (at least one ingest command whenever any waits, so ingest never
 //! starves either). A completion sent while thousands of ingests wait is therefore in the next
 //! commit, and a full bulk queue slows the ingest callers only.
 //!
