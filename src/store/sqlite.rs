@@ -12,9 +12,9 @@
 //! client outside can flood) go to the bulk queue; everything else (claims, completions and
 //! their attempt rows, releases, admin writes) to the urgent one. Each group commit takes every
 //! urgent command waiting (up to `MAX_BATCH`, 1024) first, then ingests until they hold
-//! `MAX_INGEST_EVENTS` (512) events (at least one ingest command whenever any waits, so ingest never
-//! starves either). A completion sent while thousands of ingests wait is therefore in the next
-//! commit, and a full bulk queue slows the ingest callers only.
+//! `MAX_INGEST_EVENTS` (512) events (at least one ingest command whenever any waits, so ingest
+//! never starves either). A completion sent while thousands of ingests wait is therefore in the
+//! next commit, and a full bulk queue slows the ingest callers only.
 //!
 //! Reads never queue behind writes: WAL lets a small pool of read-only connections see the last
 //! commit while the next batch is being written. An in-memory database cannot be shared between
