@@ -146,6 +146,14 @@ pub async fn run_with_store(
         &config.refusals,
         metrics.registry_mut(),
     ));
+    let backlog = Arc::new(server::backpressure::IngestBacklog::register(
+        &config.delivery,
+        metrics.registry_mut(),
+    ));
+    let pool_metrics = crate::plugin::warm::PoolMetrics::default();
+    metrics
+        .registry_mut()
+        .register_collector(Box::new(pool_metrics.clone()));
     let retention = Arc::new(store::retention::RetentionMetrics::register(
         metrics.registry_mut(),
     ));
@@ -159,6 +167,11 @@ pub async fn run_with_store(
         .install_builtins()
         .await
         .map_err(|e| Error::Plugins(e.to_string()))?;
+    {
+        // Weak: the registry holding the collector lives in the metrics the host holds.
+        let host = Arc::downgrade(&plugins);
+        pool_metrics.connect(move || host.upgrade().map(|h| h.runtime().pool_stats()));
+    }
     let shaper: Arc<dyn Shaper> = plugins.clone();
     let wake = Arc::new(Notify::new());
     let ssrf = Arc::new(SsrfPolicy::new(config.delivery.allow_networks.clone()));
@@ -251,7 +264,13 @@ pub async fn run_with_store(
         retention: retention.clone(),
         console: crate::console::Sessions::new(&config.console),
         catalog: catalog.clone(),
+        backlog: backlog.clone(),
     });
+    let backlog_watch = tokio::spawn(server::backpressure::watch(
+        backlog,
+        store.clone(),
+        stopped(stop_rx.clone()),
+    ));
     let purger = tokio::spawn(store::retention::run(
         store.clone(),
         config.retention.clone(),
@@ -317,6 +336,7 @@ pub async fn run_with_store(
     let _ = sources.await;
     let _ = workers.await;
     let _ = purger.await;
+    let _ = backlog_watch.await;
     for refresher in refreshers {
         let _ = refresher.await;
     }

@@ -40,7 +40,8 @@
 //!   serve them ([`server::listener`]: timeouts, connection caps, TLS from
 //!   [`server::tls`]; [`server::limits`]: open-file budget, body deadline, inbound rate limit;
 //!   [`server::log_filter`]: the Webhook Log's query; [`server::inbound_log`]: refused inbound
-//!   pushes in the log).
+//!   pushes in the log; [`server::backpressure`]: ingest refused while the due backlog is over
+//!   its limit).
 //! - [`console`]: the admin console at `/console/`: embedded HTML/CSS/JS on the admin API,
 //!   sessions (the admin token exchanged for a cookie) and CSRF tokens.
 //! - [`metrics`]: the Prometheus registry.

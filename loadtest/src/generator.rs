@@ -75,8 +75,12 @@ pub struct GenStats {
     pub events_sent: u64,
     /// Events in requests answered 2xx.
     pub events_accepted: u64,
-    /// Requests answered non-2xx or failed in transport.
+    /// Requests answered non-2xx or failed in transport (not the refusals below).
     pub errors: u64,
+    /// Requests refused with `503` and a `Retry-After` (the gateway's ingest back-pressure,
+    /// `delivery.ingest_backlog_limit`): not errors; a closed-loop sender waits the Retry-After
+    /// before its next request, as a well-behaved client would.
+    pub refused: u64,
     /// A few of the errors.
     pub error_samples: Vec<String>,
     /// Open loop: requests sent more than [`LATE`] after their scheduled time.
@@ -106,6 +110,7 @@ struct Tally {
     requests: u64,
     events_sent: u64,
     errors: u64,
+    refused: u64,
     error_samples: Vec<String>,
     late: u64,
     max_delay: Duration,
@@ -120,6 +125,7 @@ impl Tally {
             requests: 0,
             events_sent: 0,
             errors: 0,
+            refused: 0,
             error_samples: Vec::new(),
             late: 0,
             max_delay: Duration::ZERO,
@@ -168,12 +174,28 @@ impl Conn {
 
     /// Sends one request and reads the whole answer.
     async fn send(&mut self, request: Request<Full<Bytes>>) -> anyhow::Result<(StatusCode, Bytes)> {
+        self.send_with_retry_after(request)
+            .await
+            .map(|(status, _, body)| (status, body))
+    }
+
+    /// [`Conn::send`], with the answer's `Retry-After` (in seconds) when it has one.
+    async fn send_with_retry_after(
+        &mut self,
+        request: Request<Full<Bytes>>,
+    ) -> anyhow::Result<(StatusCode, Option<Duration>, Bytes)> {
         let exchange = async {
             let sender = self.sender().await?;
             let response = sender.send_request(request).await?;
             let status = response.status();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
             let body = response.into_body().collect().await?.to_bytes();
-            anyhow::Ok((status, body))
+            anyhow::Ok((status, retry_after, body))
         };
         let result = match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
             Ok(r) => r,
@@ -258,8 +280,8 @@ fn conns(load: &Load) -> Vec<Conn> {
 }
 
 /// Sends request `i` of `load` (the events from `i * events_per_request` on) over the
-/// connection to its address, and tallies it.
-async fn send_one(conns: &mut [Conn], load: &Load, i: u64, tally: &mut Tally) {
+/// connection to its address, and tallies it. Returns the Retry-After of a refusal.
+async fn send_one(conns: &mut [Conn], load: &Load, i: u64, tally: &mut Tally) -> Option<Duration> {
     let n = load.events_per_request;
     let seq = i * n;
     let conn = &mut conns[(i % conns.len() as u64) as usize];
@@ -272,22 +294,31 @@ async fn send_one(conns: &mut [Conn], load: &Load, i: u64, tally: &mut Tally) {
         body,
     );
     let sent = Instant::now();
-    let result = conn.send(request).await;
+    let result = conn.send_with_retry_after(request).await;
     let done = Instant::now();
     tally.requests += 1;
     tally.events_sent += n;
     tally.finished = Some(done);
     match result {
-        Ok((status, _)) if status.is_success() => {
+        Ok((status, _, _)) if status.is_success() => {
             let us = (done - sent).as_micros() as u64;
             let _ = tally.latency.record(us.max(1));
             tally.accepted_ranges.push(seq);
+            None
         }
-        Ok((status, body)) => {
+        Ok((StatusCode::SERVICE_UNAVAILABLE, Some(wait), _)) => {
+            tally.refused += 1;
+            Some(wait)
+        }
+        Ok((status, _, body)) => {
             let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
             tally.error(format!("{status}: {text}"));
+            None
         }
-        Err(e) => tally.error(format!("{e:#}")),
+        Err(e) => {
+            tally.error(format!("{e:#}"));
+            None
+        }
     }
 }
 
@@ -315,7 +346,10 @@ async fn closed_loop(load: Arc<Load>, connections: usize, duration: Duration) ->
             let mut tally = Tally::new();
             while Instant::now() < deadline {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                send_one(&mut conns, &load, i, &mut tally).await;
+                if let Some(wait) = send_one(&mut conns, &load, i, &mut tally).await {
+                    let until = (Instant::now() + wait).min(deadline);
+                    tokio::time::sleep_until(until.into()).await;
+                }
             }
             tally
         }));
@@ -352,7 +386,8 @@ async fn open_loop(
                     tally.late += 1;
                 }
                 tally.max_delay = tally.max_delay.max(delay);
-                send_one(&mut conns, &load, i, &mut tally).await;
+                // Open loop: the schedule decides when to send, a refusal included.
+                let _ = send_one(&mut conns, &load, i, &mut tally).await;
             }
             tally
         }));
@@ -390,6 +425,7 @@ fn merge(tallies: Vec<Tally>, started: Instant, n: u64) -> GenStats {
         events_sent: 0,
         events_accepted: 0,
         errors: 0,
+        refused: 0,
         error_samples: Vec::new(),
         late: 0,
         max_delay: Duration::ZERO,
@@ -402,6 +438,7 @@ fn merge(tallies: Vec<Tally>, started: Instant, n: u64) -> GenStats {
         stats.requests += t.requests;
         stats.events_sent += t.events_sent;
         stats.errors += t.errors;
+        stats.refused += t.refused;
         stats.late += t.late;
         stats.max_delay = stats.max_delay.max(t.max_delay);
         let _ = stats.latency.add(&t.latency);

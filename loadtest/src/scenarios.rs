@@ -1126,6 +1126,13 @@ fn latency_ms(gen: &GenStats) -> [f64; 2] {
 }
 
 fn push_error_notes(row: &mut Row, gen: &GenStats) {
+    if gen.refused > 0 {
+        row.diag.notes.push(format!(
+            "{} ingest requests refused with 503 + Retry-After (back-pressure; not errors, not \
+             lost: never accepted)",
+            gen.refused
+        ));
+    }
     if let Some(first) = gen.error_samples.first() {
         row.diag.notes.push(format!(
             "errors e.g. {:?}",

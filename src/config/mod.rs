@@ -267,6 +267,10 @@ pub struct DeliveryConfig {
     pub user_agent: String,
     /// OAuth2 tokens are refreshed this long before they expire, in seconds.
     pub token_refresh_margin_secs: u64,
+    /// Ingest answers 503 while more deliveries than this are due and not done; 0: no limit.
+    pub ingest_backlog_limit: u64,
+    /// Retry-After of an ingest refused for the backlog, in seconds.
+    pub ingest_retry_after_secs: u64,
 }
 
 /// `[plugins]`.
@@ -499,6 +503,11 @@ impl Config {
         if d.poll_interval_ms == 0 {
             return Err(Error::Invalid(
                 "delivery.poll_interval_ms must be positive".into(),
+            ));
+        }
+        if d.ingest_backlog_limit > 0 && d.ingest_retry_after_secs == 0 {
+            return Err(Error::Invalid(
+                "delivery.ingest_retry_after_secs must be at least 1 while delivery.ingest_backlog_limit is set".into(),
             ));
         }
         if !self.sink.url.is_empty() {

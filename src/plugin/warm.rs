@@ -290,6 +290,167 @@ impl WarmPool {
     }
 }
 
+impl Discard {
+    /// The `reason` label of `hookyard_plugin_instances_discarded_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Discard::Failed => "failed",
+            Discard::Calls => "max_calls",
+            Discard::Age => "max_age",
+            Discard::Full => "full",
+            Discard::Idle => "idle",
+            Discard::Retired => "retired",
+        }
+    }
+}
+
+/// Where [`PoolMetrics`] reads the pool's counters (none: no pool, or it is gone).
+type StatsSource = Box<dyn Fn() -> Option<PoolStats> + Send + Sync>;
+
+/// The warm pool's counters in `/metrics`, read from the pool at scrape time:
+/// `hookyard_plugin_instances_idle` and `_idle_bytes` (instances parked for reuse now and their
+/// linear memory), `hookyard_plugin_instances_created_total`, `_reused_total` and
+/// `_discarded_total{reason}`. Registered in the metrics registry before the plugin host
+/// exists, then [connected](PoolMetrics::connect) to it; nothing is written before that.
+#[derive(Clone, Default)]
+pub struct PoolMetrics {
+    source: Arc<std::sync::OnceLock<StatsSource>>,
+}
+
+impl std::fmt::Debug for PoolMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolMetrics")
+            .field("connected", &self.source.get().is_some())
+            .finish()
+    }
+}
+
+impl PoolMetrics {
+    /// Reads the counters through `stats` from now on (the first call wins). `stats` should
+    /// hold the pool weakly: the registry that holds this outlives nothing it points to.
+    pub fn connect(&self, stats: impl Fn() -> Option<PoolStats> + Send + Sync + 'static) {
+        let _ = self.source.set(Box::new(stats));
+    }
+}
+
+/// A `reason` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+impl prometheus_client::collector::Collector for PoolMetrics {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+
+        let Some(stats) = self.source.get().and_then(|stats| stats()) else {
+            return Ok(());
+        };
+        let gauges = [
+            (
+                "plugin_instances_idle",
+                "Warm plugin instances parked for reuse",
+                stats.idle,
+            ),
+            (
+                "plugin_instances_idle_bytes",
+                "Linear memory of the parked warm plugin instances",
+                stats.idle_bytes,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        let counters = [
+            (
+                "plugin_instances_created",
+                "Warm plugin instances created (a warm call found none parked)",
+                stats.created,
+            ),
+            (
+                "plugin_instances_reused",
+                "Plugin calls served by a parked warm instance",
+                stats.reused,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "plugin_instances_discarded",
+            "Warm plugin instances discarded, by reason",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for why in DISCARDS {
+            let counter = ConstCounter::new(stats.discarded(why));
+            let label = ReasonLabel {
+                reason: why.label(),
+            };
+            counter.encode(family.encode_family(&label)?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod metrics_tests {
+    use super::*;
+
+    fn scrape(metrics: &PoolMetrics) -> String {
+        let mut registry = prometheus_client::registry::Registry::with_prefix("hookyard");
+        registry.register_collector(Box::new(metrics.clone()));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).expect("encode");
+        out
+    }
+
+    #[test]
+    fn the_pool_counters_are_scraped_once_connected() {
+        let metrics = PoolMetrics::default();
+        assert!(
+            !scrape(&metrics).contains("plugin_instances"),
+            "nothing before the pool exists"
+        );
+        let mut discarded = [0; 6];
+        discarded[0] = 3; // Failed
+        discarded[3] = 5; // Full
+        metrics.connect(move || {
+            Some(PoolStats {
+                idle: 2,
+                idle_bytes: 131_072,
+                created: 7,
+                reused: 40,
+                discarded,
+            })
+        });
+        let text = scrape(&metrics);
+        for line in [
+            "hookyard_plugin_instances_idle 2",
+            "hookyard_plugin_instances_idle_bytes 131072",
+            "hookyard_plugin_instances_created_total 7",
+            "hookyard_plugin_instances_reused_total 40",
+            "hookyard_plugin_instances_discarded_total{reason=\"failed\"} 3",
+            "hookyard_plugin_instances_discarded_total{reason=\"full\"} 5",
+            "hookyard_plugin_instances_discarded_total{reason=\"retired\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+    }
+}
+
 /// A thread that sweeps the pool a few times per `idle_secs` until the pool is dropped.
 fn spawn_sweeper(pool: Weak<WarmPool>, idle_secs: u64) {
     let every = Duration::from_millis((idle_secs * 1000 / 4).clamp(50, 1000));

@@ -235,6 +235,9 @@ impl Store for SecretStore {
     async fn queue_stats(&self, now: Millis) -> store::Result<QueueStats> {
         self.inner.queue_stats(now).await
     }
+    async fn due_count(&self, now: Millis, at_most: u64) -> store::Result<u64> {
+        self.inner.due_count(now, at_most).await
+    }
     async fn log_delivery(&self, entry: crate::model::LoggedDelivery) -> store::Result<()> {
         self.inner.log_delivery(entry).await
     }

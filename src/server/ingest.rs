@@ -2,7 +2,8 @@
 //!
 //! An event is answered 202 only after it and one delivery per matching enabled webhook are
 //! committed together. A repeated event id enqueues nothing and is answered like the first time,
-//! with `"duplicate": true`.
+//! with `"duplicate": true`. While the due backlog is over `delivery.ingest_backlog_limit`, both
+//! routes answer 503 with `Retry-After` before reading the event ([`super::backpressure`]).
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -29,7 +30,9 @@ const MAX_ID_LEN: usize = 200;
     summary = "Ingest one event",
     description = "Answered 202 once the event and one delivery per matching enabled webhook are \
         committed together. A repeated event id enqueues nothing and is answered like the first \
-        time, with `duplicate: true`.",
+        time, with `duplicate: true`. While more deliveries are due than \
+        `delivery.ingest_backlog_limit`, answered 503 `backlogged` with a `Retry-After` header \
+        (seconds) and nothing accepted.",
     request_body = NewEvent,
     responses(
         (status = 202, description = "Committed", body = IngestResult),
@@ -64,7 +67,9 @@ pub async fn one(
     operation_id = "ingest_batch",
     summary = "Ingest events, committed together",
     description = "All or nothing: one invalid event refuses the whole batch (422 naming it as \
-        `[i].field`). At most `server.max_batch_events` events.",
+        `[i].field`). At most `server.max_batch_events` events. While more deliveries are due \
+        than `delivery.ingest_backlog_limit`, answered 503 `backlogged` with a `Retry-After` \
+        header (seconds) and nothing accepted.",
     request_body = Vec<NewEvent>,
     responses(
         (status = 202, description = "Committed", body = BatchAccepted),

@@ -28,6 +28,7 @@ use crate::store::Store;
 use crate::webhooks::WebhookDirectory;
 
 pub mod admin;
+pub mod backpressure;
 pub mod catalog;
 pub mod connections;
 pub mod edge_metrics;
@@ -77,6 +78,8 @@ pub struct AppState {
     pub console: crate::console::Sessions,
     /// The event catalog, and the counts of uncataloged event types.
     pub catalog: Arc<crate::catalog::EventCatalog>,
+    /// The ingest back-pressure: the due backlog as last read, and its limit.
+    pub backlog: Arc<backpressure::IngestBacklog>,
 }
 
 /// Shared state of the routers.
@@ -101,6 +104,12 @@ fn public_routes(state: &Shared) -> Router<Shared> {
     let ingest = Router::new()
         .route("/v1/events", post(ingest::one))
         .route("/v1/events/batch", post(ingest::batch))
+        // Under the token check (a later layer runs first): only a caller with the token
+        // learns that the queue is backlogged.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            backpressure::refuse_when_backlogged,
+        ))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_ingest_token,

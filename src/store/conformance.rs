@@ -131,7 +131,7 @@ async fn ingest_one(store: &dyn Store, id: &str, at: Millis, hooks: &[&Webhook])
     ids
 }
 
-fn claim_req(owner: &str, now: Millis, limit: usize) -> ClaimRequest {
+pub(crate) fn claim_req(owner: &str, now: Millis, limit: usize) -> ClaimRequest {
     ClaimRequest {
         owner: owner.to_owned(),
         now,
@@ -185,7 +185,7 @@ fn attempt(job: &Job, next: &Next, status: Option<u16>) -> Attempt {
     }
 }
 
-fn completion(job: &Job, next: Next, status: Option<u16>) -> Completion {
+pub(crate) fn completion(job: &Job, next: Next, status: Option<u16>) -> Completion {
     Completion {
         attempt: attempt(job, &next, status),
         next,
@@ -1106,6 +1106,11 @@ pub(crate) async fn queue_stats(store: Arc<dyn Store>) {
     assert_eq!((s.pending, s.due, s.oldest_due_age_ms), (3, 2, 2_000));
     let s = store.queue_stats(T0 - 1).await.unwrap();
     assert_eq!((s.pending, s.due, s.oldest_due_age_ms), (3, 0, 0));
+    // The back-pressure's count: the same due deliveries, counted no further than asked.
+    assert_eq!(store.due_count(T0 + 2_000, 100).await.unwrap(), 2);
+    assert_eq!(store.due_count(T0 + 2_000, 1).await.unwrap(), 1);
+    assert_eq!(store.due_count(T0 + 9_000, 100).await.unwrap(), 3);
+    assert_eq!(store.due_count(T0 - 1, 100).await.unwrap(), 0);
 
     let job = claim(store, "w", T0 + 2_000, 1).await.remove(0);
     let s = store.queue_stats(T0 + 2_000).await.unwrap();
@@ -1121,6 +1126,7 @@ pub(crate) async fn queue_stats(store: Arc<dyn Store>) {
     assert!(store.update_webhook(&paused).await.unwrap());
     let s = store.queue_stats(T0 + 2_000).await.unwrap();
     assert_eq!((s.pending, s.due, s.oldest_due_age_ms), (3, 1, 1_000));
+    assert_eq!(store.due_count(T0 + 2_000, 100).await.unwrap(), 1);
 }
 
 /// What was committed survives closing and reopening the store. `open` opens the same database

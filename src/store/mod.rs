@@ -257,6 +257,13 @@ pub trait Store: Send + Sync + 'static {
     /// so a paused webhook's backlog does not look like a stuck queue.
     async fn queue_stats(&self, now: Millis) -> Result<QueueStats>;
 
+    /// The `due` of [`Store::queue_stats`], counted no further than `at_most`: the ingest
+    /// back-pressure's frequent check, whose cost must not grow with a backlog past its bound
+    /// (nor with the deliveries waiting for a retry).
+    async fn due_count(&self, now: Millis, at_most: u64) -> Result<u64> {
+        Ok(self.queue_stats(now).await?.due.min(at_most))
+    }
+
     /// Stores a plugin version: the next version number of `name`, or the existing version when
     /// the same content (sha256) was uploaded before under that name.
     async fn add_plugin_version(

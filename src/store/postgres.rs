@@ -1430,6 +1430,21 @@ impl Store for PostgresStore {
         })
     }
 
+    async fn due_count(&self, now: Millis, at_most: u64) -> Result<u64> {
+        let at_most = i64::try_from(at_most).unwrap_or(i64::MAX);
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM deliveries d \
+                 JOIN webhooks w ON w.id = d.webhook_id \
+                 WHERE d.status = 'pending' AND w.enabled AND d.next_attempt_at <= $1 \
+                 LIMIT $2) AS due",
+            )
+            .await?;
+        let row = client.query_one(&stmt, &[&now, &at_most]).await?;
+        get_u64(&row, 0)
+    }
+
     async fn add_plugin_version(
         &self,
         name: &str,

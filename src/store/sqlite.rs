@@ -8,6 +8,14 @@
 //! still commit. Replies are sent only after COMMIT returns, which keeps "committed means
 //! durable" (`synchronous=FULL`).
 //!
+//! Delivery never queues behind ingest: the writer has two queues. Ingests (the only writes a
+//! client outside can flood) go to the bulk queue; everything else (claims, completions and
+//! their attempt rows, releases, admin writes) to the urgent one. Each group commit takes every
+//! urgent command waiting (up to `MAX_BATCH`, 1024) first, then ingests until they hold
+//! `MAX_INGEST_EVENTS` (512) events (at least one ingest command whenever any waits, so ingest
+//! never starves either). A completion sent while thousands of ingests wait is therefore in the
+//! next commit, and a full bulk queue slows the ingest callers only.
+//!
 //! Reads never queue behind writes: WAL lets a small pool of read-only connections see the last
 //! commit while the next batch is being written. An in-memory database cannot be shared between
 //! connections, so there reads go through the writer as well.
@@ -59,7 +67,10 @@ use crate::model::{
 
 /// Most commands folded into one transaction.
 const MAX_BATCH: usize = 1024;
-/// Commands that may wait for the writer before callers are slowed down.
+/// Most ingested events (over all ingest commands) in one transaction: bounds the time a commit
+/// spends on ingest, so the delivery-side commands behind it wait at most one short commit.
+const MAX_INGEST_EVENTS: usize = 512;
+/// Commands of each queue that may wait for the writer before their callers are slowed down.
 const QUEUE_CAPACITY: usize = 8192;
 /// Idle read connections kept open.
 const MAX_IDLE_READERS: usize = 8;
@@ -67,6 +78,14 @@ const MAX_IDLE_READERS: usize = 8;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Prepared statements cached per connection.
 const STATEMENT_CACHE: usize = 64;
+
+/// The ingest back-pressure's count of due deliveries ([`Store::due_count`]): webhook by
+/// webhook, a range of the queue index each, stopping at `?2`; the retries waiting are never
+/// read.
+const DUE_COUNT: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM webhooks w \
+    CROSS JOIN deliveries d INDEXED BY deliveries_queue \
+    WHERE w.enabled = 1 AND d.webhook_id = w.id AND d.status = 'pending' \
+    AND d.next_attempt_at <= ?1 LIMIT ?2)";
 
 /// Schema migrations; `PRAGMA user_version` is how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -214,6 +233,8 @@ impl From<rusqlite::Error> for Error {
 pub struct SqliteStore {
     /// Commands to the writer thread; `None` once dropped.
     tx: Option<mpsc::Sender<Msg>>,
+    /// Ingests to the writer thread (the bulk queue, see the module docs); `None` once dropped.
+    bulk: Option<mpsc::Sender<BulkCommand>>,
     /// The writer thread, joined on close.
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Read-only connections; `None` for an in-memory database (reads use the writer).
@@ -343,15 +364,22 @@ impl SqliteStore {
         location: String,
     ) -> Result<SqliteStore> {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let (bulk, bulk_rx) = mpsc::channel(QUEUE_CAPACITY);
         let counts = Arc::new(log::LogCounts::load(&conn)?);
         let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();
+        // The writer waits on two queues at once: a current-thread runtime without drivers
+        // runs that wait (the channels need no I/O or timer driver).
+        let waiter = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| Error::Unavailable(format!("cannot start the writer's waiter: {e}")))?;
         let writer = std::thread::Builder::new()
             .name("hookyard-sqlite-writer".to_owned())
-            .spawn(move || writer_loop(conn, rx, &counter))
+            .spawn(move || writer_loop(conn, Queues::new(rx, bulk_rx, waiter), &counter))
             .map_err(|e| Error::Unavailable(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
             tx: Some(tx),
+            bulk: Some(bulk),
             writer: Mutex::new(Some(writer)),
             readers,
             closed: Arc::new(AtomicBool::new(false)),
@@ -414,6 +442,31 @@ impl SqliteStore {
         })?
     }
 
+    /// [`SqliteStore::write`] through the bulk queue, for ingests of `events` events: committed
+    /// after the urgent commands waiting, at most [`MAX_INGEST_EVENTS`] events to a commit.
+    async fn write_bulk<T, F>(&self, events: usize, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let bulk = self
+            .bulk
+            .as_ref()
+            .ok_or_else(|| Error::Unavailable("the store is closed".to_owned()))?;
+        let (reply, answer) = oneshot::channel();
+        let command = Box::new(Command {
+            f: Some(f),
+            result: None,
+            reply,
+        });
+        bulk.send(BulkCommand { command, events })
+            .await
+            .map_err(|_| Error::Unavailable("the SQLite writer has stopped".to_owned()))?;
+        answer.await.map_err(|_| {
+            Error::Unavailable("the SQLite writer stopped before answering".to_owned())
+        })?
+    }
+
     /// Tells subscribers about a committed change (none listening is fine).
     fn announce(&self, change: StoreChange) {
         let _ = self.changes.send(change);
@@ -441,8 +494,9 @@ impl SqliteStore {
 impl Drop for SqliteStore {
     fn drop(&mut self) {
         drop(take(&self.checkpointer));
-        // Closing the channel ends the writer after it has drained and committed the queue.
+        // Closing the channels ends the writer after it has drained and committed the queues.
         self.tx = None;
+        self.bulk = None;
         if let Some(handle) = take(&self.writer) {
             if handle.thread().id() != std::thread::current().id() {
                 let _ = handle.join();
@@ -707,34 +761,173 @@ where
     }
 }
 
-/// The writer thread: blocks for a command, takes everything else queued, runs it all in one
-/// transaction, commits, answers, repeats. Ends when every sender is gone or on `Shutdown`.
-fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Msg>, commits: &AtomicU64) {
-    let mut msgs = Vec::with_capacity(MAX_BATCH);
-    let mut batch: Vec<Box<dyn Batched>> = Vec::with_capacity(MAX_BATCH);
-    loop {
-        if rx.blocking_recv_many(&mut msgs, MAX_BATCH) == 0 {
-            break;
+/// An ingest waiting in the bulk queue, with the number of events it holds.
+struct BulkCommand {
+    command: Box<dyn Batched>,
+    events: usize,
+}
+
+/// The writer's two queues (see the module docs), and an ingest taken from the bulk queue that
+/// did not fit in the last commit.
+struct Queues {
+    urgent: mpsc::Receiver<Msg>,
+    bulk: mpsc::Receiver<BulkCommand>,
+    carried: Option<BulkCommand>,
+    urgent_open: bool,
+    bulk_open: bool,
+    waiter: tokio::runtime::Runtime,
+}
+
+/// What [`Queues::next_batch`] found.
+enum Taken {
+    /// Commands to commit (possibly none, when only a shutdown came), and whether a shutdown
+    /// came after them.
+    Batch { shutdown: bool },
+    /// Both queues are closed and empty.
+    Closed,
+}
+
+impl Queues {
+    fn new(
+        urgent: mpsc::Receiver<Msg>,
+        bulk: mpsc::Receiver<BulkCommand>,
+        waiter: tokio::runtime::Runtime,
+    ) -> Queues {
+        Queues {
+            urgent,
+            bulk,
+            carried: None,
+            urgent_open: true,
+            bulk_open: true,
+            waiter,
         }
-        let mut shutdown = false;
-        for msg in msgs.drain(..) {
-            match msg {
-                Msg::Run(cmd) if !shutdown => batch.push(cmd),
-                // Commands behind a shutdown are dropped: their callers see `Unavailable`.
-                Msg::Run(_) => {}
-                Msg::Shutdown => shutdown = true,
+    }
+
+    /// Blocks until some command waits, then fills `batch` with the next group commit: every
+    /// urgent command waiting (up to [`MAX_BATCH`]), then ingests up to [`MAX_INGEST_EVENTS`]
+    /// events (at least one ingest command when any waits).
+    fn next_batch(&mut self, batch: &mut Vec<Box<dyn Batched>>) -> Taken {
+        if self.carried.is_none() {
+            let first = self.wait();
+            match first {
+                None => return Taken::Closed,
+                Some(Ok(Msg::Shutdown)) => return Taken::Batch { shutdown: true },
+                Some(Ok(Msg::Run(cmd))) => batch.push(cmd),
+                Some(Err(ingest)) => self.carried = Some(ingest),
             }
         }
+        while batch.len() < MAX_BATCH {
+            match self.urgent.try_recv() {
+                Ok(Msg::Run(cmd)) => batch.push(cmd),
+                // Commands behind a shutdown are dropped: their callers see `Unavailable`.
+                Ok(Msg::Shutdown) => return Taken::Batch { shutdown: true },
+                Err(_) => break,
+            }
+        }
+        let mut events = 0;
+        let mut ingests = 0;
+        while batch.len() < MAX_BATCH {
+            let next = match self.carried.take() {
+                Some(ingest) => ingest,
+                None => match self.bulk.try_recv() {
+                    Ok(ingest) => ingest,
+                    Err(_) => break,
+                },
+            };
+            if ingests > 0 && events + next.events > MAX_INGEST_EVENTS {
+                self.carried = Some(next);
+                break;
+            }
+            events += next.events;
+            ingests += 1;
+            batch.push(next.command);
+        }
+        Taken::Batch { shutdown: false }
+    }
+
+    /// Waits for the first command of either queue, urgent first; `None` once both are closed
+    /// and empty.
+    fn wait(&mut self) -> Option<std::result::Result<Msg, BulkCommand>> {
+        /// What one wait saw.
+        enum Woke {
+            Urgent(Option<Msg>),
+            Bulk(Option<BulkCommand>),
+            BothClosed,
+        }
+        loop {
+            let Queues {
+                urgent,
+                bulk,
+                urgent_open,
+                bulk_open,
+                waiter,
+                ..
+            } = self;
+            let (urgent_open_now, bulk_open_now) = (*urgent_open, *bulk_open);
+            let woke = waiter.block_on(async {
+                tokio::select! {
+                    biased;
+                    msg = urgent.recv(), if urgent_open_now => Woke::Urgent(msg),
+                    ingest = bulk.recv(), if bulk_open_now => Woke::Bulk(ingest),
+                    else => Woke::BothClosed,
+                }
+            });
+            match woke {
+                Woke::Urgent(Some(msg)) => return Some(Ok(msg)),
+                Woke::Bulk(Some(ingest)) => return Some(Err(ingest)),
+                // A closed queue is empty: wait on the other one.
+                Woke::Urgent(None) => self.urgent_open = false,
+                Woke::Bulk(None) => self.bulk_open = false,
+                Woke::BothClosed => return None,
+            }
+        }
+    }
+
+    /// On shutdown: the ingests already queued (the carried one first), at most [`MAX_BATCH`]
+    /// at a time; false when none is left.
+    fn drain_bulk(&mut self, batch: &mut Vec<Box<dyn Batched>>) -> bool {
+        if let Some(ingest) = self.carried.take() {
+            batch.push(ingest.command);
+        }
+        while batch.len() < MAX_BATCH {
+            match self.bulk.try_recv() {
+                Ok(ingest) => batch.push(ingest.command),
+                Err(_) => break,
+            }
+        }
+        !batch.is_empty()
+    }
+
+    fn close(&mut self) {
+        self.urgent.close();
+        self.bulk.close();
+    }
+}
+
+/// The writer thread: blocks for a command, takes the next group commit from the queues (see
+/// [`Queues::next_batch`]), runs it in one transaction, commits, answers, repeats. Ends when
+/// every sender is gone or on `Shutdown`.
+fn writer_loop(conn: Connection, mut queues: Queues, commits: &AtomicU64) {
+    let mut batch: Vec<Box<dyn Batched>> = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let shutdown = match queues.next_batch(&mut batch) {
+            Taken::Closed => break,
+            Taken::Batch { shutdown } => shutdown,
+        };
         if !batch.is_empty() {
             run_batch(&conn, &mut batch, commits);
         }
         if shutdown {
+            // Ingests queued before the shutdown are committed too, as `close` promises.
+            while queues.drain_bulk(&mut batch) {
+                run_batch(&conn, &mut batch, commits);
+            }
             break;
         }
     }
-    rx.close();
+    queues.close();
     // Commands still queued are dropped here and their callers see `Unavailable`.
-    drop(rx);
+    drop(queues);
     drop(conn);
 }
 
@@ -1314,7 +1507,9 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let encoded = encode_events(events)?;
-        let results = self.write(move |conn| ingest_in(conn, &encoded)).await?;
+        let results = self
+            .write_bulk(encoded.len(), move |conn| ingest_in(conn, &encoded))
+            .await?;
         self.counts.ingested(&results);
         Ok(results)
     }
@@ -1458,6 +1653,18 @@ impl Store for SqliteStore {
                 due,
                 oldest_due_age_ms,
             })
+        })
+        .await
+    }
+
+    async fn due_count(&self, now: Millis, at_most: u64) -> Result<u64> {
+        let at_most = i64::try_from(at_most).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            // Webhook by webhook, a range of the queue index each: never the retries waiting.
+            let n: u64 = conn
+                .prepare_cached(DUE_COUNT)?
+                .query_row(params![now, at_most], |r| r.get(0))?;
+            Ok(n)
         })
         .await
     }
@@ -1929,6 +2136,225 @@ mod tests {
         assert!(!in_spec);
         let spec: WebhookSpec = serde_json::from_str(&spec).expect("the spec still parses");
         assert!(!spec.enabled);
+    }
+
+    /// Polls `done` every 5 ms for at most 20 s.
+    async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A completion (and the command behind it) sent while thousands of ingests wait for the
+    /// writer is in the very next group commit, ahead of every one of them; the ingests all
+    /// commit afterwards, at most `MAX_INGEST_EVENTS` to a commit. With one FIFO queue the
+    /// completion would wait for the flood (its probe would count ~4,000 events).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_completion_overtakes_a_flood_of_ingests() {
+        const FLOOD: usize = 4000;
+        let dir = TempDir::new();
+        let store = file_store(&dir);
+        let hook = conformance::webhook("hook");
+        store.insert_webhook(&hook).await.expect("insert webhook");
+        store
+            .ingest(vec![EventToIngest {
+                event: conformance::event("first", "user.created", conformance::T0),
+                deliveries: vec![(hook.id.clone(), new_id("msg"))],
+                lease: None,
+            }])
+            .await
+            .expect("ingest");
+        let jobs = store
+            .claim(conformance::claim_req("w1", conformance::T0 + 10, 10))
+            .await
+            .expect("claim");
+        assert_eq!(jobs.len(), 1);
+        let job = jobs[0].clone();
+
+        // Hold the writer in a commit while the flood and the completion queue up.
+        let (open_gate, gate) = std::sync::mpsc::channel::<()>();
+        let (entered_tx, entered) = oneshot::channel::<()>();
+        let held = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(move |_| {
+                        let _ = entered_tx.send(());
+                        let _ = gate.recv_timeout(Duration::from_secs(30));
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        entered.await.expect("the writer runs the gate");
+
+        let flood: Vec<_> = (0..FLOOD)
+            .map(|i| {
+                let store = store.clone();
+                let hook_id = hook.id.clone();
+                tokio::spawn(async move {
+                    let event =
+                        conformance::event(&format!("evt-{i}"), "user.created", conformance::T0);
+                    store
+                        .ingest(vec![EventToIngest {
+                            event,
+                            deliveries: vec![(hook_id, new_id("msg"))],
+                            lease: None,
+                        }])
+                        .await
+                })
+            })
+            .collect();
+        let bulk = store.bulk.clone().expect("open");
+        eventually("the flood is queued", || {
+            QUEUE_CAPACITY - bulk.capacity() == FLOOD
+        })
+        .await;
+
+        let completed = {
+            let store = store.clone();
+            let completion = conformance::completion(&job, Next::Succeeded, Some(200));
+            tokio::spawn(async move { store.complete("w1", completion).await })
+        };
+        let urgent = store.tx.clone().expect("open");
+        eventually("the completion is queued", || {
+            QUEUE_CAPACITY - urgent.capacity() == 1
+        })
+        .await;
+        // Queued right behind the completion: what its transaction saw.
+        let delivery_id = job.delivery.id.clone();
+        let probe = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(move |conn| {
+                        let events: i64 =
+                            conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
+                        let status: String = conn.query_row(
+                            "SELECT status FROM deliveries WHERE id = ?1",
+                            [&delivery_id],
+                            |r| r.get(0),
+                        )?;
+                        Ok((events, status))
+                    })
+                    .await
+            })
+        };
+        eventually("the probe is queued", || {
+            QUEUE_CAPACITY - urgent.capacity() == 2
+        })
+        .await;
+        let before = store.commits();
+        open_gate.send(()).expect("open the gate");
+
+        held.await.expect("task").expect("gate");
+        assert!(completed.await.expect("task").expect("complete"));
+        let (events, status) = probe.await.expect("task").expect("probe");
+        assert_eq!(status, "succeeded", "the completion committed first");
+        assert_eq!(
+            events, 1,
+            "no ingest of the flood committed before the completion"
+        );
+
+        for task in flood {
+            let results = task.await.expect("task").expect("ingest");
+            assert_eq!(results[0].deliveries, 1);
+        }
+        let commits = store.commits() - before;
+        let least = (FLOOD / MAX_INGEST_EVENTS) as u64;
+        assert!(
+            commits > least,
+            "{FLOOD} ingests in {commits} commits: more than {MAX_INGEST_EVENTS} to a commit"
+        );
+        let stats = store.queue_stats(conformance::T0).await.expect("stats");
+        assert_eq!(stats.pending, FLOOD as u64);
+    }
+
+    /// The back-pressure's count reads a range of the queue index per webhook.
+    #[test]
+    fn due_count_reads_only_due_ranges_of_the_queue_index() {
+        let conn = Connection::open_in_memory().expect("open");
+        migrate(&conn).expect("migrate");
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {DUE_COUNT}"))
+            .expect("explain")
+            .query_map(params![0, 10], |r| r.get::<_, String>(3))
+            .expect("plan")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        let text = plan.join("\n");
+        assert!(
+            text.contains("INDEX deliveries_queue (webhook_id=? AND next_attempt_at<?)"),
+            "{text}"
+        );
+    }
+
+    /// `close` commits the ingests queued before it, whichever queue they are in.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn close_commits_queued_ingests() {
+        let dir = TempDir::new();
+        let store = file_store(&dir);
+        let hook = conformance::webhook("hook");
+        store.insert_webhook(&hook).await.expect("insert webhook");
+        let (open_gate, gate) = std::sync::mpsc::channel::<()>();
+        let (entered_tx, entered) = oneshot::channel::<()>();
+        let held = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(move |_| {
+                        let _ = entered_tx.send(());
+                        let _ = gate.recv_timeout(Duration::from_secs(30));
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        entered.await.expect("the writer runs the gate");
+        let ingests: Vec<_> = (0..50)
+            .map(|i| {
+                let store = store.clone();
+                let hook_id = hook.id.clone();
+                tokio::spawn(async move {
+                    store
+                        .ingest(vec![EventToIngest {
+                            event: conformance::event(&format!("e{i}"), "t", conformance::T0),
+                            deliveries: vec![(hook_id, new_id("msg"))],
+                            lease: None,
+                        }])
+                        .await
+                })
+            })
+            .collect();
+        let bulk = store.bulk.clone().expect("open");
+        eventually("the ingests are queued", || {
+            QUEUE_CAPACITY - bulk.capacity() == 50
+        })
+        .await;
+        drop(bulk);
+        let closing = {
+            let store = store.clone();
+            tokio::spawn(async move { store.close().await })
+        };
+        let urgent = store.tx.clone().expect("open");
+        eventually("the shutdown is queued", || {
+            QUEUE_CAPACITY - urgent.capacity() == 1
+        })
+        .await;
+        drop(urgent);
+        open_gate.send(()).expect("open the gate");
+        held.await.expect("task").expect("gate");
+        closing.await.expect("close");
+        for task in ingests {
+            task.await
+                .expect("task")
+                .expect("committed before the close");
+        }
+        let reopened = SqliteStore::open(&dir.db()).expect("reopen");
+        let stats = reopened.queue_stats(conformance::T0).await.expect("stats");
+        assert_eq!(stats.pending, 50);
     }
 
     #[tokio::test(flavor = "multi_thread")]

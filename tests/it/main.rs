@@ -4,6 +4,7 @@ mod common;
 
 mod admin;
 mod auth;
+mod backpressure;
 mod bad_input;
 mod builtin;
 mod catalog;

@@ -99,6 +99,16 @@ async fn instances_are_reused_per_webhook_and_fresh_when_asked() {
             "{name}: fresh instances only: {got:?}"
         );
     }
+    // The pool in /metrics: w1 and w2 reused instances (fresh calls are not counted).
+    let reused = gw
+        .metric("hookyard_plugin_instances_reused_total")
+        .await
+        .expect("the pool's reuse counter");
+    assert!(reused >= 2.0, "{reused} reuses counted");
+    assert!(gw
+        .metric("hookyard_plugin_instances_created_total")
+        .await
+        .is_some_and(|n| n >= 2.0));
     gw.stop().await;
 }
 

@@ -275,6 +275,7 @@ impl Runner {
             events_sent: sent,
             events_accepted: confirmed,
             errors: sent - confirmed,
+            refused: 0,
             error_samples: Vec::new(),
             late: 0,
             max_delay: Duration::ZERO,

@@ -32,6 +32,9 @@ async fn state() -> Shared {
         retention: Arc::default(),
         console: crate::console::Sessions::new(&config.console),
         catalog: Arc::default(),
+        backlog: Arc::new(crate::server::backpressure::IngestBacklog::new(
+            &config.delivery,
+        )),
         config: Arc::new(config),
         wake: Arc::default(),
         ready: AtomicBool::new(true),
