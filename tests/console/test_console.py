@@ -2,10 +2,13 @@
 
 Starts the real gateway binary on 127.0.0.1 with a temporary SQLite store and a scripted receiver,
 then walks the screens as an admin would: a wrong token refused, sign in, a change without the
-CSRF token refused (403), the field-map plugin uploaded with the file picker, a webhook created
-with two request rows, a response row and an input row with the identifier ticked (a 422 naming a
-row is shown on that row first), a real event delivered and found in the Webhook Log (live
-update included), replayed, a second plugin version uploaded and rolled back, sign-out.
+CSRF token refused (403), the field-map plugin uploaded with the file picker, an event type added
+to the catalog, a webhook created (with a title, its event ticked from the catalog) with two
+request rows, a response row and an input row with the identifier ticked (a 422 naming a row is
+shown on that row first), a real event delivered and found in the Webhook Log (by event type,
+live, and by text search), replayed, "Send test event" showing the mapped body, an OAuth2
+connection created and tested, a second plugin version uploaded and rolled back, "Try it" on a
+version (its output, time and memory; a refused config), sign-out.
 Screenshots of every page at 1280x800 go to --screenshots.
 
 Run by scripts/console-test.sh, which installs Chromium and Playwright first.
@@ -14,6 +17,7 @@ Run by scripts/console-test.sh, which installs Chromium and Playwright first.
 import argparse
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -37,8 +41,9 @@ CHROMIUM_ARGS = [
 
 
 class Receiver:
-    """A third party and the internal system's sink: records every request, answers 200 with
-    {"id": 9001} (what the response mapping reads)."""
+    """A third party, the internal system's sink and an OAuth2 token server: records every
+    request, answers 200 with {"id": 9001} (what the response mapping reads), or with a token
+    on /token."""
 
     def __init__(self):
         self.requests = []
@@ -51,6 +56,8 @@ class Receiver:
                 with outer.lock:
                     outer.requests.append((self.command, self.path, dict(self.headers), body))
                 reply = b'{"id": 9001}'
+                if self.path == "/token":
+                    reply = b'{"access_token": "tok-console-test", "token_type": "Bearer", "expires_in": 3600}'
                 self.send_response(200)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(reply)))
@@ -277,13 +284,36 @@ def main():
                 expect(versions.get_by_role("row")).to_have_count(2)
                 expect(versions).to_contain_text("active")
 
+            def event_type():
+                page.get_by_role("link", name="Event types").click()
+                expect(page.get_by_role("heading", name="Event types")).to_be_visible()
+                page.get_by_role("button", name="New event type").click()
+                expect(page.get_by_role("heading", name="New event type")).to_be_visible()
+                page.get_by_label("Name", exact=True).fill("user.created")
+                page.get_by_label("Description", exact=True).fill("A user was created in the directory")
+                page.get_by_label("Schema of data (JSON Schema)").fill(json.dumps({
+                    "type": "object", "properties": {
+                        "id": {"type": "string"}, "employee_id": {"type": "integer"},
+                        "email": {"type": "string"}}}))
+                page.get_by_label("Example", exact=True).fill(json.dumps(
+                    {"id": "u-1", "employee_id": 1001, "email": "Jane.Doe@Example.com"}))
+                page.get_by_role("button", name="Save").click()
+                table = page.get_by_role("table", name="Event types")
+                expect(table).to_contain_text("user.created")
+                expect(table).to_contain_text("A user was created in the directory")
+                _, types = gw.admin_api("GET", "/admin/v1/event-types/user.created")
+                assert types["example"]["employee_id"] == 1001, types
+                run.shot("event-types")
+
             def create_webhook():
                 page.get_by_role("navigation", name="Main").get_by_role("link", name="Webhooks").click()
                 page.get_by_role("link", name="New webhook").click()
                 expect(page.get_by_role("heading", name="New webhook")).to_be_visible()
                 page.get_by_label("Name", exact=True).fill("hr-users")
+                page.get_by_label("Title", exact=True).fill("HR users (Workday)")
                 page.get_by_label("URL", exact=True).fill(third_party)
-                page.get_by_role("group", name="Events").get_by_label("Other events").fill("user.created")
+                # The catalog's type is a checkbox.
+                page.get_by_role("group", name="Events").get_by_role("checkbox", name="user.created").check()
                 page.get_by_label("Plugin", exact=True).select_option("field-map")
 
                 req = page.get_by_role("table", name="Request parameters")
@@ -328,6 +358,8 @@ def main():
                 _, hooks = gw.admin_api("GET", "/admin/v1/webhooks")
                 [hook] = [w for w in hooks["items"] if w["name"] == "hr-users"]
                 state["hook"] = hook
+                assert hook["title"] == "HR users (Workday)", hook
+                assert hook["events"] == ["user.created"], hook
                 assert hook["plugin"]["config"] == {
                     "request": [{"api_field": "emp_id", "field": "employee_id"},
                                 {"api_field": "user.email", "field": "email", "convert": "lower"}],
@@ -368,6 +400,21 @@ def main():
                 page.get_by_label("Webhook", exact=True).select_option(label="hr-users")
                 page.get_by_role("button", name="Filter").click()
                 expect(rows).to_have_count(2)
+                # Text search over the event: the second event's address, in another case.
+                page.get_by_label("Search", exact=True).fill("bob@x.org")
+                page.get_by_role("button", name="Filter").click()
+                expect(rows).to_have_count(1)
+                rows.first.get_by_role("link").click()
+                expect(page.get_by_role("region", name="Attempt 1")).to_contain_text("bob@x.org")
+                page.go_back()
+                expect(page.get_by_label("Search", exact=True)).to_have_value("bob@x.org")
+                expect(rows).to_have_count(1)
+                page.get_by_label("Search", exact=True).fill("nobody@nowhere.example")
+                page.get_by_role("button", name="Filter").click()
+                expect(page.get_by_text("No deliveries match.")).to_be_visible()
+                page.get_by_label("Search", exact=True).fill("")
+                page.get_by_role("button", name="Filter").click()
+                expect(rows).to_have_count(2)
                 run.shot("log")
                 rows.last.get_by_role("link").click()
                 expect(page.get_by_role("heading", name="Attempt 1")).to_be_visible()
@@ -390,6 +437,49 @@ def main():
                         return False
                 wait_until("attempt 2 in the log", attempt_two)
 
+            def send_test_event():
+                page.get_by_role("navigation", name="Main").get_by_role("link", name="Webhooks").click()
+                page.get_by_role("table", name="Webhooks").get_by_role("link", name="hr-users", exact=True).click()
+                expect(page.get_by_role("heading", name="Webhook hr-users")).to_be_visible()
+                before = len(receiver.to("/users"))
+                page.get_by_role("button", name="Send test event").click()
+                result = page.get_by_role("region", name="Test result")
+                # The catalog's example, mapped by the webhook's request rows.
+                expect(result).to_contain_text("200 in")
+                expect(result).to_contain_text("jane.doe@example.com")
+                expect(result).to_contain_text("emp_id")
+                expect(result).to_contain_text("9001")
+                wait_until("the test request", lambda: len(receiver.to("/users")) == before + 1)
+                body = json.loads(receiver.to("/users")[-1][3])
+                assert body == {"emp_id": 1001, "user": {"email": "jane.doe@example.com"}}, body
+                result.scroll_into_view_if_needed()
+                run.shot("send-test")
+
+            def connection():
+                page.get_by_role("link", name="Connections").click()
+                expect(page.get_by_role("heading", name="Connections")).to_be_visible()
+                page.get_by_role("button", name="New connection").click()
+                page.get_by_label("Name", exact=True).fill("hr-oauth")
+                page.get_by_label("Type", exact=True).select_option("oauth2_client_credentials")
+                page.get_by_label("token url").fill(f"http://127.0.0.1:{receiver.port}/token")
+                page.get_by_label("client id").fill("hookyard")
+                page.get_by_label("client secret").fill("s3cret-console")
+                page.get_by_role("button", name="Save").click()
+                table = page.get_by_role("table", name="Connections")
+                expect(table).to_contain_text("hr-oauth")
+                expect(table).to_contain_text("oauth2_client_credentials")
+                _, conn = gw.admin_api("GET", "/admin/v1/connections/hr-oauth")
+                assert conn["auth"]["client_secret"] == "********", "secrets are write-only"
+                table.get_by_role("button", name="hr-oauth").click()
+                expect(page.get_by_role("heading", name="Connection hr-oauth")).to_be_visible()
+                page.get_by_role("button", name="Test connection").click()
+                expect(page.get_by_text("The token fetch worked:")).to_be_visible()
+                expect(page.locator("pre").last).to_contain_text("expires_in_secs")
+                assert b"tok-console-test" not in page.content().encode(), "the token is never shown"
+                tokens = [r for r in receiver.to("/token") if b"client_credentials" in r[3]]
+                assert tokens, "the token server was asked"
+                run.shot("connections")
+
             def second_version_and_rollback():
                 page.get_by_role("link", name="Plugins").click()
                 page.get_by_role("link", name="field-map").click()
@@ -405,6 +495,38 @@ def main():
                 assert p["active"] == 1, p
                 expect(versions.get_by_role("row").nth(2)).to_contain_text("hr-users")
                 run.shot("plugin")
+
+            def try_it():
+                panel = page.get_by_role("region", name="Try it", exact=True)
+                panel.get_by_label("Version", exact=True).select_option("1")
+                panel.get_by_label("Webhook", exact=True).select_option(label="hr-users")
+                # Picking the webhook shows its config, to edit.
+                expect(panel.get_by_label("Config", exact=True)).to_have_value(re.compile('"emp_id"'))
+                panel.get_by_label("Event", exact=True).fill(json.dumps(
+                    {"type": "user.created", "data": {"employee_id": 42, "email": "Try.Me@X.org"}}))
+                before = len(receiver.to("/users"))
+                panel.get_by_role("button", name="Run").click()
+                out = page.get_by_role("region", name="Try it output")
+                expect(out).to_contain_text("send 1 request(s)")
+                expect(out).to_contain_text("try.me@x.org")
+                expect(out).to_contain_text('"emp_id": 42')
+                expect(out).to_contain_text(" ms (instantiation included)")
+                expect(out).to_contain_text("peak")
+                assert len(receiver.to("/users")) == before, "a try sends nothing"
+                out.scroll_into_view_if_needed()
+                run.shot("plugin-try")
+                # A config the plugin refuses: the error, from the API's 422.
+                panel.get_by_label("Config", exact=True).fill(json.dumps(
+                    {"request": [{"api_field": "x", "field": "y", "convert": "uppper"}]}))
+                panel.get_by_role("button", name="Run").click()
+                expect(out.get_by_role("alert")).to_contain_text("invalid_config")
+                expect(out.get_by_role("alert")).to_contain_text("uppper")
+                # Not JSON: said before anything is sent.
+                panel.get_by_label("Event", exact=True).fill("{not json")
+                panel.get_by_role("button", name="Run").click()
+                expect(panel.get_by_role("alert")).to_contain_text("Event is not JSON")
+
+            def back_to_plugins():
                 page.get_by_role("link", name="Back to Plugins").click()
                 expect(page.get_by_role("table", name="Plugins")).to_contain_text("hr-users")
                 run.shot("plugins")
@@ -413,6 +535,7 @@ def main():
                 page.get_by_role("navigation", name="Main").get_by_role("link", name="Webhooks").click()
                 table = page.get_by_role("table", name="Webhooks")
                 expect(table).to_contain_text("hr-users")
+                expect(table).to_contain_text("HR users (Workday)")
                 expect(table).to_contain_text("100% of")
                 run.shot("webhooks")
                 page.get_by_role("link", name="Overview").click()
@@ -420,12 +543,6 @@ def main():
                 # A second sample draws the lines.
                 expect(page.locator("svg.spark path.line").first).to_be_attached(timeout=12000)
                 run.shot("overview")
-                page.get_by_role("link", name="Connections").click()
-                expect(page.get_by_role("heading", name="Connections")).to_be_visible()
-                run.shot("connections")
-                page.get_by_role("link", name="Event types").click()
-                expect(page.get_by_role("heading", name="Event types")).to_be_visible()
-                run.shot("event-types")
 
             def sign_out():
                 page.get_by_role("button", name="Sign out").click()
@@ -439,11 +556,16 @@ def main():
             run.step("sign in", sign_in)
             run.step("a change without the CSRF token is refused", csrf_refused)
             run.step("upload the field-map plugin", upload_plugin)
+            run.step("add an event type to the catalog", event_type)
             run.step("create a webhook with mapping tables (a 422 shown on its row)", create_webhook)
-            run.step("deliver an event and find it in the Webhook Log", deliver_and_find_in_log)
+            run.step("deliver an event and find it in the Webhook Log (filters, live, text search)", deliver_and_find_in_log)
             run.step("replay it", replay)
+            run.step("send a test event and see the mapped body", send_test_event)
+            run.step("create an OAuth2 connection and test it", connection)
             run.step("upload a second plugin version and roll back", second_version_and_rollback)
-            run.step("webhooks, overview, connections, event types", other_pages)
+            run.step("try a plugin version (output, time, memory; a refused config)", try_it)
+            run.step("back to the plugins list", back_to_plugins)
+            run.step("webhooks, overview", other_pages)
             run.step("sign out", sign_out)
             browser.close()
     finally:
