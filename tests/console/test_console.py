@@ -314,6 +314,12 @@ def main():
                 page.get_by_label("URL", exact=True).fill(third_party)
                 # The catalog's type is a checkbox.
                 page.get_by_role("group", name="Events").get_by_role("checkbox", name="user.created").check()
+                # A static header marked secret: write-only from then on.
+                headers = page.get_by_role("table", name="Static headers")
+                headers.get_by_role("button", name="Add header").click()
+                headers.get_by_role("textbox", name="Header name").fill("X-Api-Key")
+                headers.get_by_label("Header value").fill("hdr-secret-1")
+                headers.get_by_role("checkbox", name="Secret header").check()
                 page.get_by_label("Plugin", exact=True).select_option("field-map")
 
                 req = page.get_by_role("table", name="Request parameters")
@@ -360,6 +366,8 @@ def main():
                 state["hook"] = hook
                 assert hook["title"] == "HR users (Workday)", hook
                 assert hook["events"] == ["user.created"], hook
+                assert hook["secret_headers"] == ["X-Api-Key"], hook
+                assert hook["headers"] == {"X-Api-Key": "********"}, "secret headers are write-only"
                 assert hook["plugin"]["config"] == {
                     "request": [{"api_field": "emp_id", "field": "employee_id"},
                                 {"api_field": "user.email", "field": "email", "convert": "lower"}],
@@ -381,8 +389,9 @@ def main():
 
             def deliver_and_find_in_log():
                 gw.post_event({"type": "user.created", "data": {"id": "u-7", "employee_id": 7, "email": "Ada@X.org"}})
-                [(_, _, _, body)] = wait_until("the mapped delivery", lambda: receiver.to("/users"))
+                [(_, _, headers, body)] = wait_until("the mapped delivery", lambda: receiver.to("/users"))
                 assert json.loads(body) == {"emp_id": 7, "user": {"email": "ada@x.org"}}, body
+                assert {k.lower(): v for k, v in headers.items()}.get("x-api-key") == "hdr-secret-1", headers
                 # The response row wrote the third party's id back to the internal system.
                 wait_until("the write-back of hr_id to the sink", lambda: any(
                     b'"hr_id":"9001"' in r[3].replace(b" ", b"") for r in receiver.to("/sink")))
