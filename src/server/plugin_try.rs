@@ -48,6 +48,7 @@ pub struct TryInput {
     /// The plugin's config; default: the config of `webhook` when it uses this plugin, else
     /// `null`.
     #[serde(default)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub config: Option<serde_json::Value>,
     /// A webhook id or name: the plugin is told it is called for this webhook, and the
     /// requests it returns are checked as the gateway checks them before sending. Default: the
@@ -81,6 +82,7 @@ pub struct TryRequest {
     /// The content type; `null`: `application/json`.
     pub content_type: Option<String>,
     /// Extra headers, as `[name, value]` pairs in the plugin's order.
+    #[schema(value_type = Vec<Vec<String>>)]
     pub headers: Vec<(String, String)>,
     /// The body as text, when it is UTF-8 (byte for byte what would be sent).
     pub body: Option<String>,
@@ -124,7 +126,7 @@ pub struct TryResult {
     #[schema(value_type = Object)]
     pub event: Event,
     /// The config it was given.
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub config: serde_json::Value,
     /// `send`, `skip`, or `null` when the plugin failed before answering.
     pub outcome: Option<String>,
@@ -140,18 +142,6 @@ pub struct TryResult {
     pub time_ms: f64,
     /// Peak linear memory of the outgoing call, in bytes.
     pub memory_bytes: usize,
-}
-
-/// The 422 of a try: a plugin that failed (a [`TryResult`] with `error`), or a body of the
-/// wrong shape (an `Error`). Only describes the answer in the OpenAPI document.
-#[derive(Serialize, utoipa::ToSchema)]
-#[serde(untagged)]
-#[allow(dead_code)]
-pub enum TryFailure {
-    /// The plugin failed.
-    Plugin(TryResult),
-    /// The body or the event is invalid.
-    Input(ErrorBody),
 }
 
 #[utoipa::path(
@@ -173,7 +163,7 @@ pub enum TryFailure {
         (status = 404, response = super::openapi::NotFound),
         (status = 408, response = super::openapi::RequestTimeout),
         (status = 413, response = super::openapi::PayloadTooLarge),
-        (status = 422, description = "The plugin failed (`error.code` says how, the rest as for 200), or the body is invalid (`error.field` names where)", body = TryFailure),
+        (status = 422, description = "The plugin failed: `error.code` says how (`plugin_trap`, `invalid_config`...), and the fields of a `TryResult` come beside `error` (logs, guest output, time, memory). Or the body is invalid: `error.field` names where.", body = ErrorBody),
         (status = 503, response = super::openapi::Unavailable),
     ),
     security(("admin_token" = [])),
