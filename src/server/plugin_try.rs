@@ -211,7 +211,10 @@ async fn try_version(
             .map(|p| p.config.clone())
             .unwrap_or(serde_json::Value::Null)
     });
-    let told = hook.as_ref().map(wit_webhook).unwrap_or_else(sample::webhook);
+    let told = hook
+        .as_ref()
+        .map(wit_webhook)
+        .unwrap_or_else(sample::webhook);
     let webhook = TryWebhook {
         id: told.id.clone(),
         name: told.name.clone(),
@@ -274,23 +277,19 @@ async fn try_version(
                 .map(|r| shown(hook.as_ref(), r))
                 .collect();
             let count = result.requests.len();
-            result
-                .requests
-                .iter()
-                .enumerate()
-                .find_map(|(i, r)| {
-                    let which = if count > 1 {
-                        format!("request {i}: ")
-                    } else {
-                        String::new()
-                    };
-                    r.refused.as_ref().map(|e| {
-                        (
-                            "plugin_output_refused",
-                            format!("{which}{e} (the gateway would not send it)"),
-                        )
-                    })
+            result.requests.iter().enumerate().find_map(|(i, r)| {
+                let which = if count > 1 {
+                    format!("request {i}: ")
+                } else {
+                    String::new()
+                };
+                r.refused.as_ref().map(|e| {
+                    (
+                        "plugin_output_refused",
+                        format!("{which}{e} (the gateway would not send it)"),
+                    )
                 })
+            })
         }
     };
     match failure {

@@ -59,7 +59,10 @@ async fn a_good_call_answers_the_shaped_request_with_time_and_memory() {
     assert_eq!(body["outcome"], "send");
     assert_eq!(body["config"], config);
     assert_eq!(body["event"]["type"], "user.created");
-    assert_eq!(body["webhook"]["name"], "sample", "no webhook: the sample one");
+    assert_eq!(
+        body["webhook"]["name"], "sample",
+        "no webhook: the sample one"
+    );
     let requests = body["requests"].as_array().unwrap();
     assert_eq!(requests.len(), 1, "{body}");
     let sent: Value = serde_json::from_str(requests[0]["body"].as_str().unwrap()).unwrap();
@@ -76,9 +79,11 @@ async fn a_good_call_answers_the_shaped_request_with_time_and_memory() {
 
     // No event: the sample event `plugin check` uses. For a webhook using the plugin: its
     // config and its identity, and the request is checked as a delivery's would be.
-    gw.create_webhook(json!({"name": "hr", "events": ["user.*"], "url": rx.url("/users"),
+    gw.create_webhook(
+        json!({"name": "hr", "events": ["user.*"], "url": rx.url("/users"),
         "plugin": {"name": "field-map", "config": {"request": [
-            {"api_field": "login", "field": "username"}]}}}))
+            {"api_field": "login", "field": "username"}]}}}),
+    )
     .await;
     let (status, body) = try_version(
         &gw,
@@ -102,13 +107,11 @@ async fn a_good_call_answers_the_shaped_request_with_time_and_memory() {
 
     // An empty body: the sample event and a null config, which field-map takes as no mapping
     // (the gateway's default body).
-    let (status, body) =
-        try_version(&gw, "/admin/v1/plugins/field-map/versions/1/try", None).await;
+    let (status, body) = try_version(&gw, "/admin/v1/plugins/field-map/versions/1/try", None).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["config"], Value::Null);
     assert_eq!(body["event"]["id"], "evt_sample");
-    let sent: Value =
-        serde_json::from_str(body["requests"][0]["body"].as_str().unwrap()).unwrap();
+    let sent: Value = serde_json::from_str(body["requests"][0]["body"].as_str().unwrap()).unwrap();
     assert_eq!(sent["data"]["username"], "jdoe", "{body}");
     gw.stop().await;
 }
@@ -157,7 +160,9 @@ async fn plugin_errors_and_refused_configs_are_422_naming_the_cause() {
     let (status, body) = try_version(
         &gw,
         path,
-        Some(json!({"config": {"request": [{"api_field": "x", "field": "y", "convert": "uppper"}]}})),
+        Some(
+            json!({"config": {"request": [{"api_field": "x", "field": "y", "convert": "uppper"}]}}),
+        ),
     )
     .await;
     assert_eq!(status, 422, "{body}");

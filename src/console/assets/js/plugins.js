@@ -161,7 +161,7 @@ function tryResult(r) {
     const target = `${q.method || `${r.webhook.method} (the webhook's)`} ${r.webhook.url}${q.path || ""}${q.query ? `?${q.query}` : ""}`;
     const head = [`content-type: ${q.content_type || "application/json"}`, ...q.headers.map(([k, v]) => `${k}: ${v}`)];
     box.append(h("h3", { text: `Request ${i + 1}` }), h("p", {}, h("code", { text: target })),
-      q.refused ? errorBox(`The gateway would refuse it: ${q.refused}`) : null,
+      q.refused ? errorBox(`The gateway would refuse it: ${q.refused}`) : "",
       pre(head.join("\n")),
       h("p.sub", { text: `Body (${bytes(q.body_bytes)})` }),
       pre(q.body !== null && q.body !== undefined ? q.body : `base64: ${q.body_base64}`));
