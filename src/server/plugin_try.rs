@@ -20,7 +20,7 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use super::error::{body_error, parse_json, ApiError, ErrorBody, ErrorDetail};
+use super::error::{body_error, parse_json, ApiError, ErrorDetail};
 use super::Shared;
 use crate::delivery::plugin_output;
 use crate::delivery::shape::OutgoingRequest;
@@ -150,7 +150,7 @@ pub struct TryResult {
     tag = "plugins",
     operation_id = "try_plugin_version",
     summary = "Run a version on an event and a config (what `hookyard plugin check` prints)",
-    description = "Runs `validate-config`, then the outgoing phase, on a fresh instance under the configured limits; nothing is stored or sent. A plugin that fails answers 422 with `error` and everything the call produced (logs, guest output, time, memory).",
+    description = "Runs `validate-config`, then the outgoing phase, on a fresh instance under the configured limits; nothing is stored or sent. A plugin that fails answers 422: `error.code` says how (`invalid_config`, `plugin_invalid_input`, `plugin_invalid_config`, `plugin_error`, `plugin_trap`, `plugin_timeout`, `plugin_memory`, `plugin_output_too_large`, `plugin_output_refused`), and the fields of a `TryResult` come beside `error` (logs, guest output, time, memory). A body of the wrong shape is a 422 `invalid_field` naming the field.",
     params(
         ("name" = String, Path, description = "The plugin's name"),
         ("version" = u32, Path, description = "The version to run"),
@@ -163,7 +163,7 @@ pub struct TryResult {
         (status = 404, response = super::openapi::NotFound),
         (status = 408, response = super::openapi::RequestTimeout),
         (status = 413, response = super::openapi::PayloadTooLarge),
-        (status = 422, description = "The plugin failed: `error.code` says how (`plugin_trap`, `invalid_config`...), and the fields of a `TryResult` come beside `error` (logs, guest output, time, memory). Or the body is invalid: `error.field` names where.", body = ErrorBody),
+        (status = 422, response = super::openapi::Unprocessable),
         (status = 503, response = super::openapi::Unavailable),
     ),
     security(("admin_token" = [])),
