@@ -8,7 +8,8 @@ request rows, a response row and an input row with the identifier ticked (a 422 
 shown on that row first), a real event delivered and found in the Webhook Log (by event type,
 live, and by text search), replayed, "Send test event" showing the mapped body, an OAuth2
 connection created and tested, a second plugin version uploaded and rolled back, "Try it" on a
-version (its output, time and memory; a refused config), sign-out.
+version (its output, time and memory; a refused config), a plugin uploaded by drag and drop,
+"Replay all dead" of a webhook whose receiver is down, sign-out.
 Screenshots of every page at 1280x800 go to --screenshots.
 
 Run by scripts/console-test.sh, which installs Chromium and Playwright first.
@@ -544,6 +545,54 @@ def main():
                 expect(page.get_by_role("table", name="Plugins")).to_contain_text("hr-users")
                 run.shot("plugins")
 
+            def drop_upload():
+                # A file dropped on the drop zone: a new plugin named after the file.
+                import base64
+                data = base64.b64encode((plugins / "version_b.wasm").read_bytes()).decode()
+                transfer = page.evaluate_handle("""(b64) => {
+                    const bin = atob(b64);
+                    const bytes = new Uint8Array(bin.length);
+                    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+                    const dt = new DataTransfer();
+                    dt.items.add(new File([bytes], "version_b.wasm", {type: "application/wasm"}));
+                    return dt; }""", data)
+                page.dispatch_event("div.drop", "drop", {"dataTransfer": transfer})
+                expect(page.get_by_role("heading", name="Plugin version-b")).to_be_visible(timeout=60000)
+                _, p = gw.admin_api("GET", "/admin/v1/plugins/version-b")
+                assert p["active"] == 1 and len(p["versions"]) == 1, p
+                page.get_by_role("link", name="Back to Plugins").click()
+                expect(page.get_by_role("table", name="Plugins")).to_contain_text("version-b")
+
+            def replay_all_dead():
+                # A webhook whose receiver is down, one attempt: its delivery goes dead.
+                status, body = gw.admin_api("POST", "/admin/v1/event-types", {"name": "order.placed"})
+                assert status == 201, body
+                status, dead_hook = gw.admin_api("POST", "/admin/v1/webhooks", {
+                    "name": "dead-end", "events": ["order.placed"], "url": f"http://127.0.0.1:{free_port()}/",
+                    "retry": {"max_attempts": 1}})
+                assert status == 201, dead_hook
+                gw.post_event({"type": "order.placed", "data": {"order": "o-1"}})
+                page.get_by_role("link", name="Webhook Log").click()
+                page.get_by_label("Webhook", exact=True).select_option(label="dead-end")
+                page.get_by_label("Status", exact=True).select_option("dead")
+                rows = page.get_by_role("table", name="Deliveries").locator("tbody tr")
+                def dead_row():
+                    page.get_by_role("button", name="Filter").click()
+                    try:
+                        expect(rows).to_have_count(1, timeout=1000)
+                        return True
+                    except AssertionError:
+                        return False
+                wait_until("the dead delivery in the log", dead_row)
+                expect(rows.first).to_contain_text("dead")
+                page.get_by_role("button", name="Replay all dead of this webhook").click()
+                expect(page.get_by_role("status")).to_contain_text("1 dead deliveries queued again")
+                def two_attempts():
+                    _, d = gw.admin_api("GET", f"/admin/v1/deliveries?webhook={dead_hook['id']}")
+                    items = d["items"]
+                    return len(items) == 1 and items[0]["attempts"] == 2 and items[0]["status"] == "dead"
+                wait_until("the replayed delivery's second attempt", two_attempts)
+
             def other_pages():
                 page.get_by_role("navigation", name="Main").get_by_role("link", name="Webhooks").click()
                 table = page.get_by_role("table", name="Webhooks")
@@ -578,6 +627,8 @@ def main():
             run.step("upload a second plugin version and roll back", second_version_and_rollback)
             run.step("try a plugin version (output, time, memory; a refused config)", try_it)
             run.step("back to the plugins list", back_to_plugins)
+            run.step("upload a plugin by drag and drop", drop_upload)
+            run.step("replay all dead of a webhook", replay_all_dead)
             run.step("webhooks, overview", other_pages)
             run.step("sign out", sign_out)
             browser.close()
