@@ -21,7 +21,7 @@ if [ ! -x "$CHROMIUM" ]; then
 fi
 
 venv=target/console-test/venv
-if ! "$venv/bin/python" -c "import playwright, sys; sys.exit(playwright.__version__ != '$PLAYWRIGHT_VERSION')" 2>/dev/null; then
+if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('playwright') != '$PLAYWRIGHT_VERSION')" 2>/dev/null; then
     echo "== pip install playwright==$PLAYWRIGHT_VERSION (into $venv)"
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q "playwright==$PLAYWRIGHT_VERSION"

@@ -49,6 +49,7 @@ mod observe;
 mod output;
 pub mod runtime;
 pub mod sample;
+pub mod try_call;
 pub mod warm;
 
 use bindings::types;

@@ -40,6 +40,7 @@ pub mod limits;
 pub mod listener;
 pub mod log_filter;
 pub mod openapi;
+pub mod plugin_try;
 pub mod plugins;
 pub mod sources;
 pub mod test_send;
@@ -145,6 +146,7 @@ fn admin_routes(state: &Shared) -> Router<Shared> {
         .merge(connections::routes())
         .merge(catalog::routes())
         .merge(test_send::routes())
+        .merge(plugin_try::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_admin_token,

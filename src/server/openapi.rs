@@ -106,6 +106,7 @@ use crate::store::PluginRecord;
         super::catalog::replace,
         super::catalog::delete,
         super::test_send::test_webhook,
+        super::plugin_try::try_version,
         document,
     ),
     components(

@@ -2,10 +2,14 @@
 
 Starts the real gateway binary on 127.0.0.1 with a temporary SQLite store and a scripted receiver,
 then walks the screens as an admin would: a wrong token refused, sign in, a change without the
-CSRF token refused (403), the field-map plugin uploaded with the file picker, a webhook created
-with two request rows, a response row and an input row with the identifier ticked (a 422 naming a
-row is shown on that row first), a real event delivered and found in the Webhook Log (live
-update included), replayed, a second plugin version uploaded and rolled back, sign-out.
+CSRF token refused (403), the field-map plugin uploaded with the file picker, an event type added
+to the catalog, a webhook created (with a title, its event ticked from the catalog) with two
+request rows, a response row and an input row with the identifier ticked (a 422 naming a row is
+shown on that row first), a real event delivered and found in the Webhook Log (by event type,
+live, and by text search), replayed, "Send test event" showing the mapped body, an OAuth2
+connection created and tested, a second plugin version uploaded and rolled back, "Try it" on a
+version (its output, time and memory; a refused config), a plugin uploaded by drag and drop,
+"Replay all dead" of a webhook whose receiver is down, sign-out.
 Screenshots of every page at 1280x800 go to --screenshots.
 
 Run by scripts/console-test.sh, which installs Chromium and Playwright first.
@@ -14,6 +18,7 @@ Run by scripts/console-test.sh, which installs Chromium and Playwright first.
 import argparse
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -37,8 +42,9 @@ CHROMIUM_ARGS = [
 
 
 class Receiver:
-    """A third party and the internal system's sink: records every request, answers 200 with
-    {"id": 9001} (what the response mapping reads)."""
+    """A third party, the internal system's sink and an OAuth2 token server: records every
+    request, answers 200 with {"id": 9001} (what the response mapping reads), or with a token
+    on /token."""
 
     def __init__(self):
         self.requests = []
@@ -51,6 +57,8 @@ class Receiver:
                 with outer.lock:
                     outer.requests.append((self.command, self.path, dict(self.headers), body))
                 reply = b'{"id": 9001}'
+                if self.path == "/token":
+                    reply = b'{"access_token": "tok-console-test", "token_type": "Bearer", "expires_in": 3600}'
                 self.send_response(200)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(reply)))
@@ -120,8 +128,11 @@ cache_dir = "{workdir}/plugin-cache"
 compile_nice = 0
 """)
         self.log = open(workdir / "gateway.log", "wb")
+        # HOOKYARD_* variables are config overrides to the gateway: the test's own
+        # (HOOKYARD_CONSOLE_SCREENSHOTS...) must not reach it.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKYARD_")}
         self.proc = subprocess.Popen([str(binary), "serve", "--config", str(config)],
-                                     stdout=self.log, stderr=subprocess.STDOUT, cwd=workdir)
+                                     stdout=self.log, stderr=subprocess.STDOUT, cwd=workdir, env=env)
         wait_until("the gateway is ready", self.ready, timeout=30)
 
     def ready(self):
@@ -277,13 +288,42 @@ def main():
                 expect(versions.get_by_role("row")).to_have_count(2)
                 expect(versions).to_contain_text("active")
 
+            def event_type():
+                page.get_by_role("link", name="Event types").click()
+                expect(page.get_by_role("heading", name="Event types")).to_be_visible()
+                page.get_by_role("button", name="New event type").click()
+                expect(page.get_by_role("heading", name="New event type")).to_be_visible()
+                page.get_by_label("Name", exact=True).fill("user.created")
+                page.get_by_label("Description", exact=True).fill("A user was created in the directory")
+                page.get_by_label("Schema of data (JSON Schema)").fill(json.dumps({
+                    "type": "object", "properties": {
+                        "id": {"type": "string"}, "employee_id": {"type": "integer"},
+                        "email": {"type": "string"}}}))
+                page.get_by_label("Example", exact=True).fill(json.dumps(
+                    {"id": "u-1", "employee_id": 1001, "email": "Jane.Doe@Example.com"}))
+                page.get_by_role("button", name="Save").click()
+                table = page.get_by_role("table", name="Event types")
+                expect(table).to_contain_text("user.created")
+                expect(table).to_contain_text("A user was created in the directory")
+                _, types = gw.admin_api("GET", "/admin/v1/event-types/user.created")
+                assert types["example"]["employee_id"] == 1001, types
+                run.shot("event-types")
+
             def create_webhook():
                 page.get_by_role("navigation", name="Main").get_by_role("link", name="Webhooks").click()
                 page.get_by_role("link", name="New webhook").click()
                 expect(page.get_by_role("heading", name="New webhook")).to_be_visible()
                 page.get_by_label("Name", exact=True).fill("hr-users")
+                page.get_by_label("Title", exact=True).fill("HR users (Workday)")
                 page.get_by_label("URL", exact=True).fill(third_party)
-                page.get_by_role("group", name="Events").get_by_label("Other events").fill("user.created")
+                # The catalog's type is a checkbox.
+                page.get_by_role("group", name="Events").get_by_role("checkbox", name="user.created").check()
+                # A static header marked secret: write-only from then on.
+                headers = page.get_by_role("table", name="Static headers")
+                headers.get_by_role("button", name="Add header").click()
+                headers.get_by_role("textbox", name="Header name").fill("X-Api-Key")
+                headers.get_by_label("Header value").fill("hdr-secret-1")
+                headers.get_by_role("checkbox", name="Secret header").check()
                 page.get_by_label("Plugin", exact=True).select_option("field-map")
 
                 req = page.get_by_role("table", name="Request parameters")
@@ -328,6 +368,10 @@ def main():
                 _, hooks = gw.admin_api("GET", "/admin/v1/webhooks")
                 [hook] = [w for w in hooks["items"] if w["name"] == "hr-users"]
                 state["hook"] = hook
+                assert hook["title"] == "HR users (Workday)", hook
+                assert hook["events"] == ["user.created"], hook
+                assert hook["secret_headers"] == ["X-Api-Key"], hook
+                assert hook["headers"] == {"X-Api-Key": "********"}, "secret headers are write-only"
                 assert hook["plugin"]["config"] == {
                     "request": [{"api_field": "emp_id", "field": "employee_id"},
                                 {"api_field": "user.email", "field": "email", "convert": "lower"}],
@@ -349,8 +393,9 @@ def main():
 
             def deliver_and_find_in_log():
                 gw.post_event({"type": "user.created", "data": {"id": "u-7", "employee_id": 7, "email": "Ada@X.org"}})
-                [(_, _, _, body)] = wait_until("the mapped delivery", lambda: receiver.to("/users"))
+                [(_, _, headers, body)] = wait_until("the mapped delivery", lambda: receiver.to("/users"))
                 assert json.loads(body) == {"emp_id": 7, "user": {"email": "ada@x.org"}}, body
+                assert {k.lower(): v for k, v in headers.items()}.get("x-api-key") == "hdr-secret-1", headers
                 # The response row wrote the third party's id back to the internal system.
                 wait_until("the write-back of hr_id to the sink", lambda: any(
                     b'"hr_id":"9001"' in r[3].replace(b" ", b"") for r in receiver.to("/sink")))
@@ -366,6 +411,21 @@ def main():
                 expect(rows).to_have_count(2, timeout=15000)
                 wait_until("both deliveries succeeded", lambda: len(receiver.to("/users")) == 2)
                 page.get_by_label("Webhook", exact=True).select_option(label="hr-users")
+                page.get_by_role("button", name="Filter").click()
+                expect(rows).to_have_count(2)
+                # Text search over the event: the second event's address, in another case.
+                page.get_by_label("Search", exact=True).fill("bob@x.org")
+                page.get_by_role("button", name="Filter").click()
+                expect(rows).to_have_count(1)
+                rows.first.get_by_role("link").click()
+                expect(page.get_by_role("region", name="Attempt 1")).to_contain_text("bob@x.org")
+                page.go_back()
+                expect(page.get_by_label("Search", exact=True)).to_have_value("bob@x.org")
+                expect(rows).to_have_count(1)
+                page.get_by_label("Search", exact=True).fill("nobody@nowhere.example")
+                page.get_by_role("button", name="Filter").click()
+                expect(page.get_by_text("No deliveries match.")).to_be_visible()
+                page.get_by_label("Search", exact=True).fill("")
                 page.get_by_role("button", name="Filter").click()
                 expect(rows).to_have_count(2)
                 run.shot("log")
@@ -390,6 +450,49 @@ def main():
                         return False
                 wait_until("attempt 2 in the log", attempt_two)
 
+            def send_test_event():
+                page.get_by_role("navigation", name="Main").get_by_role("link", name="Webhooks").click()
+                page.get_by_role("table", name="Webhooks").get_by_role("link", name="hr-users", exact=True).click()
+                expect(page.get_by_role("heading", name="Webhook hr-users")).to_be_visible()
+                before = len(receiver.to("/users"))
+                page.get_by_role("button", name="Send test event").click()
+                result = page.get_by_role("region", name="Test result")
+                # The catalog's example, mapped by the webhook's request rows.
+                expect(result).to_contain_text("200 in")
+                expect(result).to_contain_text("jane.doe@example.com")
+                expect(result).to_contain_text("emp_id")
+                expect(result).to_contain_text("9001")
+                wait_until("the test request", lambda: len(receiver.to("/users")) == before + 1)
+                body = json.loads(receiver.to("/users")[-1][3])
+                assert body == {"emp_id": 1001, "user": {"email": "jane.doe@example.com"}}, body
+                result.scroll_into_view_if_needed()
+                run.shot("send-test")
+
+            def connection():
+                page.get_by_role("link", name="Connections").click()
+                expect(page.get_by_role("heading", name="Connections")).to_be_visible()
+                page.get_by_role("button", name="New connection").click()
+                page.get_by_label("Name", exact=True).fill("hr-oauth")
+                page.get_by_label("Type", exact=True).select_option("oauth2_client_credentials")
+                page.get_by_label("token url").fill(f"http://127.0.0.1:{receiver.port}/token")
+                page.get_by_label("client id").fill("hookyard")
+                page.get_by_label("client secret").fill("s3cret-console")
+                page.get_by_role("button", name="Save").click()
+                table = page.get_by_role("table", name="Connections")
+                expect(table).to_contain_text("hr-oauth")
+                expect(table).to_contain_text("oauth2_client_credentials")
+                _, conn = gw.admin_api("GET", "/admin/v1/connections/hr-oauth")
+                assert conn["auth"]["client_secret"] == "********", "secrets are write-only"
+                table.get_by_role("button", name="hr-oauth").click()
+                expect(page.get_by_role("heading", name="Connection hr-oauth")).to_be_visible()
+                page.get_by_role("button", name="Test connection").click()
+                expect(page.get_by_text("The token fetch worked:")).to_be_visible()
+                expect(page.locator("pre").last).to_contain_text("expires_in_secs")
+                assert b"tok-console-test" not in page.content().encode(), "the token is never shown"
+                tokens = [r for r in receiver.to("/token") if b"client_credentials" in r[3]]
+                assert tokens, "the token server was asked"
+                run.shot("connections")
+
             def second_version_and_rollback():
                 page.get_by_role("link", name="Plugins").click()
                 page.get_by_role("link", name="field-map").click()
@@ -405,14 +508,96 @@ def main():
                 assert p["active"] == 1, p
                 expect(versions.get_by_role("row").nth(2)).to_contain_text("hr-users")
                 run.shot("plugin")
+
+            def try_it():
+                panel = page.get_by_role("region", name="Try it", exact=True)
+                panel.get_by_label("Version", exact=True).select_option("1")
+                panel.get_by_label("Webhook", exact=True).select_option(label="hr-users")
+                # Picking the webhook shows its config, to edit.
+                expect(panel.get_by_label("Config", exact=True)).to_have_value(re.compile('"emp_id"'))
+                panel.get_by_label("Event", exact=True).fill(json.dumps(
+                    {"type": "user.created", "data": {"employee_id": 42, "email": "Try.Me@X.org"}}))
+                before = len(receiver.to("/users"))
+                panel.get_by_role("button", name="Run").click()
+                out = page.get_by_role("region", name="Try it output")
+                expect(out).to_contain_text("send 1 request(s)")
+                expect(out).to_contain_text("try.me@x.org")
+                expect(out).to_contain_text('"emp_id": 42')
+                expect(out).to_contain_text(" ms (instantiation included)")
+                expect(out).to_contain_text("peak")
+                assert len(receiver.to("/users")) == before, "a try sends nothing"
+                assert "null" not in out.inner_text().split(), out.inner_text()
+                panel.evaluate("e => e.scrollIntoView()")
+                run.shot("plugin-try")
+                # A config the plugin refuses: the error, from the API's 422.
+                panel.get_by_label("Config", exact=True).fill(json.dumps(
+                    {"request": [{"api_field": "x", "field": "y", "convert": "uppper"}]}))
+                panel.get_by_role("button", name="Run").click()
+                expect(out.get_by_role("alert")).to_contain_text("invalid_config")
+                expect(out.get_by_role("alert")).to_contain_text("uppper")
+                # Not JSON: said before anything is sent.
+                panel.get_by_label("Event", exact=True).fill("{not json")
+                panel.get_by_role("button", name="Run").click()
+                expect(panel.get_by_role("alert")).to_contain_text("Event is not JSON")
+
+            def back_to_plugins():
                 page.get_by_role("link", name="Back to Plugins").click()
                 expect(page.get_by_role("table", name="Plugins")).to_contain_text("hr-users")
                 run.shot("plugins")
+
+            def drop_upload():
+                # A file dropped on the drop zone: a new plugin named after the file.
+                import base64
+                data = base64.b64encode((plugins / "version_b.wasm").read_bytes()).decode()
+                transfer = page.evaluate_handle("""(b64) => {
+                    const bin = atob(b64);
+                    const bytes = new Uint8Array(bin.length);
+                    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+                    const dt = new DataTransfer();
+                    dt.items.add(new File([bytes], "version_b.wasm", {type: "application/wasm"}));
+                    return dt; }""", data)
+                page.dispatch_event("div.drop", "drop", {"dataTransfer": transfer})
+                expect(page.get_by_role("heading", name="Plugin version-b")).to_be_visible(timeout=60000)
+                _, p = gw.admin_api("GET", "/admin/v1/plugins/version-b")
+                assert p["active"] == 1 and len(p["versions"]) == 1, p
+                page.get_by_role("link", name="Back to Plugins").click()
+                expect(page.get_by_role("table", name="Plugins")).to_contain_text("version-b")
+
+            def replay_all_dead():
+                # A webhook whose receiver is down, one attempt: its delivery goes dead.
+                status, body = gw.admin_api("POST", "/admin/v1/event-types", {"name": "order.placed"})
+                assert status == 201, body
+                status, dead_hook = gw.admin_api("POST", "/admin/v1/webhooks", {
+                    "name": "dead-end", "events": ["order.placed"], "url": f"http://127.0.0.1:{free_port()}/",
+                    "retry": {"max_attempts": 1}})
+                assert status == 201, dead_hook
+                gw.post_event({"type": "order.placed", "data": {"order": "o-1"}})
+                page.get_by_role("link", name="Webhook Log").click()
+                page.get_by_label("Webhook", exact=True).select_option(label="dead-end")
+                page.get_by_label("Status", exact=True).select_option("dead")
+                rows = page.get_by_role("table", name="Deliveries").locator("tbody tr")
+                def dead_row():
+                    page.get_by_role("button", name="Filter").click()
+                    try:
+                        expect(rows).to_have_count(1, timeout=1000)
+                        return True
+                    except AssertionError:
+                        return False
+                wait_until("the dead delivery in the log", dead_row)
+                expect(rows.first).to_contain_text("dead")
+                page.get_by_role("button", name="Replay all dead of this webhook").click()
+                expect(page.get_by_role("status")).to_contain_text("1 dead deliveries queued again")
+                def two_attempts():
+                    _, d = gw.admin_api("GET", f"/admin/v1/deliveries?webhook={dead_hook['id']}")
+                    items = d["items"]
+                    return len(items) == 1 and items[0]["attempts"] == 2 and items[0]["status"] == "dead"
+                wait_until("the replayed delivery's second attempt", two_attempts)
 
             def other_pages():
                 page.get_by_role("navigation", name="Main").get_by_role("link", name="Webhooks").click()
                 table = page.get_by_role("table", name="Webhooks")
                 expect(table).to_contain_text("hr-users")
+                expect(table).to_contain_text("HR users (Workday)")
                 expect(table).to_contain_text("100% of")
                 run.shot("webhooks")
                 page.get_by_role("link", name="Overview").click()
@@ -420,12 +605,6 @@ def main():
                 # A second sample draws the lines.
                 expect(page.locator("svg.spark path.line").first).to_be_attached(timeout=12000)
                 run.shot("overview")
-                page.get_by_role("link", name="Connections").click()
-                expect(page.get_by_role("heading", name="Connections")).to_be_visible()
-                run.shot("connections")
-                page.get_by_role("link", name="Event types").click()
-                expect(page.get_by_role("heading", name="Event types")).to_be_visible()
-                run.shot("event-types")
 
             def sign_out():
                 page.get_by_role("button", name="Sign out").click()
@@ -439,11 +618,18 @@ def main():
             run.step("sign in", sign_in)
             run.step("a change without the CSRF token is refused", csrf_refused)
             run.step("upload the field-map plugin", upload_plugin)
+            run.step("add an event type to the catalog", event_type)
             run.step("create a webhook with mapping tables (a 422 shown on its row)", create_webhook)
-            run.step("deliver an event and find it in the Webhook Log", deliver_and_find_in_log)
+            run.step("deliver an event and find it in the Webhook Log (filters, live, text search)", deliver_and_find_in_log)
             run.step("replay it", replay)
+            run.step("send a test event and see the mapped body", send_test_event)
+            run.step("create an OAuth2 connection and test it", connection)
             run.step("upload a second plugin version and roll back", second_version_and_rollback)
-            run.step("webhooks, overview, connections, event types", other_pages)
+            run.step("try a plugin version (output, time, memory; a refused config)", try_it)
+            run.step("back to the plugins list", back_to_plugins)
+            run.step("upload a plugin by drag and drop", drop_upload)
+            run.step("replay all dead of a webhook", replay_all_dead)
+            run.step("webhooks, overview", other_pages)
             run.step("sign out", sign_out)
             browser.close()
     finally:

@@ -21,6 +21,7 @@ mod log_search;
 mod openapi;
 mod plugin_kit;
 mod plugin_output;
+mod plugin_try;
 mod plugins;
 mod retention;
 mod rough_edges;

@@ -561,3 +561,34 @@ async fn answers_match_the_documented_schemas() {
     );
     gw.stop().await;
 }
+
+/// The plugin "Try it" answers (a send, a trap, a refused config) against the document.
+#[tokio::test(flavor = "multi_thread")]
+async fn plugin_try_answers_match_the_documented_schemas() {
+    let dir = temp_dir();
+    let gw = TestGateway::start(test_config(dir.path())).await;
+    let mut answers = Answers::new(served_document(&gw).await);
+    crate::plugins::upload_ok(&gw, "trap", crate::plugins::rust_plugin("trap")).await;
+    let path = "/admin/v1/plugins/{name}/versions/{version}/try";
+    let url = gw.admin_url("/admin/v1/plugins/trap/versions/1/try");
+    for (body, want) in [
+        (json!({}), 200),
+        (
+            json!({"event": {"type": "user.created", "data": {"misbehave": true}}}),
+            422,
+        ),
+        (json!({"event": {"data": {}}}), 422),
+        (json!({}), 404),
+    ] {
+        let url = if want == 404 {
+            gw.admin_url("/admin/v1/plugins/trap/versions/9/try")
+        } else {
+            url.clone()
+        };
+        let (status, answer) = call(&gw.client(), "POST", url, Some(ADMIN_TOKEN), Some(body)).await;
+        assert_eq!(status, want, "{answer}");
+        answers.check("POST", path, status, &answer);
+    }
+    assert_eq!(answers.checked, 4);
+    gw.stop().await;
+}

@@ -10,6 +10,8 @@ export class ApiError extends Error {
     this.status = status;
     this.code = err.code || "";
     this.field = err.field || "";
+    // The whole answer: some errors carry more than `error` (a failed plugin try its usage).
+    this.body = body;
   }
 }
 

@@ -36,6 +36,7 @@ export async function connections(el) {
   const edit = (c) => {
     const cur = c ? c.auth || {} : { type: "oauth2_password" };
     const name = h("input", { type: "text", value: c ? c.name : "", readonly: !!c });
+    const description = h("input", { type: "text", value: c ? c.description || "" : "" });
     const type = h("select", {}, Object.keys(AUTH_FIELDS).map((t) => h("option", { value: t, text: t.replaceAll("_", " "), selected: cur.type === t })));
     const box = h("div");
     const inputs = {};
@@ -57,7 +58,7 @@ export async function connections(el) {
         if (i.el.value !== "") auth[k] = i.el.value;
         else if (i.secret && i.had) auth[k] = MASK;
       }
-      return { name: name.value.trim(), auth };
+      return { name: name.value.trim(), description: description.value, auth };
     };
     clear(detail).append(h("form.card", {
       onsubmit: async (ev) => {
@@ -72,7 +73,7 @@ export async function connections(el) {
       },
     },
       h("h2", { text: c ? `Connection ${c.name}` : "New connection" }),
-      field("Name", name), field("Type", type), box,
+      field("Name", name), field("Description", description), field("Type", type), box,
       h("div.actions", {},
         h("button", { type: "submit", class: "primary", text: "Save" }),
         c ? h("button", {
@@ -97,7 +98,7 @@ export async function connections(el) {
     h("tbody", {}, items.map((c) => h("tr", {},
       h("td", {}, h("button", { type: "button", class: "link", text: c.name, onclick: () => edit(c) })),
       h("td", { text: c.auth ? c.auth.type : "" }),
-      h("td", { text: (c.used_by || []).join(", ") }))))),
+      h("td", { text: (c.webhooks || []).join(", ") }))))),
   h("button", { type: "button", text: "New connection", onclick: () => edit(null) }), detail);
 }
 

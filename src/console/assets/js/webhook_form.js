@@ -69,28 +69,38 @@ function authEditor(types, current, extraOptions = []) {
   };
 }
 
-function headerRows(headers) {
+/** Static headers; a "Secret" one is write-only (listed in `secret_headers`: masked when read,
+ * the mask sent back keeps the stored value). */
+function headerRows(headers, secretNames) {
+  const secrets = new Set((secretNames || []).map((n) => n.toLowerCase()));
   const tbody = h("tbody");
   const add = (k = "", v = "") => {
+    const value = h("input", { type: secrets.has(k.toLowerCase()) ? "password" : "text", autocomplete: "off", "aria-label": "Header value", value: v });
+    const secret = h("input", { type: "checkbox", "aria-label": "Secret header", checked: secrets.has(k.toLowerCase()) });
+    secret.addEventListener("change", () => { value.type = secret.checked ? "password" : "text"; });
     const tr = h("tr", {},
       h("td", {}, h("input", { type: "text", "aria-label": "Header name", value: k })),
-      h("td", {}, h("input", { type: "text", "aria-label": "Header value", value: v })),
+      h("td", {}, value),
+      h("td.center", {}, secret),
       h("td", {}, h("button", { type: "button", class: "small danger", text: "Remove", onclick: () => tr.remove() })));
     tbody.append(tr);
   };
   for (const [k, v] of Object.entries(headers || {})) add(k, v);
   const el = h("table.grid", { "aria-label": "Static headers" },
-    h("thead", {}, h("tr", {}, h("th", { text: "Header" }), h("th", { text: "Value" }), h("th"))), tbody,
-    h("tfoot", {}, h("tr", {}, h("td", { colspan: 3 }, h("button", { type: "button", class: "small", text: "Add header", onclick: () => add() })))));
+    h("thead", {}, h("tr", {}, h("th", { text: "Header" }), h("th", { text: "Value" }), h("th", { text: "Secret" }), h("th"))), tbody,
+    h("tfoot", {}, h("tr", {}, h("td", { colspan: 4 }, h("button", { type: "button", class: "small", text: "Add header", onclick: () => add() })))));
   return {
     el,
     read() {
       const out = {};
+      const secret = [];
       for (const tr of tbody.children) {
-        const [k, v] = tr.querySelectorAll("input");
-        if (k.value.trim()) out[k.value.trim()] = v.value;
+        const [k, v, s] = tr.querySelectorAll("input");
+        if (!k.value.trim()) continue;
+        out[k.value.trim()] = v.value;
+        if (s.checked) secret.push(k.value.trim());
       }
-      return out;
+      return { headers: out, secret };
     },
   };
 }
@@ -133,7 +143,7 @@ export async function webhookForm(el, id) {
     boxes.length ? h("div.checks", {}, boxes) : h("p.hint", { text: "No event catalog yet (Event types): type the events below." }),
     field("Other events", globs, "exact types or globs, comma-separated"));
 
-  const headers = headerRows(w.headers);
+  const headers = headerRows(w.headers, w.secret_headers);
   const eventHeader = h("input", { type: "text", value: w.event_header || "", placeholder: "X-Defguard-Event" });
 
   // Auth: a shared connection or inline credentials.
@@ -166,6 +176,7 @@ export async function webhookForm(el, id) {
   // Retry
   const maxAttempts = h("input", { type: "number", min: 1, max: 100, value: (w.retry && w.retry.max_attempts) || 8 });
   const timeout = h("input", { type: "number", min: 1, value: w.timeout_ms || 10000 });
+  const concurrency = h("input", { type: "number", min: 1, value: w.max_concurrency || "", placeholder: "gateway default" });
 
   // Plugin and mapping tables
   const pluginNames = (plugins.items || []).map((p) => p.name);
@@ -212,7 +223,9 @@ export async function webhookForm(el, id) {
     spec.events = evs;
     spec.url = url.value.trim();
     spec.method = method.value;
-    spec.headers = headers.read();
+    const hs = headers.read();
+    spec.headers = hs.headers;
+    if (hs.secret.length || "secret_headers" in spec) spec.secret_headers = hs.secret;
     if (eventHeader.value.trim()) spec.event_header = eventHeader.value.trim(); else delete spec.event_header;
     const a = auth.read();
     if (a.type === "connection") { spec.connection = connSelect.value; delete spec.auth; }
@@ -221,6 +234,7 @@ export async function webhookForm(el, id) {
     if (!spec.signing.secret) delete spec.signing.secret;
     spec.retry = { ...(spec.retry || {}), max_attempts: Number(maxAttempts.value) };
     spec.timeout_ms = Number(timeout.value);
+    if (concurrency.value) spec.max_concurrency = Number(concurrency.value); else delete spec.max_concurrency;
     const pn = pluginSelect.value;
     if (!pn) delete spec.plugin;
     else {
@@ -238,7 +252,7 @@ export async function webhookForm(el, id) {
     return spec;
   };
 
-  const controls = { name, url, events: globs, method, title, description, headers: headers.el, event_header: eventHeader, timeout_ms: timeout, retry: maxAttempts };
+  const controls = { name, url, events: globs, method, title, description, headers: headers.el, secret_headers: headers.el, event_header: eventHeader, timeout_ms: timeout, retry: maxAttempts, max_concurrency: concurrency };
   const showError = (e) => {
     for (const c of el.querySelectorAll("[aria-invalid=true]")) c.setAttribute("aria-invalid", "false");
     for (const x of el.querySelectorAll(".field-error")) x.remove();
@@ -280,7 +294,7 @@ export async function webhookForm(el, id) {
     h("section.card", {}, h("h2", { text: "Request" }),
       headers.el, field("Event header", eventHeader, "a header naming the event type (dots as underscores)"), authSet,
       h("fieldset", {}, h("legend", { text: "Signing" }), h("label.check", {}, signing, h("span", { text: "Sign deliveries (Standard Webhooks)" })), h("div.copy", {}, reveal, secretOut)),
-      h("div.row", {}, field("Max attempts", maxAttempts), field("Timeout (ms)", timeout))),
+      h("div.row", {}, field("Max attempts", maxAttempts), field("Timeout (ms)", timeout), field("Max concurrency", concurrency, "deliveries in flight at once"))),
     h("section.card", {}, h("h2", { text: "Mapping" }),
       h("div.row", {}, field("Plugin", pluginSelect), field("Pinned version", pin), field("On plugin error", onError)),
       mappingBox,
