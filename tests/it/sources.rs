@@ -1058,3 +1058,86 @@ batch_size = 50
     delete_queue(&channel, &queue).await;
     let _ = conn.close(200, "done".into()).await;
 }
+
+/// Not a check but a measurement, ignored by default: how fast a source drains a backlog of
+/// events no webhook takes (events committed per second from the source's creation), for
+/// comparing builds and settings. `HOOKYARD_DRAIN_N` events (100,000 by default), both
+/// brokers, batches of `HOOKYARD_DRAIN_BATCH` (the default when unset):
+/// `cargo test --test it -- --ignored --nocapture backlog_drain_rate`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn backlog_drain_rate() {
+    let n: usize = std::env::var("HOOKYARD_DRAIN_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let body = |i: usize| {
+        json!({"type": "drain.t", "data": {"n": i, "pad": "x".repeat(100)}})
+            .to_string()
+            .into_bytes()
+    };
+    let (_client, js) = nats().await;
+    let (stream, subject) = new_stream(&js).await;
+    let (conn, channel) = amqp().await;
+    let queue = unique("hyt-q-");
+    declare_queue(&channel, &queue, FieldTable::default()).await;
+    let published = Instant::now();
+    publish_nats(
+        &js,
+        (0..n)
+            .map(|i| (format!("{subject}.x"), None, body(i)))
+            .collect(),
+    )
+    .await;
+    let nats_publish = published.elapsed();
+    let published = Instant::now();
+    publish_amqp(
+        &channel,
+        "",
+        (0..n).map(|i| (queue.clone(), None, body(i))).collect(),
+    )
+    .await;
+    let amqp_publish = published.elapsed();
+    eprintln!(
+        "published {n}: NATS {:.0}/s, AMQP {:.0}/s",
+        n as f64 / nats_publish.as_secs_f64(),
+        n as f64 / amqp_publish.as_secs_f64()
+    );
+    let dir = temp_dir();
+    let gw = TestGateway::start(test_config(dir.path())).await;
+    for spec in [
+        json!({"name": "nats", "type": "nats", "url": format!("nats://{NATS}"),
+               "stream": stream, "subject": format!("{subject}.>")}),
+        json!({"name": "amqp", "type": "amqp", "url": AMQP, "queue": queue}),
+    ] {
+        let mut spec = spec;
+        if let Some(size) = std::env::var("HOOKYARD_DRAIN_BATCH")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            spec["batch_size"] = json!(size);
+        }
+        let name = spec["name"].as_str().unwrap().to_owned();
+        let started = Instant::now();
+        let (status, body) = gw.admin("POST", "/admin/v1/sources", Some(spec)).await;
+        assert_eq!(status, 201, "{body}");
+        eventually(Duration::from_secs(300), "backlog drained", || async {
+            let s = source_status(&gw, &name).await;
+            (s["status"]["committed"].as_u64() >= Some(n as u64)).then_some(())
+        })
+        .await;
+        let took = started.elapsed();
+        eprintln!(
+            "{name}: {n} committed in {took:?}: {:.0} events/s",
+            n as f64 / took.as_secs_f64()
+        );
+        let (status, _) = gw
+            .admin("POST", &format!("/admin/v1/sources/{name}/pause"), None)
+            .await;
+        assert_eq!(status, 200);
+    }
+    gw.stop().await;
+    let _ = js.delete_stream(&stream).await;
+    delete_queue(&channel, &queue).await;
+    let _ = conn.close(200, "done".into()).await;
+}
