@@ -63,6 +63,17 @@ fn shown(state: &Shared, source: &StoredSource) -> Value {
     })
 }
 
+/// A spec as the store keeps it (JSON text).
+fn encode(spec: &SourceSpec) -> Result<String, ApiError> {
+    serde_json::to_string(spec).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("encoding the source: {e}"),
+        )
+    })
+}
+
 async fn find(state: &Shared, name: &str) -> Result<StoredSource, ApiError> {
     state
         .store
@@ -141,13 +152,7 @@ async fn create(
     let body = body.map_err(body_error)?;
     let spec: SourceSpec = parse_json(&body)?;
     spec.validate()?;
-    let text = serde_json::to_string(&spec).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("encoding the source: {e}"),
-        )
-    })?;
+    let text = encode(&spec)?;
     let now = now_ms();
     let source = StoredSource {
         name: spec.name.clone(),
@@ -194,13 +199,7 @@ async fn replace(
         }
     }
     spec.validate()?;
-    let text = serde_json::to_string(&spec).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("encoding the source: {e}"),
-        )
-    })?;
+    let text = encode(&spec)?;
     let source = StoredSource {
         spec: text,
         updated_at: now_ms(),

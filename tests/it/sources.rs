@@ -931,39 +931,36 @@ async fn amqp_source_put_and_patch_keep_the_password_and_restart_the_consumer() 
         .as_str()
         .unwrap()
         .replace("127.0.0.1", "localhost"));
-    let (status, body) = gw.admin("PUT", "/admin/v1/sources/e", Some(moved)).await;
-    assert_error(status, &body, 422, "invalid_field");
-    assert_eq!(body["error"]["field"], "url", "{body}");
-    let (status, body) = gw
-        .admin("PATCH", "/admin/v1/sources/e", Some(json!({"name": "f"})))
-        .await;
-    assert_error(status, &body, 422, "invalid_field");
-    assert_eq!(body["error"]["field"], "name", "{body}");
-    let (status, body) = gw
-        .admin("PATCH", "/admin/v1/sources/e", Some(json!({"stream": "S"})))
-        .await;
-    assert_error(status, &body, 422, "invalid_field");
-    assert_eq!(body["error"]["field"], "stream", "{body}");
-    let (status, body) = gw
-        .admin("PATCH", "/admin/v1/sources/e", Some(json!([1])))
-        .await;
-    assert_error(status, &body, 422, "invalid_field");
-    let (status, body) = gw
-        .admin(
+    // The answer expected: status, code and (for a 422) the field.
+    let refused = [
+        ("PUT", "e", moved, "422 invalid_field url"),
+        ("PATCH", "e", json!({"name": "f"}), "422 invalid_field name"),
+        (
             "PATCH",
-            "/admin/v1/sources/declared",
-            Some(json!({"batch_size": 9})),
-        )
-        .await;
-    assert_error(status, &body, 409, "declared_in_config");
-    let (status, body) = gw
-        .admin(
+            "e",
+            json!({"stream": "S"}),
+            "422 invalid_field stream",
+        ),
+        ("PATCH", "e", json!([1]), "422 invalid_field"),
+        (
             "PATCH",
-            "/admin/v1/sources/nope",
-            Some(json!({"batch_size": 9})),
-        )
-        .await;
-    assert_error(status, &body, 404, "not_found");
+            "declared",
+            json!({"batch_size": 9}),
+            "409 declared_in_config",
+        ),
+        ("PATCH", "nope", json!({"batch_size": 9}), "404 not_found"),
+    ];
+    for (method, name, request, expected) in refused {
+        let (status, body) = gw
+            .admin(method, &format!("/admin/v1/sources/{name}"), Some(request))
+            .await;
+        let mut expected = expected.split(' ');
+        let want: u16 = expected.next().unwrap().parse().unwrap();
+        assert_error(status, &body, want, expected.next().unwrap());
+        if let Some(field) = expected.next() {
+            assert_eq!(body["error"]["field"], field, "{body}");
+        }
+    }
     // Nothing refused changed the stored spec.
     assert_eq!(source_status(&gw, "e").await["spec"]["batch_size"], 7);
 
