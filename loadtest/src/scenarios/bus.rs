@@ -3,8 +3,9 @@
 //! 1. **backlog**: `--bus-backlog` events are published first, then a source is created and
 //!    drains them. Their type matches no webhook, as in the ingest scenario's rows, so this is
 //!    what consuming itself costs and the figure to compare with batched HTTP ingest: events
-//!    committed per second from the source's creation to the last commit. Publishing is not
-//!    in it (on this machine the broker confirms publishes slower than a source consumes).
+//!    committed per second from the source's creation (connecting to the broker included) to
+//!    the last commit. Publishing is not in it (on this machine the broker confirms publishes
+//!    slower than a source consumes).
 //! 2. **flow**: events published as fast as the broker confirms them, for the phase's
 //!    duration, while a source consumes them (acknowledging each batch once committed) and
 //!    delivers them to the receiver.
