@@ -838,6 +838,16 @@ pub struct Delivery {
 /// [`crate::server::inbound_log`]).
 pub const REFUSED_INBOUND_EVENT: &str = "hookyard.inbound.refused";
 
+/// Event type of a message a bus source dead-lettered, as the Webhook Log keeps it (see
+/// [`crate::source::dead_letters`]). Logged with source `inbound` (refused on the way in) and
+/// origin `source:<name>`.
+pub const DEAD_LETTERED_EVENT: &str = "hookyard.source.dead_lettered";
+
+/// The origin the Webhook Log gives the dead-lettered messages of the bus source `name`.
+pub fn bus_origin(name: &str) -> String {
+    format!("source:{name}")
+}
+
 /// Where a delivery comes from, as the Webhook Log filters it (`source=`).
 #[derive(
     Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, Hash, utoipa::ToSchema,
@@ -849,7 +859,8 @@ pub enum DeliverySource {
     Webhook,
     /// A message to the internal system: a write-back or an accepted inbound record.
     Sink,
-    /// A refused inbound push, logged with its reason (never sent anywhere).
+    /// A refused inbound push, or a message a bus source dead-lettered, logged with its reason
+    /// (never sent anywhere).
     Inbound,
     /// A test send (`POST /admin/v1/webhooks/{id}/test`).
     Test,
@@ -880,8 +891,9 @@ impl DeliverySource {
     /// The source and origin of an event's deliveries, from the event alone, so that every
     /// path into the store (ingest, write-backs, inbound, the log of refused pushes) gets them
     /// without saying: `hookyard.sink.*` events are sink messages (origin: the `webhook_id` of
-    /// their data), [`REFUSED_INBOUND_EVENT`] is a refused push (origin likewise), an event whose
-    /// and everything else goes to a webhook. (A test send is told by its delivery id:
+    /// their data), [`REFUSED_INBOUND_EVENT`] is a refused push (origin likewise),
+    /// [`DEAD_LETTERED_EVENT`] a dead-lettered bus message (source `inbound`, origin
+    /// [`bus_origin`] of the `source` of its data), and everything else goes to a webhook. (A test send is told by its delivery id:
     /// [`is_test_delivery`].)
     pub fn of(event: &Event) -> (DeliverySource, Option<String>) {
         let origin = || {
@@ -899,6 +911,16 @@ impl DeliverySource {
         }
         if event.event_type == REFUSED_INBOUND_EVENT {
             return (DeliverySource::Inbound, origin());
+        }
+        if event.event_type == DEAD_LETTERED_EVENT {
+            #[derive(Deserialize)]
+            struct Source {
+                source: String,
+            }
+            let source = serde_json::from_str::<Source>(event.data.get())
+                .ok()
+                .map(|s| bus_origin(&s.source));
+            return (DeliverySource::Inbound, source);
         }
         (DeliverySource::Webhook, None)
     }

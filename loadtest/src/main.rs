@@ -130,6 +130,10 @@ struct Cli {
     /// RabbitMQ, for the bus-amqp scenario.
     #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
     amqp_url: String,
+    /// Events published before a bus scenario's source starts, for its backlog row (0: no
+    /// backlog row).
+    #[arg(long, default_value_t = 200_000)]
+    bus_backlog: u64,
     /// Old deliveries the retention scenario seeds, each with its event and one attempt
     /// (three rows each: the default makes a million rows).
     #[arg(long, default_value_t = 333_334)]
@@ -236,6 +240,7 @@ async fn main() -> anyhow::Result<()> {
         bus: scenarios::BusUrls {
             nats: cli.nats_url.clone(),
             amqp: cli.amqp_url.clone(),
+            backlog: cli.bus_backlog,
         },
     };
     let mut runner = Runner::new(settings).await?;

@@ -52,7 +52,7 @@ const ANSWER_CAP: usize = 16 * 1024;
 /// Longest webhook name kept for a push to an unknown name.
 const NAME_CAP: usize = 200;
 /// What the log shows in place of a secret header or query value.
-const REDACTED: &str = "[redacted]";
+pub const REDACTED: &str = "[redacted]";
 
 tokio::task_local! {
     static REASON: RefCell<Option<String>>;
@@ -121,6 +121,34 @@ impl RefusalLog {
         }
         admitted
     }
+}
+
+impl RefusalLog {
+    /// Whether a message the bus source `name` dead-lettered may be logged now: the source has a
+    /// bucket of its own (`refusals.per_webhook_per_minute`), keyed apart from every webhook
+    /// id. Those left out are counted by the source's own metric, not as refused pushes.
+    pub fn admit_dead_letter(&self, name: &str) -> bool {
+        self.per_webhook
+            .as_ref()
+            .is_some_and(|l| l.check_key(&crate::model::bus_origin(name)).is_ok())
+    }
+}
+
+/// Whether a header is shown as `[redacted]` in the log: credentials, signatures, cookies and
+/// anything named like a secret.
+pub fn is_secret_header(name: &str) -> bool {
+    const SECRET_WORDS: &[&str] = &[
+        "auth",
+        "token",
+        "secret",
+        "key",
+        "signature",
+        "password",
+        "cookie",
+        "session",
+    ];
+    let name = name.to_ascii_lowercase();
+    SECRET_WORDS.iter().any(|w| name.contains(w))
 }
 
 /// Whether an answer refuses the push (and is logged).
@@ -311,22 +339,11 @@ fn redact(headers: &HeaderMap, auth: Option<&InboundAuth>) -> Vec<(String, Strin
         Some(InboundAuth::ApiKey { header, .. }) => Some(header.to_ascii_lowercase()),
         _ => None,
     };
-    const SECRET_WORDS: &[&str] = &[
-        "auth",
-        "token",
-        "secret",
-        "key",
-        "signature",
-        "password",
-        "cookie",
-        "session",
-    ];
     headers
         .iter()
         .map(|(name, value)| {
             let n = name.as_str();
-            let hidden =
-                key_header.as_deref() == Some(n) || SECRET_WORDS.iter().any(|w| n.contains(w));
+            let hidden = key_header.as_deref() == Some(n) || is_secret_header(n);
             let shown = if hidden {
                 REDACTED.to_owned()
             } else {

@@ -7,7 +7,8 @@
 //! | `event_type` | exact types or globs (`user.*`); repeatable or comma-separated: any      |
 //! | `event_id`   | one event                                                                |
 //! | `source`     | `webhook`, `sink`, `inbound` (refused inbound pushes) or `test`          |
-//! | `origin`     | the webhook (id or name) a sink message or refused push came from        |
+//! | `origin`     | the webhook (id or name) a sink message or refused push came from, or    |
+//! |              | `source:<name>`: the messages a bus source dead-lettered                 |
 //! | `since`      | created at or after this RFC 3339 time                                   |
 //! | `until`      | created before this RFC 3339 time                                        |
 //! | `q`          | free text over the event's id and data: every word must occur            |
@@ -39,7 +40,8 @@ pub struct LogQuery {
     /// `webhook`, `sink`, `inbound` (refused inbound pushes) or `test`.
     #[param(inline, value_type = Option<DeliverySource>)]
     source: Option<String>,
-    /// The webhook (id or name) a sink message or refused push came from.
+    /// The webhook (id or name) a sink message or refused push came from, or `source:<name>`
+    /// for the messages a bus source dead-lettered.
     origin: Option<String>,
     /// Created at or after this time (RFC 3339).
     #[param(format = DateTime)]
@@ -132,6 +134,8 @@ async fn webhook_id(state: &Shared, id_or_name: &str) -> Result<String, ApiError
     match state.store.webhook(id_or_name).await? {
         Some(hook) => Ok(hook.id),
         None if id_or_name.starts_with("wh_") => Ok(id_or_name.to_owned()),
+        // A bus source's dead-lettered messages (see `crate::source::dead_letters`).
+        None if id_or_name.starts_with("source:") => Ok(id_or_name.to_owned()),
         None => Err(ApiError::not_found("webhook")),
     }
 }

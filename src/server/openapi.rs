@@ -92,6 +92,9 @@ use crate::store::PluginRecord;
         super::sources::delete,
         super::sources::pause,
         super::sources::resume,
+        // Source PUT / PATCH (issue 24).
+        super::sources::put,
+        super::sources::patch,
         super::connections::list,
         super::connections::create,
         super::connections::one,

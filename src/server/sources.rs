@@ -3,7 +3,14 @@
 //! Changes are written to the store; every gateway process on the same database follows them
 //! within [`RECONCILE_EVERY`](crate::source::RECONCILE_EVERY), this one at once. A source's
 //! status is this process's view of its consumer. The URL's password is write-only: reads
-//! show it masked.
+//! show it masked, and a PUT or PATCH that sends the masked URL back keeps the stored one.
+//!
+//! `PUT /admin/v1/sources/{name}` replaces a source's spec (the body of a create) and `PATCH`
+//! applies a JSON merge patch (RFC 7396) to the spec as a read shows it, like webhooks and
+//! connections. A changed spec restarts the source's consumers in every process (within
+//! [`RECONCILE_EVERY`](crate::source::RECONCILE_EVERY)); the pause state is kept. Sources
+//! declared in the config file are written there at every start-up, so they are edited there
+//! (409 here). A source cannot be renamed.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -13,9 +20,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::error::{body_error, parse_json, ApiError};
+use super::error::{body_error, from_value, parse_json, ApiError};
 use super::Shared;
 use crate::model::now_ms;
+use crate::source::spec::mask_url;
 use crate::source::{InvalidSource, SourceSpec};
 use crate::store::StoredSource;
 
@@ -23,7 +31,10 @@ use crate::store::StoredSource;
 pub fn routes() -> Router<Shared> {
     Router::new()
         .route("/admin/v1/sources", get(list).post(create))
-        .route("/admin/v1/sources/{name}", get(one).delete(delete))
+        .route(
+            "/admin/v1/sources/{name}",
+            get(one).put(put).patch(patch).delete(delete),
+        )
         .route("/admin/v1/sources/{name}/pause", post(pause))
         .route("/admin/v1/sources/{name}/resume", post(resume))
 }
@@ -49,6 +60,17 @@ fn shown(state: &Shared, source: &StoredSource) -> Value {
         "created_at": source.created_at,
         "updated_at": source.updated_at,
         "status": state.sources.get(&source.name),
+    })
+}
+
+/// A spec as the store keeps it (JSON text).
+fn encode(spec: &SourceSpec) -> Result<String, ApiError> {
+    serde_json::to_string(spec).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("encoding the source: {e}"),
+        )
     })
 }
 
@@ -130,13 +152,7 @@ async fn create(
     let body = body.map_err(body_error)?;
     let spec: SourceSpec = parse_json(&body)?;
     spec.validate()?;
-    let text = serde_json::to_string(&spec).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("encoding the source: {e}"),
-        )
-    })?;
+    let text = encode(&spec)?;
     let now = now_ms();
     let source = StoredSource {
         name: spec.name.clone(),
@@ -148,6 +164,140 @@ async fn create(
     state.store.insert_source(&source).await?;
     state.sources.ring();
     Ok((StatusCode::CREATED, Json(shown(&state, &source))))
+}
+
+/// The source `name`, unless the config file declares it (it would be overwritten there at the
+/// next start-up: 409).
+async fn find_editable(state: &Shared, name: &str) -> Result<StoredSource, ApiError> {
+    let source = find(state, name).await?;
+    if state.config.sources.iter().any(|s| s.name == name) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "declared_in_config",
+            format!("source {name:?} is declared in the config file: change it there"),
+        ));
+    }
+    Ok(source)
+}
+
+/// Checks and stores a new spec for `old` (same name, pause state kept). A URL sent back as a
+/// read shows it (password masked) keeps the stored URL.
+async fn replace(
+    state: &Shared,
+    old: StoredSource,
+    mut spec: SourceSpec,
+) -> Result<Json<Value>, ApiError> {
+    if spec.name != old.name {
+        return Err(ApiError::invalid_field(
+            "name",
+            "a source cannot be renamed: create one with the new name and delete this one",
+        ));
+    }
+    if let Ok(stored) = serde_json::from_str::<SourceSpec>(&old.spec) {
+        if spec.url == mask_url(&stored.url) {
+            spec.url = stored.url;
+        }
+    }
+    spec.validate()?;
+    let text = encode(&spec)?;
+    let source = StoredSource {
+        spec: text,
+        updated_at: now_ms(),
+        ..old
+    };
+    if !state.store.update_source(&source).await? {
+        return Err(ApiError::not_found("source"));
+    }
+    state.sources.ring();
+    Ok(Json(shown(state, &source)))
+}
+
+#[utoipa::path(
+    put,
+    path = "/admin/v1/sources/{name}",
+    tag = "sources",
+    operation_id = "put_source",
+    summary = "Replace a source's spec; its consumers restart with it (every process)",
+    description = "The body of a create; `name` may be left out (it is the path's, and cannot change). The URL as a read shows it (password masked) keeps the stored one; any other URL must carry its real password. The pause state is kept. A source declared in the config file is changed there (409).",
+    params(("name" = String, Path, description = "The source's name")),
+    request_body = SourceSpec,
+    responses(
+        (status = 200, description = "Replaced", body = super::openapi::SourceView),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 408, response = super::openapi::RequestTimeout),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 422, response = super::openapi::Unprocessable),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("admin_token" = [])),
+)]
+async fn put(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body.map_err(body_error)?;
+    let mut value: Value = parse_json(&body)?;
+    if let Some(fields) = value.as_object_mut() {
+        fields
+            .entry("name")
+            .or_insert_with(|| Value::String(name.clone()));
+    }
+    let spec: SourceSpec = from_value(value)?;
+    let old = find_editable(&state, &name).await?;
+    replace(&state, old, spec).await
+}
+
+#[utoipa::path(
+    patch,
+    path = "/admin/v1/sources/{name}",
+    tag = "sources",
+    operation_id = "patch_source",
+    summary = "JSON merge patch (RFC 7396) of a source's spec",
+    description = "Applied to the spec as a read shows it (`spec` of the view, password masked), then saved by the rules of a PUT: `{\"batch_size\": 1000}` changes one field, `{\"prefetch\": null}` returns one to its default.",
+    params(("name" = String, Path, description = "The source's name")),
+    request_body = inline(Object),
+    responses(
+        (status = 200, description = "Updated", body = super::openapi::SourceView),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 408, response = super::openapi::RequestTimeout),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 422, response = super::openapi::Unprocessable),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("admin_token" = [])),
+)]
+async fn patch(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body.map_err(body_error)?;
+    let patch: Value = parse_json(&body)?;
+    if !patch.is_object() {
+        return Err(ApiError::invalid_field(
+            "",
+            "a merge patch must be a JSON object",
+        ));
+    }
+    let old = find_editable(&state, &name).await?;
+    let stored: SourceSpec = serde_json::from_str(&old.spec).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the stored spec cannot be read: {e}"),
+        )
+    })?;
+    let mut merged = serde_json::to_value(stored.redacted()).unwrap_or(Value::Null);
+    super::admin::merge_patch(&mut merged, patch);
+    let spec: SourceSpec = from_value(merged)?;
+    replace(&state, old, spec).await
 }
 
 async fn set_paused(state: &Shared, name: &str, paused: bool) -> Result<Json<Value>, ApiError> {

@@ -25,6 +25,8 @@ pub struct AmqpBroker {
     channel: Channel,
     consumer: Consumer,
     queue: String,
+    /// The batch being filled (see [`take_batch`]).
+    taken: Vec<lapin::message::Delivery>,
     /// An error met while a batch was being filled, returned by the next call.
     failed: Option<BrokerError>,
 }
@@ -38,15 +40,8 @@ impl AmqpBroker {
         let properties = ConnectionProperties::default()
             .with_connection_name(format!("hookyard source {}", spec.name).into());
         // lapin's errors name the host, never the URL's password.
-        let connection = match &spec.tls_ca_file {
-            Some(ca) => {
-                let pem = tokio::fs::read_to_string(ca)
-                    .await
-                    .map_err(|e| BrokerError::new("reading tls_ca_file", e))?;
-                let tls = lapin::tcp::OwnedTLSConfig {
-                    identity: None,
-                    cert_chain: Some(pem),
-                };
+        let connection = match tls_config(spec)? {
+            Some(tls) => {
                 let runtime = lapin::runtime::default_runtime()
                     .map_err(|e| BrokerError::new("starting the AMQP runtime", e))?;
                 Connection::connect_with_config(&spec.url, properties, tls, runtime).await
@@ -94,6 +89,7 @@ impl AmqpBroker {
             channel,
             consumer,
             queue,
+            taken: Vec::new(),
             failed: None,
         })
     }
@@ -141,6 +137,22 @@ impl AmqpBroker {
     }
 }
 
+/// The TLS settings of the connection: the source's CA certificates (none: lapin's defaults,
+/// the webpki roots, for an `amqps://` URL). The files are checked again here, since they may
+/// have changed since the source was stored.
+fn tls_config(spec: &SourceSpec) -> Result<Option<lapin::tcp::OwnedTLSConfig>, BrokerError> {
+    spec.check_files().map_err(|e| BrokerError(e.to_string()))?;
+    let Some(ca) = &spec.tls_ca_file else {
+        return Ok(None);
+    };
+    let pem =
+        std::fs::read_to_string(ca).map_err(|e| BrokerError::new("reading tls_ca_file", e))?;
+    Ok(Some(lapin::tcp::OwnedTLSConfig {
+        identity: None,
+        cert_chain: Some(pem),
+    }))
+}
+
 #[async_trait]
 impl Broker for AmqpBroker {
     type Ack = u64;
@@ -153,6 +165,7 @@ impl Broker for AmqpBroker {
     ) -> Result<Vec<Message<Self::Ack>>, BrokerError> {
         let deliveries = take_batch(
             &mut self.consumer,
+            &mut self.taken,
             &mut self.failed,
             (max, linger, idle),
             "consuming",
@@ -163,9 +176,10 @@ impl Broker for AmqpBroker {
 
     async fn ack(&mut self, acks: Vec<Self::Ack>) -> Result<(), BrokerError> {
         // One `multiple` ack up to the batch's highest tag. Delivery tags grow per channel, and
-        // everything below that tag on this channel is settled: earlier batches were
-        // acknowledged or handed back before this one was taken, and this batch's poison
-        // messages were rejected already. Later messages have higher tags.
+        // everything below that tag on this channel is settled: the session settles batches in
+        // the order they were taken (earlier ones were acknowledged or handed back before this
+        // one), and this batch's poison messages were rejected when it was taken. Later
+        // messages, including those of batches still committing, have higher tags.
         let Some(last) = acks.iter().max() else {
             return Ok(());
         };
@@ -222,5 +236,37 @@ impl Broker for AmqpBroker {
 
     async fn close(&mut self) {
         let _ = self.connection.close(200, "stopping".into()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(ca: Option<&std::path::Path>) -> SourceSpec {
+        serde_json::from_value(serde_json::json!({
+            "name": "crm", "type": "amqp", "url": "amqps://u:p@rabbit.test/%2f", "queue": "q",
+            "tls_ca_file": ca,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_ca_file_reaches_the_client_and_a_bad_one_is_a_clear_error() {
+        assert!(tls_config(&spec(None)).unwrap().is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["rabbit.test".into()]).unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, cert.cert.pem()).unwrap();
+        let tls = tls_config(&spec(Some(&ca))).unwrap().unwrap();
+        assert_eq!(tls.cert_chain.as_deref(), Some(cert.cert.pem().as_str()));
+        assert!(tls.identity.is_none());
+        // Replaced by something else after the source was stored: refused before connecting.
+        std::fs::write(&ca, "garbage").unwrap();
+        let e = tls_config(&spec(Some(&ca))).unwrap_err();
+        assert!(
+            e.0.contains("tls_ca_file") && e.0.contains("no PEM certificate"),
+            "{e}"
+        );
     }
 }

@@ -14,7 +14,9 @@
 //! after the first), turns each message into an event (see [`message`]) and commits the batch
 //! through the same path as `POST /v1/events/batch`: the store's group commit, events and their
 //! deliveries in one transaction. Only when that commit has returned are the batch's messages
-//! acknowledged to the broker. So:
+//! acknowledged to the broker. Up to [`IN_FLIGHT`] batches of one consumer commit at once
+//! (pulling, committing and acknowledging overlap), and batches are acknowledged in the order
+//! they were taken. So:
 //! - a crash (even `kill -9`) before the commit loses nothing: nothing was acknowledged, and the
 //!   broker redelivers;
 //! - a crash between the commit and the acknowledgement makes the broker redeliver messages that
@@ -27,7 +29,8 @@
 //! sent to the broker's dead-letter route at once (NATS `term`, which publishes a
 //! `MSG_TERMINATED` advisory; AMQP `nack` without requeue, which a queue with
 //! `x-dead-letter-exchange` routes there), recorded with its reason in the source's status and
-//! the `hookyard_source_messages` metric, and logged; the rest of its batch goes on.
+//! the `hookyard_source_messages` metric, logged, and written (sampled) to the Webhook Log (see
+//! [`dead_letters`]); the rest of its batch goes on.
 //!
 //! # Back-pressure
 //!
@@ -36,7 +39,7 @@
 //! Unpulled messages wait in the broker, which also bounds what is in flight here: NATS by the
 //! consumer's `max_ack_pending`, AMQP by the prefetch.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -46,11 +49,13 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::metrics::SourceOutcomeLabel;
-use crate::model::now_ms;
+use crate::model::{now_ms, IngestResult};
+use crate::server::error::ApiError;
 use crate::server::{ingest, Shared};
 use crate::store::{self, Store, StoredSource};
 
 pub mod amqp;
+pub mod dead_letters;
 pub mod message;
 pub mod nats;
 pub mod spec;
@@ -66,6 +71,8 @@ use message::Message;
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 /// How often the delivery queue's depth is read for back-pressure.
 pub const DEPTH_EVERY: Duration = Duration::from_millis(250);
+/// Batches of one consumer committing at once (see [`session`]).
+pub const IN_FLIGHT: usize = 4;
 /// How long a consumer waits for a first message before looking at its stop signal, lag and
 /// back-pressure again.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
@@ -118,8 +125,13 @@ pub trait Broker: Send {
 /// empty batch), then takes what else arrives within `linger`, up to `max`. An error or the end
 /// of the stream after the first item ends the batch and is kept in `failed`, returned by the
 /// next call: what was taken is committed (and acknowledged) first.
+///
+/// Cancel-safe: items are taken into `taken` (owned by the caller, kept across calls), so a
+/// call dropped while it lingers loses nothing; the next call goes on filling the same batch.
+/// That matters for AMQP, whose `multiple` ack would settle a dropped delivery's tag.
 async fn take_batch<S, T, E>(
     stream: &mut S,
+    taken: &mut Vec<T>,
     failed: &mut Option<BrokerError>,
     (max, linger, idle): (usize, Duration, Duration),
     what: &str,
@@ -129,19 +141,20 @@ where
     E: std::fmt::Display,
 {
     use futures_util::StreamExt;
-    if let Some(e) = failed.take() {
-        return Err(e);
-    }
     let ended = || BrokerError(format!("{what}: the stream ended"));
-    let first = match tokio::time::timeout(idle, stream.next()).await {
-        Err(_) => return Ok(Vec::new()),
-        Ok(None) => return Err(ended()),
-        Ok(Some(Err(e))) => return Err(BrokerError::new(what, e)),
-        Ok(Some(Ok(item))) => item,
-    };
-    let mut batch = vec![first];
+    if taken.is_empty() {
+        if let Some(e) = failed.take() {
+            return Err(e);
+        }
+        match tokio::time::timeout(idle, stream.next()).await {
+            Err(_) => return Ok(Vec::new()),
+            Ok(None) => return Err(ended()),
+            Ok(Some(Err(e))) => return Err(BrokerError::new(what, e)),
+            Ok(Some(Ok(item))) => taken.push(item),
+        }
+    }
     let deadline = tokio::time::Instant::now() + linger;
-    while batch.len() < max {
+    while taken.len() < max {
         match tokio::time::timeout_at(deadline, stream.next()).await {
             Err(_) => break,
             Ok(None) => {
@@ -152,10 +165,10 @@ where
                 *failed = Some(BrokerError::new(what, e));
                 break;
             }
-            Ok(Some(Ok(item))) => batch.push(item),
+            Ok(Some(Ok(item))) => taken.push(item),
         }
     }
-    Ok(batch)
+    Ok(std::mem::take(taken))
 }
 
 /// Writes the sources declared in the config to the store: new names are created (not paused),
@@ -361,6 +374,12 @@ async fn connect<B>(
 }
 
 /// Consumes from a connected broker until stopped (Ok) or a failure (Err).
+///
+/// Up to [`IN_FLIGHT`] batches are committing at once: while batch N commits, batch N+1 is
+/// pulled, turned into events and handed to the store (whose group commit may join them), and
+/// batch N-1 is acknowledged. Acknowledgements and hand-backs are made in the order the
+/// batches were taken, never before their own commit returned: AMQP's `multiple` ack settles
+/// every earlier delivery tag, so batch N+1 may only be acknowledged once batch N is settled.
 async fn session<B: Broker>(
     state: &Shared,
     spec: &SourceSpec,
@@ -373,11 +392,18 @@ async fn session<B: Broker>(
     let linger = Duration::from_millis(spec.batch_wait_ms);
     let mut depth = Depth::default();
     let mut lag_due = Instant::now();
+    let mut in_flight: VecDeque<Committing<B::Ack>> = VecDeque::with_capacity(IN_FLIGHT);
+    // Set by the stop signal: nothing more is pulled, what is in flight is settled.
+    let mut stopping = false;
+    // After a failure nothing more is acknowledged: the batches still committing finish in
+    // their own tasks, and the broker redelivers their messages (duplicates then, acknowledged
+    // by the next session). Acknowledging them here could settle, through AMQP's `multiple`
+    // ack, a failed batch whose hand-back did not reach the broker.
     let outcome = loop {
-        if *stop.borrow() {
+        if stopping && in_flight.is_empty() {
             break Ok(());
         }
-        if Instant::now() >= lag_due {
+        if !stopping && Instant::now() >= lag_due {
             lag_due = Instant::now() + LAG_EVERY;
             match broker.lag().await {
                 Ok(lag) => {
@@ -393,32 +419,67 @@ async fn session<B: Broker>(
                 Err(e) => break Err(e),
             }
         }
-        if depth.too_deep(state, spec.max_queue_depth).await {
-            state.sources.set_state(name, SourceState::Throttled);
-            tokio::select! {
-                _ = stop.wait_for(|s| *s) => break Ok(()),
-                _ = tokio::time::sleep(DEPTH_EVERY) => continue,
-            }
+        let throttled = !stopping && depth.too_deep(state, spec.max_queue_depth).await;
+        if !stopping {
+            let now = if throttled {
+                SourceState::Throttled
+            } else {
+                SourceState::Running
+            };
+            state.sources.set_state(name, now);
         }
-        state.sources.set_state(name, SourceState::Running);
-        let batch = tokio::select! {
-            _ = stop.wait_for(|s| *s) => break Ok(()),
-            batch = broker.next_batch(spec.batch_size, linger, IDLE_WAIT) => batch,
-        };
-        match batch {
-            Ok(batch) if batch.is_empty() => {}
-            // The batch is finished whatever the stop signal says: its messages are out of
-            // the broker's hands until acknowledged or handed back.
-            Ok(batch) => {
-                if let Err(e) = handle_batch(state, spec, &mut broker, batch).await {
+        let pull = !stopping && !throttled && in_flight.len() < IN_FLIGHT;
+        tokio::select! {
+            // Settling first keeps acknowledgements prompt and bounds what is unacknowledged.
+            biased;
+            committed = front(&mut in_flight), if !in_flight.is_empty() => {
+                let Some(batch) = in_flight.pop_front() else { continue };
+                if let Err(e) = settle(state, name, &mut broker, batch, committed).await {
                     break Err(e);
                 }
             }
-            Err(e) => break Err(e),
+            // The guard `wait_for` returns is dropped at once: it must not live across awaits.
+            _ = async { stop.wait_for(|s| *s).await.is_ok() }, if !stopping => stopping = true,
+            batch = broker.next_batch(spec.batch_size, linger, IDLE_WAIT), if pull => {
+                // A batch taken is started whatever the stop signal says: its messages are
+                // out of the broker's hands until acknowledged or handed back.
+                let batch = match batch {
+                    Ok(batch) => batch,
+                    Err(e) => break Err(e),
+                };
+                if batch.is_empty() {
+                    continue;
+                }
+                match start_batch(state, spec, &mut broker, batch).await {
+                    Ok(Some(committing)) => in_flight.push_back(committing),
+                    Ok(None) => {}
+                    Err(e) => break Err(e),
+                }
+            }
+            // Throttled, nothing in flight: look at the depth again soon.
+            _ = tokio::time::sleep(DEPTH_EVERY), if !pull && in_flight.is_empty() => {}
         }
     };
     broker.close().await;
     outcome
+}
+
+/// A batch handed to the store: its commit task and the acknowledgements it waits for.
+struct Committing<A> {
+    acks: Vec<A>,
+    task: tokio::task::JoinHandle<Result<Vec<IngestResult>, ApiError>>,
+}
+
+/// The outcome of the oldest batch in flight. Cancel-safe: the task keeps running, and its
+/// handle stays in the queue until the outcome was taken.
+async fn front<A>(in_flight: &mut VecDeque<Committing<A>>) -> Result<Vec<IngestResult>, String> {
+    let Some(batch) = in_flight.front_mut() else {
+        return std::future::pending().await;
+    };
+    match (&mut batch.task).await {
+        Ok(outcome) => outcome.map_err(|e| e.message),
+        Err(e) => Err(format!("the commit task failed: {e}")),
+    }
 }
 
 /// The delivery queue's depth, read at most every [`DEPTH_EVERY`].
@@ -442,13 +503,14 @@ impl Depth {
     }
 }
 
-/// Commits a batch's events and acknowledges them; dead-letters its poison messages.
-async fn handle_batch<B: Broker>(
+/// Turns a batch into events, dead-letters its poison messages and starts the commit of the
+/// rest (none when the whole batch was poison).
+async fn start_batch<B: Broker>(
     state: &Shared,
     spec: &SourceSpec,
     broker: &mut B,
     batch: Vec<Message<B::Ack>>,
-) -> Result<(), BrokerError> {
+) -> Result<Option<Committing<B::Ack>>, BrokerError> {
     let name = spec.name.as_str();
     state
         .sources
@@ -474,6 +536,7 @@ async fn handle_batch<B: Broker>(
                     .unwrap_or_else(|| msg.derived_id.clone());
                 warn!(source = %name, subject = %msg.subject, id = %id, reason = %reason,
                       "message cannot be an event: dead-lettered");
+                dead_letters::record(state, spec, &msg, &id, &reason);
                 broker.dead_letter(msg.ack).await?;
                 count(state, name, "dead_lettered", 1);
                 state.sources.failed(
@@ -489,9 +552,24 @@ async fn handle_batch<B: Broker>(
         }
     }
     if events.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
-    match ingest::commit(state, events).await {
+    let task = {
+        let state = state.clone();
+        tokio::spawn(async move { ingest::commit(&state, events).await })
+    };
+    Ok(Some(Committing { acks, task }))
+}
+
+/// Acknowledges a committed batch, or hands a failed one back.
+async fn settle<B: Broker>(
+    state: &Shared,
+    name: &str,
+    broker: &mut B,
+    batch: Committing<B::Ack>,
+    committed: Result<Vec<IngestResult>, String>,
+) -> Result<(), BrokerError> {
+    match committed {
         Ok(results) => {
             let duplicates = results.iter().filter(|r| r.duplicate).count() as u64;
             let committed = results.len() as u64 - duplicates;
@@ -503,17 +581,17 @@ async fn handle_batch<B: Broker>(
             });
             count(state, name, "committed", committed);
             count(state, name, "duplicate", duplicates);
-            broker.ack(acks).await
+            broker.ack(batch.acks).await
         }
         Err(e) => {
             let error = BrokerError(format!(
                 "committing {} events failed: {}",
-                acks.len(),
-                e.message
+                batch.acks.len(),
+                e
             ));
             // Handing back is a courtesy: if it fails, the broker redelivers them anyway once
             // the connection closes or their ack wait ends.
-            if let Err(retry) = broker.retry(acks).await {
+            if let Err(retry) = broker.retry(batch.acks).await {
                 debug!(source = %name, error = %retry, "handing a failed batch back failed");
             }
             Err(error)

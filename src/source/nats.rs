@@ -30,6 +30,8 @@ pub struct NatsBroker {
     messages: pull::Stream,
     /// `<stream>:<created, ns>`, the stable prefix of derived ids.
     id_prefix: String,
+    /// The batch being filled (see [`take_batch`]).
+    taken: Vec<jetstream::Message>,
     /// An error met while a batch was being filled, returned by the next call.
     failed: Option<BrokerError>,
 }
@@ -42,23 +44,9 @@ impl NatsBroker {
                 "a NATS source needs a stream and a subject".to_owned(),
             ));
         };
-        let mut options = async_nats::ConnectOptions::new()
-            .name(format!("hookyard source {}", spec.name))
-            .connection_timeout(Duration::from_secs(5));
-        if let Some(path) = &spec.credentials_file {
-            options = options
-                .credentials_file(path)
-                .await
-                .map_err(|e| BrokerError::new("reading the credentials file", e))?;
-        }
-        if let Some(ca) = &spec.tls_ca_file {
-            options = options.add_root_certificates(ca.clone()).require_tls(true);
-        }
-        if let (Some(cert), Some(key)) = (&spec.tls_cert_file, &spec.tls_key_file) {
-            options = options.add_client_certificate(cert.clone(), key.clone());
-        }
         // The error names the server address, never the URL's credentials.
-        let client = options
+        let client = connect_options(spec)
+            .await?
             .connect(spec.url.as_str())
             .await
             .map_err(|e| BrokerError::new("connecting to NATS", e))?;
@@ -105,6 +93,7 @@ impl NatsBroker {
             consumer,
             messages,
             id_prefix: format!("{stream_name}:{created}"),
+            taken: Vec::new(),
             failed: None,
         })
     }
@@ -142,6 +131,28 @@ impl NatsBroker {
     }
 }
 
+/// The client's options: the source's name, credentials and TLS files. The files are checked
+/// again here, since they may have changed since the source was stored.
+async fn connect_options(spec: &SourceSpec) -> Result<async_nats::ConnectOptions, BrokerError> {
+    spec.check_files().map_err(|e| BrokerError(e.to_string()))?;
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("hookyard source {}", spec.name))
+        .connection_timeout(Duration::from_secs(5));
+    if let Some(path) = &spec.credentials_file {
+        options = options
+            .credentials_file(path)
+            .await
+            .map_err(|e| BrokerError::new("reading the credentials file", e))?;
+    }
+    if let Some(ca) = &spec.tls_ca_file {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&spec.tls_cert_file, &spec.tls_key_file) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    Ok(options)
+}
+
 #[async_trait]
 impl Broker for NatsBroker {
     type Ack = jetstream::Message;
@@ -154,6 +165,7 @@ impl Broker for NatsBroker {
     ) -> Result<Vec<Message<Self::Ack>>, BrokerError> {
         let messages = take_batch(
             &mut self.messages,
+            &mut self.taken,
             &mut self.failed,
             (max, linger, idle),
             "pulling",
@@ -200,5 +212,47 @@ impl Broker for NatsBroker {
 
     async fn close(&mut self) {
         let _ = self.client.flush().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn tls_files_reach_the_client_and_a_bad_one_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["nats.test".into()]).unwrap();
+        let (ca, key) = (dir.path().join("ca.pem"), dir.path().join("key.pem"));
+        std::fs::write(&ca, cert.cert.pem()).unwrap();
+        std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+        let spec: SourceSpec = serde_json::from_value(serde_json::json!({
+            "name": "hr", "type": "nats", "url": "tls://nats.test:4222", "stream": "S",
+            "subject": "s.>", "tls_ca_file": ca, "tls_cert_file": ca, "tls_key_file": key,
+        }))
+        .unwrap();
+        // The options have no getters; their Debug output lists the TLS settings.
+        let shown = format!("{:?}", connect_options(&spec).await.unwrap());
+        assert!(shown.contains("\"tls_required\": true"), "{shown}");
+        assert!(
+            shown.contains(&format!("{:?}", ca.display().to_string())),
+            "{shown}"
+        );
+        assert!(shown.contains("key.pem"), "{shown}");
+        let plain = SourceSpec {
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            ..spec.clone()
+        };
+        let shown = format!("{:?}", connect_options(&plain).await.unwrap());
+        assert!(shown.contains("\"tls_required\": false"), "{shown}");
+
+        std::fs::write(&ca, "garbage").unwrap();
+        let e = connect_options(&spec).await.unwrap_err();
+        assert!(
+            e.0.contains("tls_ca_file") && e.0.contains("no PEM certificate"),
+            "{e}"
+        );
     }
 }

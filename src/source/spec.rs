@@ -45,8 +45,9 @@ pub struct SourceSpec {
     /// AMQP: the queue, declared durable if missing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
-    /// AMQP: unacknowledged messages the broker may push to this process at once; twice
-    /// `batch_size` (at most 65535) when absent.
+    /// AMQP: unacknowledged messages the broker may push to this process at once; when absent,
+    /// enough for the batches committing at once and the one being filled (`batch_size` times
+    /// 5, at most 65535).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefetch: Option<u16>,
     /// AMQP: set as the queue's `x-dead-letter-exchange` when hookyard declares the queue (an
@@ -183,8 +184,10 @@ impl SourceSpec {
 
     /// The AMQP prefetch.
     pub fn prefetch_count(&self) -> u16 {
-        self.prefetch
-            .unwrap_or_else(|| u16::try_from(self.batch_size.saturating_mul(2)).unwrap_or(u16::MAX))
+        self.prefetch.unwrap_or_else(|| {
+            let in_flight = super::IN_FLIGHT + 1;
+            u16::try_from(self.batch_size.saturating_mul(in_flight)).unwrap_or(u16::MAX)
+        })
     }
 
     /// The spec as shown: the URL's password (or NATS token) masked.
@@ -340,6 +343,42 @@ impl SourceSpec {
         if self.prefetch == Some(0) {
             return Err(invalid("prefetch", "must be positive"));
         }
+        self.check_files()
+    }
+
+    /// Checks the files the source names, so that a wrong one is an error when the config is
+    /// loaded or the source created, naming the field, rather than a failing connection later:
+    /// `tls_ca_file` and `tls_cert_file` hold PEM certificates, `tls_key_file` a PEM private
+    /// key, `credentials_file` is a readable file.
+    pub fn check_files(&self) -> Result<(), InvalidSource> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let bad = |field, path: &std::path::Path, e: &dyn std::fmt::Display| {
+            invalid(field, format!("{}: {e}", path.display()))
+        };
+        for (field, path) in [
+            ("tls_ca_file", &self.tls_ca_file),
+            ("tls_cert_file", &self.tls_cert_file),
+        ] {
+            let Some(path) = path else { continue };
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| bad(field, path, &e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(field, path, &e))?;
+            if certs.is_empty() {
+                return Err(bad(field, path, &"no PEM certificate in the file"));
+            }
+        }
+        if let Some(path) = &self.tls_key_file {
+            PrivateKeyDer::from_pem_file(path).map_err(|e| bad("tls_key_file", path, &e))?;
+        }
+        if let Some(path) = &self.credentials_file {
+            match std::fs::metadata(path) {
+                Ok(meta) if meta.is_file() => {}
+                Ok(_) => return Err(bad("credentials_file", path, &"not a file")),
+                Err(e) => return Err(bad("credentials_file", path, &e)),
+            }
+        }
         Ok(())
     }
 }
@@ -401,7 +440,7 @@ mod tests {
         assert_eq!(n.durable_name(), "hookyard-hr-bus");
         let a = amqp();
         a.validate().unwrap();
-        assert_eq!(a.prefetch_count(), 1000);
+        assert_eq!(a.prefetch_count(), 2500);
     }
 
     #[test]
@@ -434,6 +473,52 @@ mod tests {
             "name": "x", "type": "nats", "url": "nats://h", "streem": "S"
         }));
         assert!(unknown.unwrap_err().to_string().contains("streem"));
+    }
+
+    #[test]
+    fn tls_files_are_checked_naming_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["nats.test".into()]).unwrap();
+        let (ca, key, junk) = (
+            dir.path().join("ca.pem"),
+            dir.path().join("key.pem"),
+            dir.path().join("junk.pem"),
+        );
+        std::fs::write(&ca, cert.cert.pem()).unwrap();
+        std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+        std::fs::write(&junk, "not a certificate\n").unwrap();
+        let mut n = nats();
+        n.tls_ca_file = Some(ca.clone());
+        n.tls_cert_file = Some(ca.clone());
+        n.tls_key_file = Some(key.clone());
+        n.validate().unwrap();
+
+        let mut bad = n.clone();
+        bad.tls_ca_file = Some(junk.clone());
+        let e = bad.validate().unwrap_err();
+        assert_eq!(e.field, "tls_ca_file");
+        assert!(e.message.contains("no PEM certificate"), "{e}");
+        bad.tls_ca_file = Some(dir.path().join("missing.pem"));
+        let e = bad.validate().unwrap_err();
+        assert_eq!(e.field, "tls_ca_file");
+        assert!(e.message.contains("missing.pem"), "{e}");
+        let mut bad = n.clone();
+        bad.tls_key_file = Some(ca.clone());
+        assert_eq!(bad.validate().unwrap_err().field, "tls_key_file");
+        let mut bad = n.clone();
+        bad.credentials_file = Some(dir.path().to_owned());
+        assert_eq!(bad.validate().unwrap_err().field, "credentials_file");
+        let mut a = amqp();
+        a.tls_ca_file = Some(junk);
+        assert_eq!(a.validate().unwrap_err().field, "tls_ca_file");
+
+        // A config naming a bad CA file is refused when it is loaded.
+        let toml = format!(
+            "[[sources]]\nname = \"s\"\ntype = \"amqp\"\nurl = \"amqp://h\"\nqueue = \"q\"\ntls_ca_file = \"{}\"\n",
+            dir.path().join("nope.pem").display()
+        );
+        let e = crate::config::Config::from_layers(Some(("f".into(), toml)), []).unwrap_err();
+        assert!(e.to_string().contains("tls_ca_file"), "{e}");
     }
 
     #[test]

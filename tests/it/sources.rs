@@ -5,7 +5,8 @@
 //!
 //! What is checked, per broker: 10,000 messages become 10,000 events each delivered (once per
 //! event id); a `kill -9` of the gateway binary mid-stream loses nothing and enqueues nothing
-//! twice; poison messages go to the dead-letter route while the rest flow; pause and resume.
+//! twice; poison messages go to the dead-letter route while the rest flow, and are in the
+//! Webhook Log; pause and resume; PUT and PATCH; two processes on PostgreSQL sharing a source.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -243,6 +244,62 @@ async fn wait_for_state(api: &Api, name: &str, state: &str) -> Value {
         },
     )
     .await
+}
+
+/// The source's dead-lettered messages are in the Webhook Log (source `inbound`, origin
+/// `source:<name>`), oldest first with these reasons, dead, and cannot be replayed.
+async fn assert_dead_letters_logged(api: &Api, source: &str, reasons: &[&str]) {
+    let items = eventually(
+        Duration::from_secs(5),
+        "dead-lettered messages in the Webhook Log",
+        || async {
+            let (status, page) = api
+                .admin(
+                    "GET",
+                    &format!("/admin/v1/deliveries?source=inbound&origin=source:{source}"),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 200, "{page}");
+            let items = page["items"].as_array().cloned().unwrap_or_default();
+            (items.len() >= reasons.len()).then_some(items)
+        },
+    )
+    .await;
+    assert_eq!(items.len(), reasons.len(), "{items:?}");
+    // The log lists newest first.
+    for (item, reason) in items.iter().rev().zip(reasons) {
+        assert_eq!(item["status"], "dead", "{item}");
+        assert_eq!(
+            item["event_type"], "hookyard.source.dead_lettered",
+            "{item}"
+        );
+        let id = item["id"].as_str().unwrap();
+        let (status, detail) = api
+            .admin("GET", &format!("/admin/v1/deliveries/{id}"), None)
+            .await;
+        assert_eq!(status, 200, "{detail}");
+        let error = detail["attempts"][0]["error"].as_str().unwrap_or_default();
+        assert!(error.contains(reason), "{reason:?} in {detail}");
+        let (status, body) = api
+            .admin("POST", &format!("/admin/v1/deliveries/{id}/replay"), None)
+            .await;
+        assert_eq!(status, 409, "{body}");
+    }
+    // The free-text search finds them by the source's name.
+    let (_, found) = api
+        .admin(
+            "GET",
+            &format!("/admin/v1/deliveries?source=inbound&q={source}"),
+            None,
+        )
+        .await;
+    assert!(
+        found["items"]
+            .as_array()
+            .is_some_and(|i| i.len() >= reasons.len()),
+        "{found}"
+    );
 }
 
 const N: usize = 10_000;
@@ -571,6 +628,7 @@ async fn nats_poison_is_terminated_and_pause_resume_work() {
         .metric("hookyard_source_messages_total{source=\"p\",outcome=\"dead_lettered\"}")
         .await;
     assert_eq!(metric, Some(2.0));
+    assert_dead_letters_logged(&gw, "p", &["not an event", "missing field `type`"]).await;
 
     // Paused: published messages stay pending in the broker.
     let (status, body) = gw.admin("POST", "/admin/v1/sources/p/pause", None).await;
@@ -705,6 +763,7 @@ async fn amqp_poison_is_dead_lettered_and_pause_resume_work() {
         .collect();
     assert!(reasons[0].contains("not JSON"), "{reasons:?}");
     assert!(reasons[1].contains("event-type"), "{reasons:?}");
+    assert_dead_letters_logged(&gw, "p", &["not JSON", "event-type"]).await;
 
     let (status, _) = gw.admin("POST", "/admin/v1/sources/p/pause", None).await;
     assert_eq!(status, 200);
@@ -777,4 +836,305 @@ async fn bad_sources_are_refused_with_the_field() {
     let (_, list) = gw.admin("GET", "/admin/v1/sources", None).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
     gw.stop().await;
+}
+
+/// PUT and PATCH of a source: the masked URL sent back keeps the stored password (the edited
+/// source still consumes), the changed spec restarts the consumer, the pause state is kept;
+/// renaming, a masked password for another URL and a source declared in the config are refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn amqp_source_put_and_patch_keep_the_password_and_restart_the_consumer() {
+    let (conn, channel) = amqp().await;
+    let queue = unique("hyt-q-");
+    declare_queue(&channel, &queue, FieldTable::default()).await;
+    let dir = temp_dir();
+    let mut config = test_config(dir.path());
+    config.sources = vec![serde_json::from_value(json!({
+        // Nothing listens on port 1: it never declares a queue.
+        "name": "declared", "type": "amqp", "url": "amqp://guest:guest@127.0.0.1:1/%2f",
+        "queue": "never-declared"
+    }))
+    .unwrap()];
+    let (gw, rx) = gateway(config, "*").await;
+    let (status, body) = gw
+        .admin(
+            "POST",
+            "/admin/v1/sources",
+            Some(json!({"name": "e", "type": "amqp", "url": AMQP, "queue": queue})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    wait_for_state(&gw, "e", "running").await;
+
+    // PATCH over what a read shows: one field changes, the masked URL keeps the password.
+    let (status, body) = gw
+        .admin(
+            "PATCH",
+            "/admin/v1/sources/e",
+            Some(json!({"batch_size": 7, "type_from": "subject"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["spec"]["batch_size"], 7, "{body}");
+    assert!(!body["spec"]["url"]
+        .as_str()
+        .unwrap()
+        .contains("guest:guest"));
+    // The consumer restarted with the new spec: the routing key is the type now.
+    eventually(Duration::from_secs(10), "restarted", || async {
+        let s = source_status(&gw, "e").await;
+        (s["status"]["state"] == "running" && s["spec"]["type_from"] == "subject").then_some(())
+    })
+    .await;
+    publish_amqp(
+        &channel,
+        "",
+        vec![(queue.clone(), None, br#"{"n": 1}"#.to_vec())],
+    )
+    .await;
+    wait_for_numbers(&rx, 1, Duration::from_secs(10)).await;
+    assert_eq!(rx.received()[0].json()["type"], queue.as_str());
+
+    // Paused, then PUT what a read shows (the spec), without the name: still paused.
+    let (status, _) = gw.admin("POST", "/admin/v1/sources/e/pause", None).await;
+    assert_eq!(status, 200);
+    let mut spec = source_status(&gw, "e").await["spec"].clone();
+    spec.as_object_mut().unwrap().remove("name");
+    spec["type_from"] = json!("body");
+    let (status, body) = gw
+        .admin("PUT", "/admin/v1/sources/e", Some(spec.clone()))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["paused"], &body["spec"]["type_from"]),
+        (&json!(true), &json!("body"))
+    );
+    publish_amqp(
+        &channel,
+        "",
+        vec![(
+            queue.clone(),
+            None,
+            json!({"type": "t.put", "data": {"n": 2}})
+                .to_string()
+                .into_bytes(),
+        )],
+    )
+    .await;
+    let (status, _) = gw.admin("POST", "/admin/v1/sources/e/resume", None).await;
+    assert_eq!(status, 200);
+    // Consuming after the PUT proves the stored password was kept.
+    wait_for_numbers(&rx, 2, Duration::from_secs(10)).await;
+
+    // A masked password for another host, a rename, bad fields, a declared source, a missing one.
+    let mut moved = spec.clone();
+    moved["url"] = json!(moved["url"]
+        .as_str()
+        .unwrap()
+        .replace("127.0.0.1", "localhost"));
+    // The answer expected: status, code and (for a 422) the field.
+    let refused = [
+        ("PUT", "e", moved, "422 invalid_field url"),
+        ("PATCH", "e", json!({"name": "f"}), "422 invalid_field name"),
+        (
+            "PATCH",
+            "e",
+            json!({"stream": "S"}),
+            "422 invalid_field stream",
+        ),
+        ("PATCH", "e", json!([1]), "422 invalid_field"),
+        (
+            "PATCH",
+            "declared",
+            json!({"batch_size": 9}),
+            "409 declared_in_config",
+        ),
+        ("PATCH", "nope", json!({"batch_size": 9}), "404 not_found"),
+    ];
+    for (method, name, request, expected) in refused {
+        let (status, body) = gw
+            .admin(method, &format!("/admin/v1/sources/{name}"), Some(request))
+            .await;
+        let mut expected = expected.split(' ');
+        let want: u16 = expected.next().unwrap().parse().unwrap();
+        assert_error(status, &body, want, expected.next().unwrap());
+        if let Some(field) = expected.next() {
+            assert_eq!(body["error"]["field"], field, "{body}");
+        }
+    }
+    // Nothing refused changed the stored spec.
+    assert_eq!(source_status(&gw, "e").await["spec"]["batch_size"], 7);
+
+    gw.stop().await;
+    delete_queue(&channel, &queue).await;
+    let _ = conn.close(200, "done".into()).await;
+}
+
+/// Two gateway processes on one PostgreSQL database run the same NATS source (one durable
+/// consumer) and the same AMQP source (one queue): the brokers spread the messages between
+/// them, every message is delivered, and none is enqueued twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_processes_share_a_nats_and_an_amqp_source_on_postgres() {
+    const EACH: usize = 5_000;
+    let (_client, js) = nats().await;
+    let (stream, subject) = new_stream(&js).await;
+    let (conn, channel) = amqp().await;
+    let queue = unique("hyt-q-");
+    declare_queue(&channel, &queue, FieldTable::default()).await;
+    let dir = temp_dir();
+    let url = postgres_url(dir.path());
+    let rx = Receiver::start().await;
+    // Small batches, so that both processes get a share of each broker's messages.
+    let sources = format!(
+        r#"
+[[sources]]
+name = "hr-bus"
+type = "nats"
+url = "nats://{NATS}"
+stream = "{stream}"
+subject = "{subject}.>"
+batch_size = 50
+
+[[sources]]
+name = "crm"
+type = "amqp"
+url = "{AMQP}"
+queue = "{queue}"
+batch_size = 50
+"#
+    );
+    let a = Node::start(dir.path(), "a", &url, node_config(&rx, &sources)).await;
+    let b = Node::start(dir.path(), "b", &url, node_config(&rx, &sources)).await;
+    for node in [&a, &b] {
+        for source in ["hr-bus", "crm"] {
+            wait_for_state(node, source, "running").await;
+        }
+    }
+    // No message ids on NATS (the id is derived from the stream sequence), message_id on AMQP.
+    let nats_messages = (0..EACH)
+        .map(|n| {
+            let body = json!({"type": "t", "data": {"n": n}})
+                .to_string()
+                .into_bytes();
+            (format!("{subject}.x"), None, body)
+        })
+        .collect();
+    let amqp_messages = (EACH..2 * EACH)
+        .map(|n| {
+            let body = json!({"type": "t", "data": {"n": n}})
+                .to_string()
+                .into_bytes();
+            (queue.clone(), Some(format!("m-{n}")), body)
+        })
+        .collect();
+    tokio::join!(
+        publish_nats(&js, nats_messages),
+        publish_amqp(&channel, "", amqp_messages)
+    );
+    wait_for_numbers(&rx, 2 * EACH, Duration::from_secs(120)).await;
+    assert_enqueued_once(&a, "bus", 2 * EACH).await;
+    assert_eq!(received_numbers(&rx), (0..2 * EACH as u64).collect());
+    // Each process committed a share of each source, and together exactly every message.
+    for source in ["hr-bus", "crm"] {
+        let (sa, sb) = (
+            source_status(&a, source).await["status"].clone(),
+            source_status(&b, source).await["status"].clone(),
+        );
+        eprintln!(
+            "{source}: a committed {}, b committed {}",
+            sa["committed"], sb["committed"]
+        );
+        let (ca, cb) = (
+            sa["committed"].as_u64().unwrap(),
+            sb["committed"].as_u64().unwrap(),
+        );
+        assert!(ca > 0 && cb > 0, "{source} not shared: {sa} / {sb}");
+        assert_eq!(ca + cb, EACH as u64, "{source}: {sa} / {sb}");
+    }
+    drop((a, b));
+    let _ = js.delete_stream(&stream).await;
+    delete_queue(&channel, &queue).await;
+    let _ = conn.close(200, "done".into()).await;
+}
+
+/// Not a check but a measurement, ignored by default: how fast a source drains a backlog of
+/// events no webhook takes (events committed per second from the source's creation), for
+/// comparing builds and settings. `HOOKYARD_DRAIN_N` events (100,000 by default), both
+/// brokers, batches of `HOOKYARD_DRAIN_BATCH` (the default when unset):
+/// `cargo test --test it -- --ignored --nocapture backlog_drain_rate`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn backlog_drain_rate() {
+    let n: usize = std::env::var("HOOKYARD_DRAIN_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let body = |i: usize| {
+        json!({"type": "drain.t", "data": {"n": i, "pad": "x".repeat(100)}})
+            .to_string()
+            .into_bytes()
+    };
+    let (_client, js) = nats().await;
+    let (stream, subject) = new_stream(&js).await;
+    let (conn, channel) = amqp().await;
+    let queue = unique("hyt-q-");
+    declare_queue(&channel, &queue, FieldTable::default()).await;
+    let published = Instant::now();
+    publish_nats(
+        &js,
+        (0..n)
+            .map(|i| (format!("{subject}.x"), None, body(i)))
+            .collect(),
+    )
+    .await;
+    let nats_publish = published.elapsed();
+    let published = Instant::now();
+    publish_amqp(
+        &channel,
+        "",
+        (0..n).map(|i| (queue.clone(), None, body(i))).collect(),
+    )
+    .await;
+    let amqp_publish = published.elapsed();
+    eprintln!(
+        "published {n}: NATS {:.0}/s, AMQP {:.0}/s",
+        n as f64 / nats_publish.as_secs_f64(),
+        n as f64 / amqp_publish.as_secs_f64()
+    );
+    let dir = temp_dir();
+    let gw = TestGateway::start(test_config(dir.path())).await;
+    for spec in [
+        json!({"name": "nats", "type": "nats", "url": format!("nats://{NATS}"),
+               "stream": stream, "subject": format!("{subject}.>")}),
+        json!({"name": "amqp", "type": "amqp", "url": AMQP, "queue": queue}),
+    ] {
+        let mut spec = spec;
+        if let Some(size) = std::env::var("HOOKYARD_DRAIN_BATCH")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            spec["batch_size"] = json!(size);
+        }
+        let name = spec["name"].as_str().unwrap().to_owned();
+        let started = Instant::now();
+        let (status, body) = gw.admin("POST", "/admin/v1/sources", Some(spec)).await;
+        assert_eq!(status, 201, "{body}");
+        eventually(Duration::from_secs(300), "backlog drained", || async {
+            let s = source_status(&gw, &name).await;
+            (s["status"]["committed"].as_u64() >= Some(n as u64)).then_some(())
+        })
+        .await;
+        let took = started.elapsed();
+        eprintln!(
+            "{name}: {n} committed in {took:?}: {:.0} events/s",
+            n as f64 / took.as_secs_f64()
+        );
+        let (status, _) = gw
+            .admin("POST", &format!("/admin/v1/sources/{name}/pause"), None)
+            .await;
+        assert_eq!(status, 200);
+    }
+    gw.stop().await;
+    let _ = js.delete_stream(&stream).await;
+    delete_queue(&channel, &queue).await;
+    let _ = conn.close(200, "done".into()).await;
 }

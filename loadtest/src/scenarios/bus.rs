@@ -1,7 +1,16 @@
-//! The bus scenarios (`bus-nats`, `bus-amqp`): events published to NATS JetStream or RabbitMQ
-//! as fast as the broker confirms them, for the phase's duration, while a gateway source
-//! consumes them (acknowledging each batch once committed) and delivers them to the receiver.
+//! The bus scenarios (`bus-nats`, `bus-amqp`), two rows each:
 //!
+//! 1. **backlog**: `--bus-backlog` events are published first, then a source is created and
+//!    drains them. Their type matches no webhook, as in the ingest scenario's rows, so this is
+//!    what consuming itself costs and the figure to compare with batched HTTP ingest: events
+//!    committed per second from the source's creation (connecting to the broker included) to
+//!    the last commit. Publishing is not in it (on this machine the broker confirms publishes
+//!    slower than a source consumes).
+//! 2. **flow**: events published as fast as the broker confirms them, for the phase's
+//!    duration, while a source consumes them (acknowledging each batch once committed) and
+//!    delivers them to the receiver.
+//!
+//! For the flow row:
 //! The row's "accepted" column is what the gateway committed from the bus per second (publish
 //! start to the last commit, read from `hookyard_source_messages_total{outcome="committed"}`),
 //! the figure to compare with the ingest scenario's batched HTTP row; the broker's publish rate
@@ -41,13 +50,15 @@ pub enum Bus {
     Amqp,
 }
 
-/// Where the brokers are.
+/// Where the brokers are, and the backlog drained in the first row.
 #[derive(Debug, Clone)]
 pub struct BusUrls {
     /// `nats://host:port`.
     pub nats: String,
     /// `amqp://user:password@host:port/vhost`.
     pub amqp: String,
+    /// Events published before the backlog row's source starts.
+    pub backlog: u64,
 }
 
 /// A connected publisher and what the source needs to know.
@@ -115,15 +126,15 @@ impl Publisher {
         })
     }
 
-    /// The source's spec for the gateway.
-    fn source(&self, urls: &BusUrls) -> serde_json::Value {
+    /// The spec of the source `name` for the gateway.
+    fn source(&self, urls: &BusUrls, name: &str) -> serde_json::Value {
         match self {
             Publisher::Nats {
                 stream, subject, ..
-            } => json!({"name": SOURCE, "type": "nats", "url": urls.nats,
+            } => json!({"name": name, "type": "nats", "url": urls.nats,
                         "stream": stream, "subject": subject}),
             Publisher::Amqp { queue, .. } => {
-                json!({"name": SOURCE, "type": "amqp", "url": urls.amqp, "queue": queue})
+                json!({"name": name, "type": "amqp", "url": urls.amqp, "queue": queue})
             }
         }
     }
@@ -189,8 +200,13 @@ impl Publisher {
     }
 }
 
-/// Events the gateway committed from the source (summed over processes).
-async fn committed(gw: &crate::gateway::Gateway) -> u64 {
+/// The source of the backlog row.
+const BACKLOG_SOURCE: &str = "lt-bus-backlog";
+/// Event type of the backlog row: no webhook subscribes to it.
+const BACKLOG_TYPE: &str = "lt.backlog";
+
+/// Events the gateway committed from the source `source` (summed over processes).
+async fn committed(gw: &crate::gateway::Gateway, source: &str) -> u64 {
     let Ok(metrics) = gw.metrics_sum().await else {
         return 0;
     };
@@ -198,7 +214,7 @@ async fn committed(gw: &crate::gateway::Gateway) -> u64 {
         .iter()
         .filter(|(k, _)| {
             k.starts_with("hookyard_source_messages_total")
-                && k.contains(&format!("source=\"{SOURCE}\""))
+                && k.contains(&format!("source=\"{source}\""))
                 && k.contains("outcome=\"committed\"")
         })
         .map(|(_, v)| *v as u64)
@@ -217,11 +233,14 @@ impl Runner {
         let started = self
             .start(None, &[webhook("lt-0", &["lt.flow"], self.receiver.url(0))])
             .await?;
+        if urls.backlog > 0 {
+            self.bus_backlog(bus, scenario, &started).await?;
+        }
         let gw = &started.gateway;
         let run = self.next_run();
         let name = format!("hookyard-lt-{}-{run}", std::process::id());
         let publisher = Publisher::connect(bus, &urls, &name).await?;
-        gw.admin_post("/admin/v1/sources", &publisher.source(&urls))
+        gw.admin_post("/admin/v1/sources", &publisher.source(&urls, SOURCE))
             .await?;
         let session = self.receiver.begin(run, &[Mode::Ok]);
         let duration = self.settings.duration;
@@ -256,7 +275,7 @@ impl Runner {
         let mut committed_at = None;
         let mut last_commit = 0;
         while Instant::now() < deadline {
-            last_commit = committed(gw).await;
+            last_commit = committed(gw, SOURCE).await;
             if last_commit >= confirmed {
                 committed_at = Some(Instant::now());
                 break;
@@ -320,6 +339,116 @@ impl Runner {
         self.rows.push(row);
         publisher.remove().await;
         started.gateway.stop().await;
+        Ok(())
+    }
+}
+
+impl Runner {
+    /// The backlog row: publish `--bus-backlog` events of a type no webhook takes, then start a
+    /// source and time it draining them (see the module doc).
+    async fn bus_backlog(
+        &mut self,
+        bus: Bus,
+        scenario: &str,
+        started: &super::Started,
+    ) -> anyhow::Result<()> {
+        let urls = self.settings.bus.clone();
+        let gw = &started.gateway;
+        let run = self.next_run();
+        let name = format!("hookyard-lt-{}-{run}", std::process::id());
+        let publisher = Publisher::connect(bus, &urls, &name).await?;
+        let total = urls.backlog;
+        eprintln!("  {scenario} — publish a backlog of {total}, then drain it");
+        let published_from = Instant::now();
+        let mut confirmed = 0u64;
+        let mut seq = 0u64;
+        while seq < total {
+            let end = (seq + PUBLISH_WINDOW as u64).min(total);
+            let bodies = (seq..end)
+                .map(|n| {
+                    let mut out = String::with_capacity(256);
+                    push_event(&mut out, run, n, BACKLOG_TYPE, false);
+                    out
+                })
+                .collect();
+            confirmed += publisher
+                .publish(bodies)
+                .await
+                .into_iter()
+                .filter(|c| *c)
+                .count() as u64;
+            seq = end;
+        }
+        let publish_secs = published_from.elapsed().as_secs_f64().max(1e-9);
+
+        let pids = gw.pids();
+        // `--perf-record`: a profile of the gateway while it drains.
+        let record_to = self
+            .settings
+            .perf_record
+            .as_ref()
+            .map(|dir| dir.join(format!("{scenario}-backlog.perf.data")));
+        let perf = crate::perf::Perf::start(&pids, None, record_to.as_deref()).await;
+        let monitor = Monitor::start(gw);
+        let g0 = procfs::sample_sum(&pids);
+        let h0 = procfs::sample(None);
+        let t0 = Instant::now();
+        gw.admin_post(
+            "/admin/v1/sources",
+            &publisher.source(&urls, BACKLOG_SOURCE),
+        )
+        .await?;
+        let deadline = t0 + self.settings.drain_timeout;
+        let mut done = None;
+        let mut last = 0;
+        while Instant::now() < deadline {
+            last = committed(gw, BACKLOG_SOURCE).await;
+            if last >= confirmed {
+                done = Some(Instant::now());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let g1 = procfs::sample_sum(&pids);
+        let h1 = procfs::sample(None);
+        let (peak_kib, _) = monitor.finish().await;
+        perf.finish().await;
+        let secs = done
+            .unwrap_or_else(Instant::now)
+            .duration_since(t0)
+            .as_secs_f64()
+            .max(1e-9);
+        let mut row = Row {
+            scenario: scenario.into(),
+            load: format!(
+                "backlog of {}, no webhook",
+                crate::report::thousands(total as f64)
+            ),
+            accepted_per_s: Some(last as f64 / secs),
+            errors: total - confirmed,
+            rss_idle_mib: Some(started.idle_rss_mib),
+            ..Row::default()
+        };
+        row.cpu_pct = g0.zip(g1).map(|(a, b)| procfs::cpu_percent(&a, &b));
+        row.rss_load_mib = Some(peak_kib as f64 / 1024.0);
+        row.diag.harness_cpu_pct = h0.zip(h1).map(|(a, b)| procfs::cpu_percent(&a, &b));
+        row.diag.notes.push(format!(
+            "accepted = committed from the bus per second, source created to last commit ({last} in {secs:.2} s); published beforehand at {}/s",
+            crate::report::thousands(confirmed as f64 / publish_secs)
+        ));
+        if done.is_none() {
+            row.diag.notes.push(format!(
+                "only {last} of {confirmed} committed within the drain timeout"
+            ));
+        }
+        self.print_row(&row);
+        self.rows.push(row);
+        gw.admin_post(
+            &format!("/admin/v1/sources/{BACKLOG_SOURCE}/pause"),
+            &json!({}),
+        )
+        .await?;
+        publisher.remove().await;
         Ok(())
     }
 }
