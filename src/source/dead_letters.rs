@@ -122,6 +122,7 @@ fn entry<A>(
             url: format!("{} {place}", mask_url(&spec.url)),
             headers,
             body: String::from_utf8_lossy(&msg.body[..msg.body.len().min(body_bytes)]).into_owned(),
+            body_from: None,
         }),
         response_status: None,
         response_headers: Vec::new(),

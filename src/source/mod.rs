@@ -419,7 +419,11 @@ async fn session<B: Broker>(
                 Err(e) => break Err(e),
             }
         }
-        let throttled = !stopping && depth.too_deep(state, spec.max_queue_depth).await;
+        // The source's own bound on the queue, and the gateway's ingest back-pressure
+        // (`delivery.ingest_backlog_limit`, which refuses HTTP ingest meanwhile): stop pulling.
+        let throttled = !stopping
+            && (depth.too_deep(state, spec.max_queue_depth).await
+                || state.backlog.retry_after().is_some());
         if !stopping {
             let now = if throttled {
                 SourceState::Throttled
