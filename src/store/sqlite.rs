@@ -211,6 +211,7 @@ CREATE TABLE uncataloged_event_types (
     last_seen INTEGER NOT NULL
 );
 "#,
+    log::INDEX_PER_COMMIT,
 ];
 
 /// Decoding failures are [`Error::Corrupt`]; everything else SQLite reports is
@@ -966,6 +967,17 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Box<dyn Batched>>, commits: &Ato
         if conn.is_autocommit() {
             aborted = Some("the transaction was rolled back by SQLite".to_owned());
             break;
+        }
+    }
+    if aborted.is_none() {
+        // The events this group inserted go into the text index in one statement (one FTS5
+        // segment per commit, not one per command). A failure leaves them for the next commit.
+        if let Err(e) = log::index_new_events(conn) {
+            if conn.is_autocommit() {
+                aborted = Some(format!("indexing the new events failed: {e}"));
+            } else {
+                tracing::warn!(error = %e, "indexing the new events for text search failed; the next commit retries");
+            }
         }
     }
     if let Some(why) = aborted {

@@ -158,6 +158,8 @@ async fn seed(gateway: &crate::gateway::Gateway, n: u64) -> anyhow::Result<()> {
          INSERT INTO attempts (delivery_id, attempt_no, started_at, duration_ms, \
                 response_status, response_headers, outcome) {series} \
          SELECT 'msg_seed_' || i, 1, {at}, 5, 200, '[]', 'succeeded' FROM s;\n\
+         INSERT INTO events_fts (rowid, id, data) SELECT rowid, id, substr(data, 1, 262144) \
+         FROM events WHERE rowid > (SELECT coalesce(max(id), 0) FROM events_fts_docsize);\n\
          COMMIT;\n"
     );
     let mut child = tokio::process::Command::new("sqlite3")
