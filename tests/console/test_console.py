@@ -126,6 +126,9 @@ poll_interval_ms = 50
 [plugins]
 cache_dir = "{workdir}/plugin-cache"
 compile_nice = 0
+# The steps upload field-map themselves (the upload flow is what they test) and count its
+# versions; the built-in install is tested in tests/it/builtin.rs.
+builtin = []
 """)
         self.log = open(workdir / "gateway.log", "wb")
         # HOOKYARD_* variables are config overrides to the gateway: the test's own
@@ -496,6 +499,9 @@ def main():
             def second_version_and_rollback():
                 page.get_by_role("link", name="Plugins").click()
                 page.get_by_role("link", name="field-map").click()
+                # The plugins list has an "Upload plugin" too (named from the file): wait for the
+                # plugin's own page, whose upload adds a version of field-map.
+                expect(page.get_by_role("heading", name="Plugin field-map")).to_be_visible()
                 page.get_by_label("Upload plugin").set_input_files(str(plugins / "version_a.wasm"))
                 versions = page.get_by_role("table", name="Versions")
                 expect(versions.get_by_role("row")).to_have_count(3, timeout=60000)
