@@ -345,6 +345,19 @@ async fn patch_webhook(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let patch = super::admin::merge_patch_body(body)?;
+    let old = find_editable(&state, &id).await?;
+    // Over what a read shows: secrets the patch leaves alone stay masked, and are kept or
+    // refused by `save` exactly as in a PUT.
+    let mut merged = serde_json::to_value(old.spec.redacted()).unwrap_or(Value::Null);
+    merge_patch(&mut merged, patch);
+    let spec: WebhookSpec = from_value(merged)?;
+    save(&state, old, spec).await
+}
+
+/// The body of a PATCH: a JSON merge patch (RFC 7396), which must be a JSON object (a 400 for a
+/// body that is not JSON, a 422 for one that is not an object). Shared by every PATCH route.
+pub(super) fn merge_patch_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
     let body = body.map_err(body_error)?;
     let patch: Value = parse_json(&body)?;
     if !patch.is_object() {
@@ -353,13 +366,7 @@ async fn patch_webhook(
             "a merge patch must be a JSON object",
         ));
     }
-    let old = find_editable(&state, &id).await?;
-    // Over what a read shows: secrets the patch leaves alone stay masked, and are kept or
-    // refused by `save` exactly as in a PUT.
-    let mut merged = serde_json::to_value(old.spec.redacted()).unwrap_or(Value::Null);
-    merge_patch(&mut merged, patch);
-    let spec: WebhookSpec = from_value(merged)?;
-    save(&state, old, spec).await
+    Ok(patch)
 }
 
 pub(super) fn merge_patch(target: &mut Value, patch: Value) {

@@ -332,14 +332,7 @@ pub async fn patch(
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ConnectionView>, ApiError> {
-    let body = body.map_err(body_error)?;
-    let patch: Value = parse_json(&body)?;
-    if !patch.is_object() {
-        return Err(ApiError::invalid_field(
-            "",
-            "a merge patch must be a JSON object",
-        ));
-    }
+    let patch = super::admin::merge_patch_body(body)?;
     let old = find_editable(&state, &name).await?;
     let mut merged = serde_json::to_value(old.spec.redacted()).unwrap_or(Value::Null);
     super::admin::merge_patch(&mut merged, patch);

@@ -278,14 +278,7 @@ async fn patch(
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let body = body.map_err(body_error)?;
-    let patch: Value = parse_json(&body)?;
-    if !patch.is_object() {
-        return Err(ApiError::invalid_field(
-            "",
-            "a merge patch must be a JSON object",
-        ));
-    }
+    let patch = super::admin::merge_patch_body(body)?;
     let old = find_editable(&state, &name).await?;
     let stored: SourceSpec = serde_json::from_str(&old.spec).map_err(|e| {
         ApiError::new(
